@@ -1,0 +1,162 @@
+"""The `coemogen` command line: world build, caption, filter, train, generate, evaluate, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .errors import CoEmoGenError
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if text.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got '{text}'")
+
+
+def _add_model_sources(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pretrained_model_name_or_path", "--pretrained-model-name-or-path",
+                   help="Stable Diffusion 1.x hub id or local diffusers directory (default: the pocket SD)")
+    p.add_argument("--clip_model_name_or_path", "--clip-model-name-or-path",
+                   help="CLIP hub id or local directory (default: the pocket CLIP)")
+    p.add_argument("--preset", choices=["pocket", "sd15"],
+                   help="sd15 = stable-diffusion-v1-5/stable-diffusion-v1-5 + openai/clip-vit-large-patch14")
+
+
+def cmd_world_build(a: argparse.Namespace) -> None:
+    from .world.dataset import build_world, write_corpus
+
+    path = build_world(a.out, a.images_per_emotion, a.seed, a.size, a.content_noise)
+    if a.corpus:
+        write_corpus(Path(a.out) / "neutral_corpus", a.corpus, a.seed + 1, a.size)
+    print(f"wrote the synthetic world to {path}")
+
+
+def cmd_world_pocket(a: argparse.Namespace) -> None:
+    import json
+
+    from .world.pocket import build_pocket_models
+
+    facts = build_pocket_models(a.out, a.corpus_size, a.seed)
+    print(json.dumps(facts, indent=1))
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .trainer import TrainArgs, train
+
+    kwargs = {f.name: getattr(a, f.name) for f in fields(TrainArgs) if hasattr(a, f.name)}
+    run = train(TrainArgs(**kwargs))
+    print(f"saved run to {run}")
+
+
+def cmd_generate(a: argparse.Namespace) -> None:
+    from .pipeline import CoEmoGenPipeline, save_images
+    from .taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.from_file(a.taxonomy) if a.taxonomy else None
+    pipe = CoEmoGenPipeline.from_pretrained(a.model, a.pretrained_model_name_or_path, a.clip_model_name_or_path,
+                                            a.device, taxonomy)
+    emotions = [e for e in a.emotion.split(";") if e.strip()] or [a.emotion]
+    for spec in emotions:
+        pipe.taxonomy.parse_mix(spec)  # fail on a bad name before any work
+    output = pipe(emotions, num_images=a.num_images, seed=a.seed, template=a.template,
+                  num_inference_steps=a.num_inference_steps, guidance_scale=a.guidance_scale,
+                  scheduler=a.scheduler, batch_size=a.batch_size, progress=True)
+    out = save_images(output, a.out)
+    print(f"wrote {len(output.images)} images, metadata and grid.png to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coemogen", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    world = sub.add_parser("world", help="the built-in synthetic world").add_subparsers(dest="world_command",
+                                                                                       required=True)
+    p = world.add_parser("build", help="render an EmoSet-layout emotional dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--images-per-emotion", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--content-noise", type=float, default=0.2)
+    p.add_argument("--corpus", type=int, default=0, help="also write a neutral corpus of this many images")
+    p.set_defaults(func=cmd_world_build)
+    p = world.add_parser("pocket", help="retrain the pocket CLIP and Stable Diffusion models")
+    p.add_argument("--out", required=True)
+    p.add_argument("--corpus-size", type=int, default=6000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_world_pocket)
+
+    p = sub.add_parser("train", help="train CoEmoGen on a manifest (JSONL: image, emotion, caption)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="run directory")
+    _add_model_sources(p)
+    p.add_argument("--taxonomy", help="JSON/YAML taxonomy file (default: the 8 Mikels emotions)")
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--train_batch_size", type=int, default=8)
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--max_train_steps", type=int, default=1000)
+    p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--weight_decay", type=float, default=1e-2)
+    p.add_argument("--lambda_sem", type=float, default=1.0, help="weight of L_SEM (0 = the w/o L_SEM ablation)")
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    p.add_argument("--gradient_checkpointing", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpointing_steps", type=int, default=500)
+    p.add_argument("--checkpoints_total_limit", type=int)
+    p.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint directory")
+    p.add_argument("--validation_steps", type=int)
+    p.add_argument("--report_to", choices=["tensorboard", "none"], default="tensorboard")
+    p.add_argument("--mapper_hidden_dim", type=int, default=512)
+    p.add_argument("--lora_rank", type=int, default=4)
+    p.add_argument("--lora_targets", nargs="+", default=["to_q", "to_k", "to_v", "to_out.0"])
+    p.add_argument("--emotion_lora", type=_bool, default=True, help="false: w/o emotion-specific LoRAs")
+    p.add_argument("--group_lora", type=_bool, default=True, help="false: w/o polarity-shared LoRAs")
+    p.add_argument("--image_token_layer", type=int, default=-1, help="CLIP vision hidden layer used as v_i")
+    p.add_argument("--template", default="{}", help="prompt template around the placeholder")
+    p.add_argument("--cluster_components", type=int, default=1, help="Gaussian mixture components per emotion")
+    p.add_argument("--dataloader_num_workers", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate images for an emotion or a mix")
+    p.add_argument("--model", help="run directory (default: the shipped synthetic-world run)")
+    p.add_argument("--emotion", required=True,
+                   help="name, mix 'amusement:0.5,awe:0.5', or several separated by ';' (cycled over images)")
+    p.add_argument("--num-images", "--num_images", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--template", help="prompt template, e.g. 'a photo of {} bag' (emotion transfer)")
+    p.add_argument("--scheduler", default="dpm", choices=["dpm", "ddim", "euler", "pndm", "ddpm"])
+    p.add_argument("--num_inference_steps", "--steps", type=int, default=25)
+    p.add_argument("--guidance_scale", type=float, default=5.0)
+    p.add_argument("--batch-size", "--batch_size", type=int, default=16)
+    p.add_argument("--device")
+    p.add_argument("--taxonomy", help="expected taxonomy file; a run from another taxonomy is refused")
+    p.add_argument("--pretrained_model_name_or_path", help="override the run's base Stable Diffusion")
+    p.add_argument("--clip_model_name_or_path", help="override the run's CLIP")
+    p.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        args.func(args)
+    except CoEmoGenError as err:
+        print(f"coemogen: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

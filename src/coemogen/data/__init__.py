@@ -1,0 +1,1 @@
+"""Dataset readers, safe image loading and the training manifest."""

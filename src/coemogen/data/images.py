@@ -1,0 +1,57 @@
+"""Safe image loading: every format quirk becomes RGB or a clear, catchable error."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+MAX_PIXELS = 64_000_000  # decompression-bomb guard, larger than any photo in the field's datasets
+
+
+class ImageLoadError(Exception):
+    """An image that cannot be used; the message is the reason to log with the skip."""
+
+
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open an image as 8-bit RGB (CMYK, grayscale, alpha, 16-bit and palette images converted)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageLoadError("empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > max_pixels:
+                    raise ImageLoadError(f"image too large ({im.width}x{im.height} > {max_pixels} pixels)")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                if im.mode in {"I;16", "I;16B", "I;16L", "I"}:  # 16/32-bit grayscale: rescale, not clip
+                    arr = np.asarray(im, dtype=np.float64)
+                    arr = arr / max(1.0, float(arr.max())) * 255.0
+                    im = Image.fromarray(arr.astype(np.uint8), "L")
+                if im.mode in {"RGBA", "LA", "P", "PA"}:
+                    im = im.convert("RGBA")
+                    background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                    im = Image.alpha_composite(background, im)
+                return im.convert("RGB")
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError("file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageLoadError(f"unreadable image: {err}") from None
+
+
+def to_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
+    """Resize (shorter side) + centre crop to `resolution`; float (3, H, W) in [0, 1]."""
+    w, h = image.size
+    scale = resolution / min(w, h)
+    if (w, h) != (resolution, resolution):
+        image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
+        left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+        image = image.crop((left, top, left + resolution, top + resolution))
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()

@@ -1,0 +1,93 @@
+"""Loading the frozen base models: any diffusers-format Stable Diffusion 1.x plus any CLIP.
+
+Hub ids and local directories go through the same `from_pretrained` calls; the synthetic
+world's pocket models are plain local directories in those formats.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .clip import ClipImagePreprocessor
+from .errors import CoEmoGenError
+
+ASSETS = Path(__file__).parent / "world" / "assets"
+POCKET_SD = ASSETS / "pocket-sd"
+POCKET_CLIP = ASSETS / "pocket-clip"
+SHIPPED_RUN = ASSETS / "world-run"
+PRESETS = {
+    "pocket": (str(POCKET_SD), str(POCKET_CLIP)),
+    "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "openai/clip-vit-large-patch14"),
+}
+
+
+@dataclass
+class BaseModels:
+    """Frozen components CoEmoGen builds on."""
+
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    noise_scheduler: object
+    clip: torch.nn.Module
+    clip_preprocess: ClipImagePreprocessor
+    pretrained_model_name_or_path: str
+    clip_model_name_or_path: str
+
+
+def resolve_sources(pretrained_model_name_or_path: str | None = None, clip_model_name_or_path: str | None = None,
+                    preset: str | None = None) -> tuple[str, str]:
+    """Explicit paths win; otherwise the preset (default: the synthetic world's pocket models)."""
+    if preset is not None and preset not in PRESETS:
+        raise CoEmoGenError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
+    sd, clip = PRESETS[preset or "pocket"]
+    return pretrained_model_name_or_path or sd, clip_model_name_or_path or clip
+
+
+def _load(loader, source: str, what: str, **kwargs):
+    try:
+        return loader(source, **kwargs)
+    except (OSError, ValueError) as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in {"0", "", "false", "False"}
+        hint = ("This machine is offline (HF_HUB_OFFLINE=1). " if offline else "") + (
+            f"If '{source}' is a hub id, download it where you have network "
+            f"(`hf download {source} --local-dir DIR`) and pass DIR instead.")
+        if Path(source).exists():
+            hint = f"'{source}' exists but is not a valid {what} directory."
+        raise CoEmoGenError(f"could not load {what} from '{source}': {str(err).splitlines()[0]}\n{hint}") from None
+
+
+def load_base_models(pretrained_model_name_or_path: str, clip_model_name_or_path: str,
+                     dtype: torch.dtype | None = None) -> BaseModels:
+    """Load VAE, U-Net, text encoder, tokenizer, noise scheduler and CLIP, all frozen and in eval mode."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTextModel, CLIPTokenizer
+
+    sd, clip_src = pretrained_model_name_or_path, clip_model_name_or_path
+    what = "a Stable Diffusion 1.x (diffusers format)"
+    models = BaseModels(
+        vae=_load(AutoencoderKL.from_pretrained, sd, what, subfolder="vae"),
+        unet=_load(UNet2DConditionModel.from_pretrained, sd, what, subfolder="unet"),
+        text_encoder=_load(CLIPTextModel.from_pretrained, sd, what, subfolder="text_encoder"),
+        tokenizer=_load(CLIPTokenizer.from_pretrained, sd, what, subfolder="tokenizer"),
+        noise_scheduler=_load(DDPMScheduler.from_pretrained, sd, what, subfolder="scheduler"),
+        clip=_load(CLIPModel.from_pretrained, clip_src, "a CLIP model"),
+        clip_preprocess=None,  # type: ignore[arg-type]
+        pretrained_model_name_or_path=sd, clip_model_name_or_path=clip_src,
+    )
+    processor = _load(CLIPImageProcessor.from_pretrained, clip_src, "a CLIP image processor")
+    models.clip_preprocess = ClipImagePreprocessor.from_clip(models.clip, processor)
+    for module in (models.vae, models.unet, models.text_encoder, models.clip):
+        module.requires_grad_(False)
+        module.eval()
+        if dtype is not None:
+            module.to(dtype)
+    if models.text_encoder.config.hidden_size != models.clip.config.text_config.hidden_size:
+        raise CoEmoGenError("the CLIP model's text tower width does not match the SD text encoder's; "
+                            "L_SEM projects the condition with the CLIP text projection, so they must match")
+    return models

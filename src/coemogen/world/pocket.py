@@ -1,0 +1,236 @@
+"""Train the pocket base models (a small CLIP and a small Stable Diffusion 1.x) on the neutral corpus.
+
+They play the roles of openai/clip-vit-large-patch14 and stable-diffusion-v1-5 in the synthetic
+world and are saved in exactly those formats, so every loader and pipeline path serves them
+unchanged. `coemogen world pocket --out DIR` rebuilds all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..clip import ClipImagePreprocessor, image_embeds, text_embeds
+from ..taxonomy import Taxonomy
+from .dataset import neutral_specs
+from .scenes import describe, render
+
+EXTRA_WORDS = "a an the of image photo picture with and person face bag in on this that evokes".split()
+
+
+def build_tokenizer(captions: list[str], out: Path, extra: list[str]):
+    """Byte-pair tokenizer in CLIP's format (vocab.json + merges.txt) trained on the corpus."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=2000, min_frequency=1, initial_alphabet=alphabet,
+                                  end_of_word_suffix="</w>", show_progress=False)
+    # Repeat the extra words so that every one of them becomes a single token.
+    bpe.train_from_iterator(captions + [" ".join(extra)] * 50, trainer)
+    model = json.loads(bpe.to_str())["model"]
+    vocab: dict[str, int] = {}
+    for token in alphabet + [a + "</w>" for a in alphabet] + list(model["vocab"]):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    for token in ("".join(m) for m in merges):
+        vocab.setdefault(token, len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    tokenizer.save_pretrained(out)
+    return tokenizer
+
+
+def _images_to_tensor(images) -> torch.Tensor:
+    arr = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # uint8 N,3,H,W
+
+
+def train_clip(images: torch.Tensor, captions: list[str], tokenizer, steps: int, seed: int, out: Path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(seed)
+    size = images.shape[-1]
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+                         num_attention_heads=4, max_position_embeddings=77,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(image_size=size, patch_size=8, hidden_size=128, intermediate_size=256,
+                           num_hidden_layers=3, num_attention_heads=4),
+        projection_dim=128,
+    )
+    model = CLIPModel(config)
+    processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
+    ids = tokenizer(captions, padding="max_length", max_length=48, truncation=True, return_tensors="pt").input_ids
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=steps, pct_start=0.1)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in tqdm(range(steps), desc="pocket clip"):
+        idx = torch.randint(0, len(captions), (128,), generator=g)
+        pixels = (images[idx].float() / 255 - mean) / std
+        loss = model(input_ids=ids[idx], pixel_values=pixels, return_loss=True).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return model, loss.item()
+
+
+def train_vae(images: torch.Tensor, steps: int, seed: int):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        block_out_channels=(16, 32, 32), norm_num_groups=8, sample_size=images.shape[-1])
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    vae.train()
+    for _ in tqdm(range(steps), desc="pocket vae"):
+        x = images[torch.randint(0, len(images), (16,), generator=g)].float() / 127.5 - 1
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    vae.eval()
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(images[i:i + 256].float() / 127.5 - 1).latent_dist.mean
+                             for i in range(0, len(images), 256)])
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    return vae, latents * vae.config.scaling_factor, float(loss)
+
+
+def train_unet(latents: torch.Tensor, text_states: torch.Tensor, empty_state: torch.Tensor, steps: int, seed: int,
+               batch_size: int = 32):
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=latents.shape[-1], in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=text_states.shape[-1], attention_head_dim=8, norm_num_groups=16,
+    )
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, clip_sample=False, steps_offset=1)
+    opt = torch.optim.AdamW(unet.parameters(), lr=4e-4, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-4, total_steps=steps, pct_start=0.05)
+    g = torch.Generator().manual_seed(seed)
+    unet.train()
+    for _ in tqdm(range(steps), desc="pocket unet"):
+        idx = torch.randint(0, len(latents), (batch_size,), generator=g)
+        x0, cond = latents[idx], text_states[idx].clone()
+        drop = torch.rand(batch_size, generator=g) < 0.1  # caption dropout for classifier-free guidance
+        cond[drop] = empty_state
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, 1000, (batch_size,), generator=g)
+        pred = unet(scheduler.add_noise(x0, noise, t), t, cond).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    unet.eval()
+    return unet, scheduler, float(loss)
+
+
+@torch.no_grad()
+def _encode_text(text_encoder, tokenizer, captions: list[str]) -> torch.Tensor:
+    states = []
+    for i in range(0, len(captions), 256):
+        ids = tokenizer(captions[i:i + 256], padding="max_length", max_length=77, truncation=True,
+                        return_tensors="pt").input_ids
+        states.append(text_encoder(ids).last_hidden_state)
+    return torch.cat(states)
+
+
+def _model_card(path: Path, title: str, facts: dict) -> None:
+    lines = [f"# {title}", "", "Built by `coemogen world pocket` (see coemogen/world/pocket.py).", ""]
+    lines += [f"- {k}: {v}" for k, v in facts.items()]
+    (path / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def build_pocket_models(out: str | Path, corpus_size: int = 6000, seed: int = 0, size: int = 64,
+                        clip_steps: int = 800, vae_steps: int = 800, unet_steps: int = 3000) -> dict:
+    """Train pocket CLIP, VAE and U-Net; write `out/pocket-clip` and `out/pocket-sd`."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    out = Path(out)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    start = time.time()
+    specs = list(neutral_specs(corpus_size, seed + 1))
+    captions = [describe(s) for s in specs]
+    images = _images_to_tensor(render(s, size) for s in tqdm(specs, desc="render corpus"))
+    data_hash = hashlib.sha256(images.numpy().tobytes() + "\n".join(captions).encode()).hexdigest()[:16]
+    emotion_words = list(Taxonomy.default().emotions)
+    tokenizer = build_tokenizer(captions, out / "pocket-clip", EXTRA_WORDS + emotion_words)
+
+    t0 = time.time()
+    clip, clip_loss = train_clip(images, captions, tokenizer, clip_steps, seed, out / "pocket-clip")
+    clip_time = time.time() - t0
+    clip_acc = _clip_retrieval_accuracy(clip, tokenizer, images[:512], captions[:512])
+    _model_card(out / "pocket-clip", "pocket-clip: the synthetic world's CLIP", {
+        "architecture": "transformers CLIPModel, ViT 64px/8, 3+3 layers, width 128",
+        "command": f"coemogen world pocket --out DIR --seed {seed}", "seed": seed,
+        "steps": clip_steps,
+        "corpus": f"{corpus_size} neutral world images", "data hash": data_hash,
+        "training time (s)": round(clip_time), "final contrastive loss": round(clip_loss, 4),
+        "image->text top-1 retrieval among 512": round(clip_acc, 3)})
+
+    text_encoder = CLIPTextModel(clip.config.text_config)
+    text_encoder.load_state_dict(clip.text_model.state_dict())
+    text_encoder.eval()
+    t0 = time.time()
+    vae, latents, vae_loss = train_vae(images, vae_steps, seed)
+    vae_time = time.time() - t0
+    text_states = _encode_text(text_encoder, tokenizer, captions)
+    empty_state = _encode_text(text_encoder, tokenizer, [""])[0]
+    t0 = time.time()
+    unet, scheduler, unet_loss = train_unet(latents, text_states, empty_state, unet_steps, seed)
+    unet_time = time.time() - t0
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(out / "pocket-sd")
+    facts = {"command": f"coemogen world pocket --out DIR --seed {seed}", "seed": seed,
+             "corpus": f"{corpus_size} neutral world images at {size}px", "data hash": data_hash,
+             "steps (VAE, U-Net)": f"{vae_steps}, {unet_steps}", "VAE training time (s)": round(vae_time), "VAE final reconstruction MSE": round(vae_loss, 5),
+             "U-Net training time (s)": round(unet_time), "U-Net final noise MSE": round(unet_loss, 4),
+             "text encoder": "the pocket CLIP text tower (as SD1.5 uses CLIP ViT-L/14's)"}
+    _model_card(out / "pocket-sd", "pocket-sd: the synthetic world's Stable Diffusion 1.x", facts)
+    facts["total time (s)"] = round(time.time() - start)
+    facts["clip retrieval top-1"] = clip_acc
+    return facts
+
+
+@torch.no_grad()
+def _clip_retrieval_accuracy(clip, tokenizer, images: torch.Tensor, captions: list[str]) -> float:
+    preprocess = ClipImagePreprocessor.from_clip(clip)
+    ids = tokenizer(captions, padding=True, return_tensors="pt").input_ids
+    img = F.normalize(image_embeds(clip, preprocess(images.float() / 255)), dim=-1)
+    txt = F.normalize(text_embeds(clip, ids), dim=-1)
+    sims = img @ txt.T
+    return float((sims.argmax(1) == torch.arange(len(captions))).float().mean())

@@ -1,0 +1,30 @@
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from coemogen.testing import build_tiny_models  # noqa: E402
+from coemogen.world.dataset import build_world, read_truth  # noqa: E402
+from coemogen.world.scenes import describe  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """(sd_dir, clip_dir) of small models saved with save_pretrained."""
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A 4-images-per-emotion world at 32 px and a manifest with neutral captions."""
+    root = build_world(tmp_path_factory.mktemp("world"), images_per_emotion=4, seed=3, size=32)
+    lines = [json.dumps({"image": path, "emotion": spec.emotion, "caption": describe(spec)})
+             for path, spec in read_truth(root).items()]
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
