@@ -24,7 +24,9 @@ def tiny_models(tmp_path_factory):
 def tiny_world(tmp_path_factory):
     """A 4-images-per-emotion world at 32 px and a manifest with neutral captions."""
     root = build_world(tmp_path_factory.mktemp("world"), images_per_emotion=4, seed=3, size=32)
-    lines = [json.dumps({"image": path, "emotion": spec.emotion, "caption": describe(spec)})
-             for path, spec in read_truth(root).items()]
+    lines = [
+        json.dumps({"image": path, "emotion": spec.emotion, "caption": describe(spec)})
+        for path, spec in read_truth(root).items()
+    ]
     (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return root

@@ -20,12 +20,21 @@ def _bool(text: str) -> bool:
 
 
 def _add_model_sources(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pretrained_model_name_or_path", "--pretrained-model-name-or-path",
-                   help="Stable Diffusion 1.x hub id or local diffusers directory (default: the pocket SD)")
-    p.add_argument("--clip_model_name_or_path", "--clip-model-name-or-path",
-                   help="CLIP hub id or local directory (default: the pocket CLIP)")
-    p.add_argument("--preset", choices=["pocket", "sd15"],
-                   help="sd15 = stable-diffusion-v1-5/stable-diffusion-v1-5 + openai/clip-vit-large-patch14")
+    p.add_argument(
+        "--pretrained_model_name_or_path",
+        "--pretrained-model-name-or-path",
+        help="Stable Diffusion 1.x hub id or local diffusers directory (default: the pocket SD)",
+    )
+    p.add_argument(
+        "--clip_model_name_or_path",
+        "--clip-model-name-or-path",
+        help="CLIP hub id or local directory (default: the pocket CLIP)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=["pocket", "sd15"],
+        help="sd15 = stable-diffusion-v1-5/stable-diffusion-v1-5 + openai/clip-vit-large-patch14",
+    )
 
 
 def cmd_world_build(a: argparse.Namespace) -> None:
@@ -58,17 +67,103 @@ def cmd_generate(a: argparse.Namespace) -> None:
     from .pipeline import CoEmoGenPipeline, save_images
     from .taxonomy import Taxonomy
 
-    taxonomy = Taxonomy.from_file(a.taxonomy) if a.taxonomy else None
-    pipe = CoEmoGenPipeline.from_pretrained(a.model, a.pretrained_model_name_or_path, a.clip_model_name_or_path,
-                                            a.device, taxonomy)
+    taxonomy = Taxonomy.load(a.taxonomy) if a.taxonomy else None
+    pipe = CoEmoGenPipeline.from_pretrained(
+        a.model, a.pretrained_model_name_or_path, a.clip_model_name_or_path, a.device, taxonomy
+    )
     emotions = [e for e in a.emotion.split(";") if e.strip()] or [a.emotion]
     for spec in emotions:
         pipe.taxonomy.parse_mix(spec)  # fail on a bad name before any work
-    output = pipe(emotions, num_images=a.num_images, seed=a.seed, template=a.template,
-                  num_inference_steps=a.num_inference_steps, guidance_scale=a.guidance_scale,
-                  scheduler=a.scheduler, batch_size=a.batch_size, progress=True)
+    output = pipe(
+        emotions,
+        num_images=a.num_images,
+        seed=a.seed,
+        template=a.template,
+        num_inference_steps=a.num_inference_steps,
+        guidance_scale=a.guidance_scale,
+        scheduler=a.scheduler,
+        batch_size=a.batch_size,
+        progress=True,
+    )
     out = save_images(output, a.out)
     print(f"wrote {len(output.images)} images, metadata and grid.png to {out}")
+
+
+def cmd_caption(a: argparse.Namespace) -> None:
+    import json
+
+    from .captioners import make_captioner
+    from .captioning import run_captioning
+    from .data.manifest import SkipCounter
+    from .data.readers import read_dataset
+    from .tables import format_table
+    from .taxonomy import Taxonomy
+
+    skips = SkipCounter()
+    items = read_dataset(a.dataset, Taxonomy.load(a.taxonomy), skips, a.skip_unknown_emotions, a.image_dir)
+    template = Path(a.prompt_template).read_text(encoding="utf-8") if a.prompt_template else None
+    captioner = make_captioner(
+        a.captioner,
+        template,
+        not a.no_emotion_prior,
+        model=a.model,
+        concurrency=a.concurrency,
+        timeout=a.timeout,
+        max_retries=a.max_retries,
+        api_key_env=a.api_key_env,
+        device=a.device,
+        dtype=a.dtype,
+        batch_size=a.batch_size,
+        hallucination_rate=a.hallucination_rate,
+        seed=a.seed,
+    )
+    summary = run_captioning(items, captioner, a.out, a.shard, skips)
+    rows = [{"emotion": e, "written": n} for e, n in sorted(summary["per_emotion"].items())]
+    print(format_table(rows, ["emotion", "written"]))
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_emotion"}, indent=1))
+    if summary["written"] + summary["already_done"] == 0:
+        raise CoEmoGenError("no caption could be produced")
+
+
+def cmd_caption_merge(a: argparse.Namespace) -> None:
+    from .captioning import merge_shards
+
+    print(f"merged {merge_shards(a.parts, a.out)} records into {a.out}")
+
+
+def cmd_filter(a: argparse.Namespace) -> None:
+    from .filtering import filter_captions
+    from .loaders import resolve_sources
+
+    clip = resolve_sources(None, a.clip_model_name_or_path, a.preset)[1]
+    filter_captions(a.captions, a.out, clip, a.drop, a.batch_size, a.device, a.seed)
+
+
+def cmd_world_judges(a: argparse.Namespace) -> None:
+    import json
+
+    from .world.evaluators import build_evaluators
+
+    print(json.dumps(build_evaluators(a.out, a.test_world, a.images_per_emotion, a.seed, a.steps), indent=1))
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from .evaluation import WorldJudges, evaluate, markdown_table
+    from .loaders import POCKET_CLIP
+    from .taxonomy import Taxonomy
+
+    judges = WorldJudges(a.evaluators, a.clip_model_name_or_path or POCKET_CLIP) if a.evaluators else None
+    report = evaluate(
+        a.images, a.reference, a.out, Taxonomy.load(a.taxonomy), a.num_pairs, a.seed, a.max_reference, judges
+    )
+    print(markdown_table(report))
+    print(f"wrote {a.out}/metrics.json, metrics.md and report.html")
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(a.out, a.quick, a.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    world = sub.add_parser("world", help="the built-in synthetic world").add_subparsers(dest="world_command",
-                                                                                       required=True)
+    world = sub.add_parser("world", help="the built-in synthetic world").add_subparsers(
+        dest="world_command", required=True
+    )
     p = world.add_parser("build", help="render an EmoSet-layout emotional dataset")
     p.add_argument("--out", required=True)
     p.add_argument("--images-per-emotion", type=int, default=500)
@@ -91,6 +187,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus-size", type=int, default=6000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_world_pocket)
+    p = world.add_parser("judges", help="retrain the world's independent evaluators")
+    p.add_argument("--out", required=True)
+    p.add_argument("--test-world", required=True, help="a built world whose test split measures accuracy")
+    p.add_argument("--images-per-emotion", type=int, default=600)
+    p.add_argument("--seed", type=int, default=100)
+    p.add_argument("--steps", type=int, default=1500)
+    p.set_defaults(func=cmd_world_judges)
+
+    p = sub.add_parser("caption", help="caption a dataset with an MLLM (resumable JSONL)")
+    p.add_argument("--dataset", required=True, help="EmoSet folder, folder per emotion, ArtEmis CSV or manifest")
+    p.add_argument("--captioner", required=True, help="attributes | oracle[:rate] | hf:<model> | openai:<base url>")
+    p.add_argument("--out", required=True)
+    p.add_argument("--taxonomy", help="mikels (default), artemis, emoart, or a JSON/YAML file")
+    p.add_argument("--image-dir", help="WikiArt image folder for an ArtEmis CSV")
+    p.add_argument("--skip-unknown-emotions", action="store_true")
+    p.add_argument("--prompt-template", help="text file; {emotion} is replaced by the label")
+    p.add_argument("--no-emotion-prior", action="store_true", help="do not tell the captioner the emotion")
+    p.add_argument("--shard", help="k/n: caption only shard k of n")
+    p.add_argument("--model", help="model name sent to an openai: server")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--max-retries", type=int, default=5)
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--device")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--hallucination-rate", type=float, default=0.2, help="oracle captioner only")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_caption)
+    p = sub.add_parser("caption-merge", help="merge caption shards")
+    p.add_argument("parts", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_caption_merge)
+
+    p = sub.add_parser("filter", help="CLIP-score captions and drop the bottom share per emotion")
+    p.add_argument("--captions", required=True)
+    p.add_argument("--out", required=True, help="training manifest (JSONL)")
+    p.add_argument("--drop", type=float, default=0.2)
+    p.add_argument("--clip_model_name_or_path", "--clip-model-name-or-path")
+    p.add_argument("--preset", choices=["pocket", "sd15"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_filter)
 
     p = sub.add_parser("train", help="train CoEmoGen on a manifest (JSONL: image, emotion, caption)")
     p.add_argument("--manifest", required=True)
@@ -125,8 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate images for an emotion or a mix")
     p.add_argument("--model", help="run directory (default: the shipped synthetic-world run)")
-    p.add_argument("--emotion", required=True,
-                   help="name, mix 'amusement:0.5,awe:0.5', or several separated by ';' (cycled over images)")
+    p.add_argument(
+        "--emotion",
+        required=True,
+        help="name, mix 'amusement:0.5,awe:0.5', or several separated by ';' (cycled over images)",
+    )
     p.add_argument("--num-images", "--num_images", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
@@ -140,6 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained_model_name_or_path", help="override the run's base Stable Diffusion")
     p.add_argument("--clip_model_name_or_path", help="override the run's CLIP")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", help="FID, LPIPS, Emo-A, Sem-C, Sem-D per emotion and overall")
+    p.add_argument("--images", required=True, help="generated images (with metadata JSON or per-emotion folders)")
+    p.add_argument("--reference", required=True, help="reference dataset (its test split is used)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--taxonomy")
+    p.add_argument("--num-pairs", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-reference", type=int, default=500, help="reference images per emotion")
+    p.add_argument("--evaluators", help="folder of world judges (default: the shipped ones)")
+    p.add_argument("--clip_model_name_or_path", help="CLIP for Sem-D (default: the pocket CLIP)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the synthetic world")
+    p.add_argument("--out", default="coemogen-demo")
+    p.add_argument("--quick", action="store_true", help="a 2-minute smoke version")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

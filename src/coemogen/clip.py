@@ -33,12 +33,16 @@ class ClipImagePreprocessor:
         h, w = images.shape[-2:]
         if (h, w) != (self.image_size, self.image_size):
             scale = self.image_size / min(h, w)
-            images = F.interpolate(images, size=(max(self.image_size, round(h * scale)),
-                                                 max(self.image_size, round(w * scale))),
-                                   mode="bicubic", align_corners=False, antialias=True)
+            images = F.interpolate(
+                images,
+                size=(max(self.image_size, round(h * scale)), max(self.image_size, round(w * scale))),
+                mode="bicubic",
+                align_corners=False,
+                antialias=True,
+            )
             top = (images.shape[-2] - self.image_size) // 2
             left = (images.shape[-1] - self.image_size) // 2
-            images = images[..., top:top + self.image_size, left:left + self.image_size]
+            images = images[..., top : top + self.image_size, left : left + self.image_size]
         mean, std = self.mean.to(images), self.std.to(images)
         return (images - mean) / std
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import CoEmoGenError
+
 
 class EmotionClusters:
     """Mixture weights, means and variances per emotion: (E, K), (E, K, D), (E, K, D)."""
@@ -16,8 +18,16 @@ class EmotionClusters:
         self.weights, self.means, self.variances = weights, means, variances
 
     @classmethod
-    def fit(cls, embeddings: torch.Tensor, labels: torch.Tensor, num_emotions: int, components: int = 1,
-            iterations: int = 50, seed: int = 0, min_variance: float = 1e-6) -> EmotionClusters:
+    def fit(
+        cls,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        num_emotions: int,
+        components: int = 1,
+        iterations: int = 50,
+        seed: int = 0,
+        min_variance: float = 1e-6,
+    ) -> EmotionClusters:
         """Fit one diagonal Gaussian (mixture) per emotion to `embeddings` (N, D) labelled `labels` (N,)."""
         embeddings = embeddings.detach().double().cpu()
         dim = embeddings.shape[1]
@@ -27,8 +37,8 @@ class EmotionClusters:
         g = torch.Generator().manual_seed(seed)
         for e in range(num_emotions):
             x = embeddings[labels.cpu() == e]
-            if len(x) == 0:
-                raise ValueError(f"no embeddings for emotion index {e}: cannot fit its cluster")
+            if len(x) == 0:  # an emotion without training images keeps all-zero weights
+                continue
             k = min(components, len(x))
             w, mu, var = _diag_gmm(x, k, iterations, g, min_variance)
             weights[e, :k], means[e, :k], variances[e, :k] = w, mu, var
@@ -36,13 +46,18 @@ class EmotionClusters:
 
     def sample(self, emotion: int, generator: torch.Generator) -> tuple[torch.Tensor, int]:
         """One embedding from emotion `emotion`'s distribution, and the component it came from."""
+        if not self.weights[emotion].sum() > 0:
+            raise CoEmoGenError(f"emotion index {emotion} had no training images, so it has no cluster to sample")
         component = int(torch.multinomial(self.weights[emotion], 1, generator=generator))
         noise = torch.randn(self.means.shape[-1], generator=generator)
         return self.means[emotion, component] + noise * self.variances[emotion, component].sqrt(), component
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"weights": self.weights.contiguous(), "means": self.means.contiguous(),
-                "variances": self.variances.contiguous()}
+        return {
+            "weights": self.weights.contiguous(),
+            "means": self.means.contiguous(),
+            "variances": self.variances.contiguous(),
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> EmotionClusters:

@@ -65,7 +65,8 @@ class EmotionConditioner:
 
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Plain prompts (captions, the empty prompt for guidance) -> (hidden states, pooled)."""
-        ids = self.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True,
-                             return_tensors="pt").input_ids.to(self.text_encoder.device)
+        ids = self.tokenizer(
+            texts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.text_encoder.device)
         out = self.text_encoder(input_ids=ids)
         return out.last_hidden_state, out.pooler_output

@@ -40,8 +40,11 @@ class BaseModels:
     clip_model_name_or_path: str
 
 
-def resolve_sources(pretrained_model_name_or_path: str | None = None, clip_model_name_or_path: str | None = None,
-                    preset: str | None = None) -> tuple[str, str]:
+def resolve_sources(
+    pretrained_model_name_or_path: str | None = None,
+    clip_model_name_or_path: str | None = None,
+    preset: str | None = None,
+) -> tuple[str, str]:
     """Explicit paths win; otherwise the preset (default: the synthetic world's pocket models)."""
     if preset is not None and preset not in PRESETS:
         raise CoEmoGenError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
@@ -56,14 +59,16 @@ def _load(loader, source: str, what: str, **kwargs):
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in {"0", "", "false", "False"}
         hint = ("This machine is offline (HF_HUB_OFFLINE=1). " if offline else "") + (
             f"If '{source}' is a hub id, download it where you have network "
-            f"(`hf download {source} --local-dir DIR`) and pass DIR instead.")
+            f"(`hf download {source} --local-dir DIR`) and pass DIR instead."
+        )
         if Path(source).exists():
             hint = f"'{source}' exists but is not a valid {what} directory."
         raise CoEmoGenError(f"could not load {what} from '{source}': {str(err).splitlines()[0]}\n{hint}") from None
 
 
-def load_base_models(pretrained_model_name_or_path: str, clip_model_name_or_path: str,
-                     dtype: torch.dtype | None = None) -> BaseModels:
+def load_base_models(
+    pretrained_model_name_or_path: str, clip_model_name_or_path: str, dtype: torch.dtype | None = None
+) -> BaseModels:
     """Load VAE, U-Net, text encoder, tokenizer, noise scheduler and CLIP, all frozen and in eval mode."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTextModel, CLIPTokenizer
@@ -78,7 +83,8 @@ def load_base_models(pretrained_model_name_or_path: str, clip_model_name_or_path
         noise_scheduler=_load(DDPMScheduler.from_pretrained, sd, what, subfolder="scheduler"),
         clip=_load(CLIPModel.from_pretrained, clip_src, "a CLIP model"),
         clip_preprocess=None,  # type: ignore[arg-type]
-        pretrained_model_name_or_path=sd, clip_model_name_or_path=clip_src,
+        pretrained_model_name_or_path=sd,
+        clip_model_name_or_path=clip_src,
     )
     processor = _load(CLIPImageProcessor.from_pretrained, clip_src, "a CLIP image processor")
     models.clip_preprocess = ClipImagePreprocessor.from_clip(models.clip, processor)
@@ -88,6 +94,8 @@ def load_base_models(pretrained_model_name_or_path: str, clip_model_name_or_path
         if dtype is not None:
             module.to(dtype)
     if models.text_encoder.config.hidden_size != models.clip.config.text_config.hidden_size:
-        raise CoEmoGenError("the CLIP model's text tower width does not match the SD text encoder's; "
-                            "L_SEM projects the condition with the CLIP text projection, so they must match")
+        raise CoEmoGenError(
+            "the CLIP model's text tower width does not match the SD text encoder's; "
+            "L_SEM projects the condition with the CLIP text projection, so they must match"
+        )
     return models

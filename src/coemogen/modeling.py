@@ -68,8 +68,9 @@ class CoEmoGen(nn.Module):
         super().__init__()
         self.config = config
         self.taxonomy = Taxonomy.from_groups(config.taxonomy["groups"])
-        self.mapper = NeuroSymbolicMapper(self.taxonomy.num_emotions, config.embed_dim, config.mapper_hidden_dim,
-                                          config.mapper_layers)
+        self.mapper = NeuroSymbolicMapper(
+            self.taxonomy.num_emotions, config.embed_dim, config.mapper_hidden_dim, config.mapper_layers
+        )
         self.perception_encoder = VisualPerceptionEncoder(config.embed_dim, config.image_dim)
         membership = torch.zeros(self.taxonomy.num_emotions, self.taxonomy.num_groups)
         for i, emotion in enumerate(self.taxonomy.emotions):
@@ -96,13 +97,15 @@ class CoEmoGen(nn.Module):
         return self.perception_encoder(self.mapper(emotion_weights), image_tokens)
 
     def gates(self, emotion_weights: torch.Tensor) -> torch.Tensor:
-        return adapter_gates(emotion_weights, self.membership, float(self.config.emotion_lora),
-                             float(self.config.group_lora))
+        return adapter_gates(
+            emotion_weights, self.membership, float(self.config.emotion_lora), float(self.config.group_lora)
+        )
 
     def inject_into(self, unet: nn.Module):
         """Add this model's HiLoRA layers to `unet`; returns the gate to set per batch."""
-        return inject_hilora(unet, self.num_adapters, self.config.lora_rank, self.config.lora_alpha,
-                             tuple(self.config.lora_targets))
+        return inject_hilora(
+            unet, self.num_adapters, self.config.lora_rank, self.config.lora_alpha, tuple(self.config.lora_targets)
+        )
 
 
 def save_run(run_dir: str | Path, model: CoEmoGen, unet: nn.Module, clusters: EmotionClusters | None) -> Path:
@@ -123,15 +126,18 @@ def save_run(run_dir: str | Path, model: CoEmoGen, unet: nn.Module, clusters: Em
     return run_dir
 
 
-def load_run(run_dir: str | Path, unet: nn.Module, taxonomy: Taxonomy | None = None,
-             require_clusters: bool = True) -> tuple[CoEmoGen, EmotionClusters | None]:
+def load_run(
+    run_dir: str | Path, unet: nn.Module, taxonomy: Taxonomy | None = None, require_clusters: bool = True
+) -> tuple[CoEmoGen, EmotionClusters | None]:
     """Rebuild a saved model, inject and load its HiLoRA into `unet` (safetensors only)."""
     run_dir = Path(run_dir)
     config = CoEmoGenConfig.load(run_dir)
     model = CoEmoGen(config)
     if taxonomy is not None and taxonomy != model.taxonomy:
-        raise CoEmoGenError(f"run '{run_dir}' was trained on the taxonomy {model.taxonomy.to_dict()['groups']}, "
-                            f"not the requested {taxonomy.to_dict()['groups']}")
+        raise CoEmoGenError(
+            f"run '{run_dir}' was trained on the taxonomy {model.taxonomy.to_dict()['groups']}, "
+            f"not the requested {taxonomy.to_dict()['groups']}"
+        )
     for name in WEIGHT_FILES[:3]:
         if not (run_dir / f"{name}.safetensors").is_file():
             raise CoEmoGenError(f"run '{run_dir}' is missing {name}.safetensors")
@@ -146,8 +152,10 @@ def load_run(run_dir: str | Path, unet: nn.Module, taxonomy: Taxonomy | None = N
     if (run_dir / "clusters.safetensors").is_file():
         clusters = EmotionClusters.from_state_dict(load_file(run_dir / "clusters.safetensors"))
         if clusters.means.shape[0] != model.taxonomy.num_emotions:
-            raise CoEmoGenError(f"run '{run_dir}': clusters cover {clusters.means.shape[0]} emotions, "
-                                f"the taxonomy has {model.taxonomy.num_emotions}")
+            raise CoEmoGenError(
+                f"run '{run_dir}': clusters cover {clusters.means.shape[0]} emotions, "
+                f"the taxonomy has {model.taxonomy.num_emotions}"
+            )
     elif require_clusters:
         raise CoEmoGenError(f"run '{run_dir}' has no clusters.safetensors (training did not finish?)")
     return model, clusters

@@ -18,8 +18,8 @@ from PIL import Image
 from .conditioning import EmotionConditioner, check_template
 from .errors import CoEmoGenError
 from .loaders import SHIPPED_RUN, BaseModels, load_base_models
-from .models.hilora import HiLoRAGate, hilora_layers
 from .modeling import CoEmoGen, load_run
+from .models.hilora import HiLoRAGate, hilora_layers
 from .taxonomy import Taxonomy
 
 SCHEDULERS = {
@@ -40,8 +40,18 @@ def make_scheduler(name: str, base_scheduler_config):
 
 
 @torch.no_grad()
-def denoise(unet, scheduler, latents: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, gate: HiLoRAGate,
-            gates: torch.Tensor, num_inference_steps: int, guidance_scale: float, progress: bool = False) -> torch.Tensor:
+def denoise(
+    unet,
+    scheduler,
+    latents: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    gate: HiLoRAGate,
+    gates: torch.Tensor,
+    num_inference_steps: int,
+    guidance_scale: float,
+    progress: bool = False,
+) -> torch.Tensor:
     """Classifier-free guided sampling with per-sample HiLoRA gates (applied to both halves).
 
     When every sample shares one gate vector, the adapters are merged into the weights for the
@@ -110,9 +120,15 @@ class CoEmoGenPipeline:
         return self.model.taxonomy
 
     @classmethod
-    def from_pretrained(cls, run_dir: str | Path | None = None, pretrained_model_name_or_path: str | None = None,
-                        clip_model_name_or_path: str | None = None, device: str | None = None,
-                        taxonomy: Taxonomy | None = None, torch_dtype: torch.dtype | None = None) -> CoEmoGenPipeline:
+    def from_pretrained(
+        cls,
+        run_dir: str | Path | None = None,
+        pretrained_model_name_or_path: str | None = None,
+        clip_model_name_or_path: str | None = None,
+        device: str | None = None,
+        taxonomy: Taxonomy | None = None,
+        torch_dtype: torch.dtype | None = None,
+    ) -> CoEmoGenPipeline:
         """Load a run directory (default: the shipped synthetic-world run) and its base models.
 
         The base models recorded in the run are used unless overridden (e.g. a local SD1.5 copy).
@@ -121,15 +137,17 @@ class CoEmoGenPipeline:
         if not run_dir.is_dir():
             raise CoEmoGenError(f"run directory not found: {run_dir}")
         config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
-        base = load_base_models(pretrained_model_name_or_path or config.get("pretrained_model_name_or_path", ""),
-                                clip_model_name_or_path or config.get("clip_model_name_or_path", ""), torch_dtype)
+        base = load_base_models(
+            pretrained_model_name_or_path or config.get("pretrained_model_name_or_path", ""),
+            clip_model_name_or_path or config.get("clip_model_name_or_path", ""),
+            torch_dtype,
+        )
         model, clusters = load_run(run_dir, base.unet, taxonomy)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         for module in (base.unet, base.vae, base.text_encoder, model):
             module.to(device)
         model.eval()
-        return cls(base, model, clusters, base.unet.get_submodule(next(iter(hilora_layers(base.unet)))[0]).gate,
-                   device)
+        return cls(base, model, clusters, base.unet.get_submodule(next(iter(hilora_layers(base.unet)))[0]).gate, device)
 
     def sample_visual_embeddings(self, mixes: list[dict[str, float]], seeds: list[int]) -> tuple[torch.Tensor, list]:
         """One e^v per image: for a mix, the weighted sum of samples from each emotion's cluster."""
@@ -147,9 +165,18 @@ class CoEmoGenPipeline:
         return torch.stack(rows), components
 
     @torch.no_grad()
-    def __call__(self, emotion: str | list[str], num_images: int = 1, seed: int = 0, template: str | None = None,
-                 num_inference_steps: int = 25, guidance_scale: float = 5.0, scheduler: str = "dpm",
-                 batch_size: int = 16, progress: bool = False) -> CoEmoGenOutput:
+    def __call__(
+        self,
+        emotion: str | list[str],
+        num_images: int = 1,
+        seed: int = 0,
+        template: str | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 5.0,
+        scheduler: str = "dpm",
+        batch_size: int = 16,
+        progress: bool = False,
+    ) -> CoEmoGenOutput:
         """`emotion`: a name, a mix "amusement:0.5,awe:0.5", or a list (one per image, cycled).
 
         Image i uses seed + i for its cluster sample and initial noise, so an image does not
@@ -171,17 +198,30 @@ class CoEmoGenPipeline:
             cond, _ = self.conditioner.encode_embeddings(ev.to(self.device, dtype), template)
             weights = self.model.mix_weights([mixes[i] for i in idx]).to(self.device)
             gates = self.model.gates(weights)
-            latents = torch.stack([
-                torch.randn((unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(s))
-                for s in seeds]).to(self.device, dtype)
-            latents = denoise(unet, sched, latents, cond, uncond, self.gate, gates, num_inference_steps,
-                              guidance_scale, progress)
+            latents = torch.stack(
+                [
+                    torch.randn((unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(s))
+                    for s in seeds
+                ]
+            ).to(self.device, dtype)
+            latents = denoise(
+                unet, sched, latents, cond, uncond, self.gate, gates, num_inference_steps, guidance_scale, progress
+            )
             images += decode(vae, latents)
             for i, s, comp in zip(idx, seeds, components):
-                metadata.append({"index": i, "emotion": max(mixes[i], key=mixes[i].get), "weights": mixes[i],
-                                 "seed": s, "cluster_component": comp, "template": template,
-                                 "scheduler": scheduler, "num_inference_steps": num_inference_steps,
-                                 "guidance_scale": guidance_scale})
+                metadata.append(
+                    {
+                        "index": i,
+                        "emotion": max(mixes[i], key=mixes[i].get),
+                        "weights": mixes[i],
+                        "seed": s,
+                        "cluster_component": comp,
+                        "template": template,
+                        "scheduler": scheduler,
+                        "num_inference_steps": num_inference_steps,
+                        "guidance_scale": guidance_scale,
+                    }
+                )
         return CoEmoGenOutput(images, metadata)
 
 

@@ -16,6 +16,13 @@ MIKELS_GROUPS: dict[str, list[str]] = {
     "positive": ["amusement", "awe", "contentment", "excitement"],
     "negative": ["anger", "disgust", "fear", "sadness"],
 }
+BUILTIN: dict[str, dict[str, list[str]]] = {
+    "mikels": MIKELS_GROUPS,
+    # ArtEmis: the 8 Mikels labels plus "something else" in a third, neutral group.
+    "artemis": {**MIKELS_GROUPS, "neutral": ["something else"]},
+    # The paper's EmoArt study: excitement and disgust dropped.
+    "emoart": {"positive": ["amusement", "awe", "contentment"], "negative": ["anger", "fear", "sadness"]},
+}
 
 
 @dataclass(frozen=True)
@@ -41,11 +48,20 @@ class Taxonomy:
         return cls.from_groups(MIKELS_GROUPS)
 
     @classmethod
+    def load(cls, spec: str | Path | None) -> Taxonomy:
+        """A built-in name (mikels, artemis, emoart), a JSON/YAML file, or None for the default."""
+        if spec is None:
+            return cls.default()
+        if str(spec) in BUILTIN:
+            return cls.from_groups(BUILTIN[str(spec)])
+        return cls.from_file(spec)
+
+    @classmethod
     def from_file(cls, path: str | Path) -> Taxonomy:
         """Read `{"groups": {"positive": [...], ...}}` from JSON or YAML."""
         path = Path(path)
         if not path.is_file():
-            raise CoEmoGenError(f"taxonomy file not found: {path}")
+            raise CoEmoGenError(f"taxonomy file not found: {path} (built-in taxonomies: {', '.join(BUILTIN)})")
         text = path.read_text(encoding="utf-8")
         if path.suffix in {".yaml", ".yml"}:
             import yaml
@@ -80,9 +96,7 @@ class Taxonomy:
         try:
             return self.emotions.index(emotion.strip().lower())
         except ValueError:
-            raise CoEmoGenError(
-                f"unknown emotion '{emotion}'; known emotions: {', '.join(self.emotions)}"
-            ) from None
+            raise CoEmoGenError(f"unknown emotion '{emotion}'; known emotions: {', '.join(self.emotions)}") from None
 
     def group_of(self, emotion: str) -> str:
         name = self.emotions[self.index(emotion)]

@@ -14,8 +14,14 @@ from .world.pocket import EXTRA_WORDS, build_tokenizer
 from .world.scenes import CONTENT, OBJECTS, SCENES
 
 
-def build_tiny_models(out: str | Path, width: int = 32, image_size: int = 32, unet_channels: tuple[int, ...] = (32, 64),
-                      prediction_type: str = "epsilon", seed: int = 0) -> tuple[Path, Path]:
+def build_tiny_models(
+    out: str | Path,
+    width: int = 32,
+    image_size: int = 32,
+    unet_channels: tuple[int, ...] = (32, 64),
+    prediction_type: str = "epsilon",
+    seed: int = 0,
+) -> tuple[Path, Path]:
     """Write `out/sd` (model_index.json + components) and `out/clip`; return both paths."""
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextModel
@@ -24,31 +30,149 @@ def build_tiny_models(out: str | Path, width: int = 32, image_size: int = 32, un
     torch.manual_seed(seed)
     words = EXTRA_WORDS + SCENES + OBJECTS + list(CONTENT)
     tokenizer = build_tokenizer([" ".join(words)], out / "clip", words)
-    clip = CLIPModel(CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
-                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(image_size=image_size, patch_size=8, hidden_size=width, intermediate_size=2 * width,
-                           num_hidden_layers=2, num_attention_heads=2),
-        projection_dim=width))
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config=dict(
+                vocab_size=len(tokenizer),
+                hidden_size=width,
+                intermediate_size=2 * width,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=77,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            ),
+            vision_config=dict(
+                image_size=image_size,
+                patch_size=8,
+                hidden_size=width,
+                intermediate_size=2 * width,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+            ),
+            projection_dim=width,
+        )
+    )
     clip.save_pretrained(out / "clip")
-    CLIPImageProcessor(size={"shortest_edge": image_size},
-                       crop_size={"height": image_size, "width": image_size}).save_pretrained(out / "clip")
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(out / "clip")
     text_encoder = CLIPTextModel(clip.config.text_config)
     text_encoder.load_state_dict(clip.text_model.state_dict())
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        block_out_channels=(16, 32), norm_num_groups=8, sample_size=image_size)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        sample_size=image_size,
+    )
     n = len(unet_channels)
     unet = UNet2DConditionModel(
-        sample_size=image_size // 2, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=unet_channels, down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1), cross_attention_dim=width,
-        attention_head_dim=8, norm_num_groups=16)
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                              prediction_type=prediction_type, clip_sample=False)
-    StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                            safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(out / "sd")
+        sample_size=image_size // 2,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=unet_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        cross_attention_dim=width,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type=prediction_type,
+        clip_sample=False,
+        steps_offset=1,
+    )
+    StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(out / "sd")
     return out / "sd", out / "clip"
+
+
+class ChatCompletionsServer:
+    """A local OpenAI-style chat-completions server for tests and benchmarks.
+
+    Replies with a caption derived from the request's image, so the same image always gets the
+    same caption. `latency` delays every reply; `script` maps the n-th request (0-based) to a
+    behaviour: an HTTP status to fail with, "malformed", "empty" or "slow" (sleeps `slow_seconds`).
+    """
+
+    def __init__(
+        self, latency: float = 0.0, script: dict[int, object] | None = None, slow_seconds: float = 5.0
+    ) -> None:
+        import hashlib
+        import json
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.latency, self.script, self.slow_seconds = latency, dict(script or {}), slow_seconds
+        self.requests = 0
+        self.authorizations: list[str | None] = []
+        lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with lock:
+                    n = server.requests
+                    server.requests += 1
+                    server.authorizations.append(self.headers.get("Authorization"))
+                action = server.script.get(n)
+                time.sleep(server.slow_seconds if action == "slow" else server.latency)
+                if isinstance(action, int):
+                    return self._send(action, b'{"error": "injected"}', {"Retry-After": "0"})
+                if action == "malformed":
+                    return self._send(200, b"{not json")
+                request = json.loads(body)
+                url = request["messages"][0]["content"][1]["image_url"]["url"]
+                text = "" if action == "empty" else f"a caption of image {hashlib.sha1(url.encode()).hexdigest()[:10]}"
+                reply = {"choices": [{"message": {"role": "assistant", "content": text}}]}
+                self._send(200, json.dumps(reply).encode())
+
+            def _send(self, code, payload, headers=None):
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> ChatCompletionsServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

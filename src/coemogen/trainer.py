@@ -30,8 +30,8 @@ from .data.images import ImageLoadError, load_rgb, to_tensor
 from .data.manifest import ManifestRecord, SkipCounter, read_manifest
 from .errors import CoEmoGenError
 from .loaders import BaseModels, load_base_models, resolve_sources
-from .models.hilora import DEFAULT_TARGETS, HiLoRAGate, hilora_layers
 from .modeling import CoEmoGen, CoEmoGenConfig, save_run
+from .models.hilora import DEFAULT_TARGETS, HiLoRAGate, hilora_layers
 from .pipeline import decode, denoise, image_grid, make_scheduler
 from .taxonomy import Taxonomy
 
@@ -84,8 +84,11 @@ class ManifestDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         r = self.records[i]
-        return {"pixels": to_tensor(load_rgb(r.image), self.resolution), "label": self.taxonomy.index(r.emotion),
-                "caption": r.caption}
+        return {
+            "pixels": to_tensor(load_rgb(r.image), self.resolution),
+            "label": self.taxonomy.index(r.emotion),
+            "caption": r.caption,
+        }
 
 
 def drop_unreadable(records: list[ManifestRecord], skips: SkipCounter) -> list[ManifestRecord]:
@@ -107,8 +110,15 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
     a pure function of (seed, m, p), so resuming never repeats or skips samples.
     """
 
-    def __init__(self, labels: list[int], batch_size: int, seed: int, start: int = 0, num_processes: int = 1,
-                 process_index: int = 0) -> None:
+    def __init__(
+        self,
+        labels: list[int],
+        batch_size: int,
+        seed: int,
+        start: int = 0,
+        num_processes: int = 1,
+        process_index: int = 0,
+    ) -> None:
         self.labels, self.batch_size, self.seed, self.start = labels, batch_size, seed, start
         self.num_processes, self.process_index = num_processes, process_index
         by_label: dict[int, list[int]] = {}
@@ -131,7 +141,9 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
 
     def batch(self, micro_step: int) -> list[int]:
         first = (micro_step * self.num_processes + self.process_index) * self.batch_size
-        return [self.epoch_order(p // self.epoch_len)[p % self.epoch_len] for p in range(first, first + self.batch_size)]
+        return [
+            self.epoch_order(p // self.epoch_len)[p % self.epoch_len] for p in range(first, first + self.batch_size)
+        ]
 
     def __iter__(self):
         m = self.start
@@ -141,9 +153,11 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
 
 
 def collate(items: list[dict]) -> dict:
-    return {"pixels": torch.stack([it["pixels"] for it in items]),
-            "labels": torch.tensor([it["label"] for it in items]),
-            "captions": [it["caption"] for it in items]}
+    return {
+        "pixels": torch.stack([it["pixels"] for it in items]),
+        "labels": torch.tensor([it["label"] for it in items]),
+        "captions": [it["caption"] for it in items],
+    }
 
 
 class CoEmoGenTrainingModule(nn.Module):
@@ -162,14 +176,17 @@ class CoEmoGenTrainingModule(nn.Module):
         posterior = self.vae.encode((pixels * 2 - 1).to(dtype)).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
         latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
-        tokens = image_tokens(self.clip, self.base.clip_preprocess(pixels.to(self.clip.dtype)),
-                              self.model.config.image_token_layer)
-        ids = self.base.tokenizer(captions, padding="max_length", max_length=self.conditioner.max_length,
-                                  truncation=True, return_tensors="pt").input_ids.to(pixels.device)
+        tokens = image_tokens(
+            self.clip, self.base.clip_preprocess(pixels.to(self.clip.dtype)), self.model.config.image_token_layer
+        )
+        ids = self.base.tokenizer(
+            captions, padding="max_length", max_length=self.conditioner.max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(pixels.device)
         return latents, tokens, text_embeds(self.clip, ids)
 
-    def forward(self, pixels: torch.Tensor, labels: torch.Tensor, captions: list[str],
-                generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def forward(
+        self, pixels: torch.Tensor, labels: torch.Tensor, captions: list[str], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         latents, tokens, caption_embeds = self.frozen_features(pixels, captions, generator)
         weights = self.model.one_hot(labels)
         visual = self.model.visual_embedding(weights, tokens.float())
@@ -245,16 +262,22 @@ def prune_checkpoints(out: Path, limit: int | None) -> None:
 
 
 @torch.no_grad()
-def embed_records(module: CoEmoGenTrainingModule, dataset: ManifestDataset, device, batch_size: int = 64,
-                  desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
+def embed_records(
+    module: CoEmoGenTrainingModule, dataset: ManifestDataset, device, batch_size: int = 64, desc: str = "embed"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Visual embeddings e^v of every training image under its own emotion (for the clusters)."""
     out, labels = [], []
     for start in tqdm(range(0, len(dataset), batch_size), desc=desc, leave=False):
         batch = collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
         pixels = batch["pixels"].to(device)
-        tokens = image_tokens(module.clip, module.base.clip_preprocess(pixels.to(module.clip.dtype)),
-                              module.model.config.image_token_layer)
-        out.append(module.model.visual_embedding(module.model.one_hot(batch["labels"].to(device)), tokens.float()).cpu())
+        tokens = image_tokens(
+            module.clip,
+            module.base.clip_preprocess(pixels.to(module.clip.dtype)),
+            module.model.config.image_token_layer,
+        )
+        out.append(
+            module.model.visual_embedding(module.model.one_hot(batch["labels"].to(device)), tokens.float()).cpu()
+        )
         labels.append(batch["labels"])
     return torch.cat(out), torch.cat(labels)
 
@@ -264,12 +287,16 @@ def validation_grid(module: CoEmoGenTrainingModule, dataset: ManifestDataset, se
     """One image per emotion, its visual embedding taken from the emotion's first training image."""
     taxonomy = module.model.taxonomy
     device = next(module.model.parameters()).device
-    firsts = [next(i for i, r in enumerate(dataset.records) if r.emotion == e) for e in taxonomy.emotions
-              if any(r.emotion == e for r in dataset.records)]
+    firsts = [
+        next(i for i, r in enumerate(dataset.records) if r.emotion == e)
+        for e in taxonomy.emotions
+        if any(r.emotion == e for r in dataset.records)
+    ]
     batch = collate([dataset[i] for i in firsts])
     pixels = batch["pixels"].to(device)
-    tokens = image_tokens(module.clip, module.base.clip_preprocess(pixels.to(module.clip.dtype)),
-                          module.model.config.image_token_layer)
+    tokens = image_tokens(
+        module.clip, module.base.clip_preprocess(pixels.to(module.clip.dtype)), module.model.config.image_token_layer
+    )
     weights = module.model.one_hot(batch["labels"].to(device))
     visual = module.model.visual_embedding(weights, tokens.float())
     cond, _ = module.conditioner.encode_embeddings(visual.to(module.text_encoder.dtype), module.template)
@@ -278,8 +305,17 @@ def validation_grid(module: CoEmoGenTrainingModule, dataset: ManifestDataset, se
     size = unet.config.sample_size
     g = torch.Generator().manual_seed(seed)
     latents = torch.randn((len(firsts), unet.config.in_channels, size, size), generator=g).to(cond)
-    latents = denoise(unet, make_scheduler("dpm", module.base.noise_scheduler.config), latents, cond, uncond,
-                      module.gate, module.model.gates(weights), steps, 5.0)
+    latents = denoise(
+        unet,
+        make_scheduler("dpm", module.base.noise_scheduler.config),
+        latents,
+        cond,
+        uncond,
+        module.gate,
+        module.model.gates(weights),
+        steps,
+        5.0,
+    )
     return image_grid(decode(module.vae, latents))
 
 
@@ -292,28 +328,41 @@ def train(args: TrainArgs) -> Path:
     check_template(args.template)
     if args.mixed_precision not in {"no", "fp16", "bf16"}:
         raise CoEmoGenError(f"--mixed_precision must be no, fp16 or bf16, not '{args.mixed_precision}'")
-    taxonomy = Taxonomy.from_file(args.taxonomy) if args.taxonomy else Taxonomy.default()
+    taxonomy = Taxonomy.load(args.taxonomy)
     skips = SkipCounter()
     records = read_manifest(args.manifest, taxonomy, skips)
     records = drop_unreadable(records, skips)
     if not records:
         raise CoEmoGenError(f"no usable records in {args.manifest} ({skips.total} skipped: {dict(skips.reasons)})")
     accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    )
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
 
     sd, clip = resolve_sources(args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset)
     base = load_base_models(sd, clip)
     resolution = args.resolution or base.unet.config.sample_size * 2 ** (len(base.vae.config.block_out_channels) - 1)
     config = CoEmoGenConfig(
-        taxonomy=taxonomy.to_dict(), embed_dim=base.text_encoder.config.hidden_size,
-        image_dim=base.clip.config.vision_config.hidden_size, pretrained_model_name_or_path=sd,
-        clip_model_name_or_path=clip, resolution=resolution, mapper_hidden_dim=args.mapper_hidden_dim,
-        lora_rank=args.lora_rank, lora_alpha=float(args.lora_rank), lora_targets=list(args.lora_targets),
-        emotion_lora=args.emotion_lora, group_lora=args.group_lora, image_token_layer=args.image_token_layer,
-        template=args.template, cluster_components=args.cluster_components, method=args.method)
+        taxonomy=taxonomy.to_dict(),
+        embed_dim=base.text_encoder.config.hidden_size,
+        image_dim=base.clip.config.vision_config.hidden_size,
+        pretrained_model_name_or_path=sd,
+        clip_model_name_or_path=clip,
+        resolution=resolution,
+        mapper_hidden_dim=args.mapper_hidden_dim,
+        lora_rank=args.lora_rank,
+        lora_alpha=float(args.lora_rank),
+        lora_targets=list(args.lora_targets),
+        emotion_lora=args.emotion_lora,
+        group_lora=args.group_lora,
+        image_token_layer=args.image_token_layer,
+        template=args.template,
+        cluster_components=args.cluster_components,
+        method=args.method,
+    )
     torch.manual_seed(args.seed)  # initial weights of mapper, encoder and LoRA A
     model = CoEmoGen(config)
     gate = model.inject_into(base.unet)
@@ -343,31 +392,51 @@ def train(args: TrainArgs) -> Path:
             global_step = load_checkpoint(path, params, optimizer)
             accelerator.print(f"resumed from {path} at step {global_step}")
     dataset = ManifestDataset(records, taxonomy, resolution)
-    sampler = BalancedBatchSampler([taxonomy.index(r.emotion) for r in records], args.train_batch_size, args.seed,
-                                   start=global_step * args.gradient_accumulation_steps,
-                                   num_processes=accelerator.num_processes, process_index=accelerator.process_index)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=args.dataloader_num_workers)
+    sampler = BalancedBatchSampler(
+        [taxonomy.index(r.emotion) for r in records],
+        args.train_batch_size,
+        args.seed,
+        start=global_step * args.gradient_accumulation_steps,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers
+    )
     module, optimizer = accelerator.prepare(module, optimizer)
     inner = accelerator.unwrap_model(module)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         accelerator.init_trackers("coemogen", config={k: str(v) for k, v in asdict(args).items()})
-        (out / "data_summary.json").write_text(json.dumps(
-            {"records": len(records), "skipped": skips.total, "skip_reasons": dict(skips.reasons),
-             "per_emotion": {e: sum(r.emotion == e for r in records) for e in taxonomy.emotions}}, indent=1))
+        (out / "data_summary.json").write_text(
+            json.dumps(
+                {
+                    "records": len(records),
+                    "skipped": skips.total,
+                    "skip_reasons": dict(skips.reasons),
+                    "per_emotion": {e: sum(r.emotion == e for r in records) for e in taxonomy.emotions},
+                },
+                indent=1,
+            )
+        )
 
-    bar = tqdm(total=args.max_train_steps, initial=global_step, desc="train",
-               disable=not accelerator.is_local_main_process)
+    bar = tqdm(
+        total=args.max_train_steps, initial=global_step, desc="train", disable=not accelerator.is_local_main_process
+    )
     micro_step = global_step * args.gradient_accumulation_steps
     batches = iter(loader)
     while global_step < args.max_train_steps:
         batch = next(batches)
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + micro_step * accelerator.num_processes
-                                                  + accelerator.process_index)
+        generator = torch.Generator().manual_seed(
+            args.seed * 1_000_003 + micro_step * accelerator.num_processes + accelerator.process_index
+        )
         with accelerator.accumulate(module):
-            losses = module(batch["pixels"].to(accelerator.device), batch["labels"].to(accelerator.device),
-                            batch["captions"], generator)
+            losses = module(
+                batch["pixels"].to(accelerator.device),
+                batch["labels"].to(accelerator.device),
+                batch["captions"],
+                generator,
+            )
             accelerator.backward(losses["loss"])
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -393,14 +462,16 @@ def train(args: TrainArgs) -> Path:
                     import numpy as np
 
                     accelerator.get_tracker("tensorboard").writer.add_image(
-                        "validation", np.asarray(grid), global_step, dataformats="HWC")
+                        "validation", np.asarray(grid), global_step, dataformats="HWC"
+                    )
     bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model.eval()
         embeddings, labels = embed_records(inner, dataset, accelerator.device, desc="fit clusters")
-        clusters = EmotionClusters.fit(embeddings, labels, taxonomy.num_emotions, args.cluster_components,
-                                       seed=args.seed)
+        clusters = EmotionClusters.fit(
+            embeddings, labels, taxonomy.num_emotions, args.cluster_components, seed=args.seed
+        )
         save_run(out, model, base.unet, clusters)
         validation_grid(inner, dataset, args.seed).save(out / "final_grid.png")
     accelerator.end_training()

@@ -47,8 +47,9 @@ def resolve_image(path: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def read_manifest(path: str | Path, taxonomy: Taxonomy, skips: SkipCounter | None = None,
-                  check_files: bool = True) -> list[ManifestRecord]:
+def read_manifest(
+    path: str | Path, taxonomy: Taxonomy, skips: SkipCounter | None = None, check_files: bool = True
+) -> list[ManifestRecord]:
     """Read a manifest; relative image paths are relative to the manifest's folder."""
     path = Path(path)
     if not path.is_file():

@@ -73,12 +73,20 @@ class HiLoRALinear(nn.Module):
             self._unmerged_weight = None
 
 
-def inject_hilora(model: nn.Module, num_adapters: int, rank: int = 4, alpha: float | None = None,
-                  target_modules: tuple[str, ...] = DEFAULT_TARGETS) -> HiLoRAGate:
+def inject_hilora(
+    model: nn.Module,
+    num_adapters: int,
+    rank: int = 4,
+    alpha: float | None = None,
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS,
+) -> HiLoRAGate:
     """Replace every nn.Linear whose name ends with a target by a HiLoRALinear; return their gate."""
     gate = HiLoRAGate()
-    targets = [(name, module) for name, module in model.named_modules()
-               if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in target_modules)]
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in target_modules)
+    ]
     if not targets:
         raise ValueError(f"no nn.Linear named {target_modules} in {type(model).__name__}")
     for name, module in targets:
@@ -97,8 +105,11 @@ def hilora_layers(model: nn.Module) -> Iterator[tuple[str, HiLoRALinear]]:
 
 
 def hilora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {f"{name}.{p}": getattr(layer, p).detach().cpu().contiguous()
-            for name, layer in hilora_layers(model) for p in ("lora_A", "lora_B")}
+    return {
+        f"{name}.{p}": getattr(layer, p).detach().cpu().contiguous()
+        for name, layer in hilora_layers(model)
+        for p in ("lora_A", "lora_B")
+    }
 
 
 def load_hilora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -110,17 +121,21 @@ def load_hilora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> 
         for p in ("lora_A", "lora_B"):
             tensor = state[f"{name}.{p}"]
             if tensor.shape != getattr(layer, p).shape:
-                raise ValueError(f"HiLoRA weight {name}.{p} has shape {tuple(tensor.shape)}, "
-                                 f"expected {tuple(getattr(layer, p).shape)}")
+                raise ValueError(
+                    f"HiLoRA weight {name}.{p} has shape {tuple(tensor.shape)}, "
+                    f"expected {tuple(getattr(layer, p).shape)}"
+                )
             getattr(layer, p).data.copy_(tensor)
 
 
-def adapter_gates(emotion_weights: torch.Tensor, membership: torch.Tensor, emotion_scale: float = 1.0,
-                  group_scale: float = 1.0) -> torch.Tensor:
+def adapter_gates(
+    emotion_weights: torch.Tensor, membership: torch.Tensor, emotion_scale: float = 1.0, group_scale: float = 1.0
+) -> torch.Tensor:
     """(batch, emotions) weights -> (batch, emotions + groups) gates: [emotion part | group part].
 
     A group's gate is the total weight of its emotions, so a one-hot emotion switches on exactly
     its own adapter and its group's; a scale of 0 switches a level off (ablations).
     """
-    return torch.cat([emotion_weights * emotion_scale, emotion_weights @ membership.to(emotion_weights) * group_scale],
-                     dim=1)
+    return torch.cat(
+        [emotion_weights * emotion_scale, emotion_weights @ membership.to(emotion_weights) * group_scale], dim=1
+    )

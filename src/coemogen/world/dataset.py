@@ -28,8 +28,9 @@ def image_stats(image: Image.Image) -> tuple[float, float]:
     return round(brightness, 1), round(float(min(1.0, colorfulness * 2.0)), 1)
 
 
-def build_world(out: str | Path, images_per_emotion: int = 500, seed: int = 0, size: int = 64,
-                content_noise: float = 0.2) -> Path:
+def build_world(
+    out: str | Path, images_per_emotion: int = 500, seed: int = 0, size: int = 64, content_noise: float = 0.2
+) -> Path:
     """Render `images_per_emotion` images per emotion into `out` in the EmoSet layout.
 
     Besides EmoSet's own files, `truth.jsonl` keeps each image's complete scene description
@@ -53,9 +54,14 @@ def build_world(out: str | Path, images_per_emotion: int = 500, seed: int = 0, s
                 ann_path = f"annotation/{emotion}/{image_id}.json"
                 image.save(out / image_path, quality=95)
                 brightness, colorfulness = image_stats(image)
-                annotation = {"emotion": emotion, "image_id": image_id, "brightness": brightness,
-                              "colorfulness": colorfulness, "scene": spec.scene,
-                              "object": [o.replace("_", " ").title() for o in spec.objects]}
+                annotation = {
+                    "emotion": emotion,
+                    "image_id": image_id,
+                    "brightness": brightness,
+                    "colorfulness": colorfulness,
+                    "scene": spec.scene,
+                    "object": [o.replace("_", " ").title() for o in spec.objects],
+                }
                 if spec.expression:
                     annotation["facial_expression"] = spec.expression
                     annotation["human_action"] = spec.action.replace("_", " ")
@@ -70,11 +76,12 @@ def build_world(out: str | Path, images_per_emotion: int = 500, seed: int = 0, s
     for split, items in records.items():
         (out / f"{split}.json").write_text(json.dumps(items))
     (out / "truth.jsonl").write_text("".join(json.dumps(t) + "\n" for t in truth))
-    info = {"emotion": {"label2idx": {e: i for i, e in enumerate(taxonomy.emotions)}},
-            "world": {"seed": seed, "images_per_emotion": images_per_emotion, "size": size,
-                      "content_noise": content_noise},
-            "scene": {"label2idx": {s: i for i, s in enumerate(SCENES)}},
-            "object": {"label2idx": {o: i for i, o in enumerate(OBJECTS)}}}
+    info = {
+        "emotion": {"label2idx": {e: i for i, e in enumerate(taxonomy.emotions)}},
+        "world": {"seed": seed, "images_per_emotion": images_per_emotion, "size": size, "content_noise": content_noise},
+        "scene": {"label2idx": {s: i for i, s in enumerate(SCENES)}},
+        "object": {"label2idx": {o: i for i, o in enumerate(OBJECTS)}},
+    }
     (out / "info.json").write_text(json.dumps(info, indent=1))
     return out
 

@@ -33,8 +33,9 @@ def build_tokenizer(captions: list[str], out: Path, extra: list[str]):
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=2000, min_frequency=1, initial_alphabet=alphabet,
-                                  end_of_word_suffix="</w>", show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000, min_frequency=1, initial_alphabet=alphabet, end_of_word_suffix="</w>", show_progress=False
+    )
     # Repeat the extra words so that every one of them becomes a single token.
     bpe.train_from_iterator(captions + [" ".join(extra)] * 50, trainer)
     model = json.loads(bpe.to_str())["model"]
@@ -62,12 +63,25 @@ def train_clip(images: torch.Tensor, captions: list[str], tokenizer, steps: int,
     torch.manual_seed(seed)
     size = images.shape[-1]
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=3,
-                         num_attention_heads=4, max_position_embeddings=77,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(image_size=size, patch_size=8, hidden_size=128, intermediate_size=256,
-                           num_hidden_layers=3, num_attention_heads=4),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            image_size=size,
+            patch_size=8,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+        ),
         projection_dim=128,
     )
     model = CLIPModel(config)
@@ -98,9 +112,17 @@ def train_vae(images: torch.Tensor, steps: int, seed: int):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                        block_out_channels=(16, 32, 32), norm_num_groups=8, sample_size=images.shape[-1])
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32),
+        norm_num_groups=8,
+        sample_size=images.shape[-1],
+    )
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     vae.train()
@@ -114,26 +136,44 @@ def train_vae(images: torch.Tensor, steps: int, seed: int):
         opt.step()
     vae.eval()
     with torch.no_grad():
-        latents = torch.cat([vae.encode(images[i:i + 256].float() / 127.5 - 1).latent_dist.mean
-                             for i in range(0, len(images), 256)])
+        latents = torch.cat(
+            [vae.encode(images[i : i + 256].float() / 127.5 - 1).latent_dist.mean for i in range(0, len(images), 256)]
+        )
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     return vae, latents * vae.config.scaling_factor, float(loss)
 
 
-def train_unet(latents: torch.Tensor, text_states: torch.Tensor, empty_state: torch.Tensor, steps: int, seed: int,
-               batch_size: int = 32):
+def train_unet(
+    latents: torch.Tensor,
+    text_states: torch.Tensor,
+    empty_state: torch.Tensor,
+    steps: int,
+    seed: int,
+    batch_size: int = 32,
+):
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=latents.shape[-1], in_channels=4, out_channels=4, layers_per_block=1,
+        sample_size=latents.shape[-1],
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
         block_out_channels=(32, 64, 64),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=text_states.shape[-1], attention_head_dim=8, norm_num_groups=16,
+        cross_attention_dim=text_states.shape[-1],
+        attention_head_dim=8,
+        norm_num_groups=16,
     )
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, clip_sample=False, steps_offset=1)
+    scheduler = DDPMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        steps_offset=1,
+    )
     opt = torch.optim.AdamW(unet.parameters(), lr=4e-4, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-4, total_steps=steps, pct_start=0.05)
     g = torch.Generator().manual_seed(seed)
@@ -160,8 +200,9 @@ def train_unet(latents: torch.Tensor, text_states: torch.Tensor, empty_state: to
 def _encode_text(text_encoder, tokenizer, captions: list[str]) -> torch.Tensor:
     states = []
     for i in range(0, len(captions), 256):
-        ids = tokenizer(captions[i:i + 256], padding="max_length", max_length=77, truncation=True,
-                        return_tensors="pt").input_ids
+        ids = tokenizer(
+            captions[i : i + 256], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
         states.append(text_encoder(ids).last_hidden_state)
     return torch.cat(states)
 
@@ -172,8 +213,15 @@ def _model_card(path: Path, title: str, facts: dict) -> None:
     (path / "README.md").write_text("\n".join(lines) + "\n")
 
 
-def build_pocket_models(out: str | Path, corpus_size: int = 6000, seed: int = 0, size: int = 64,
-                        clip_steps: int = 800, vae_steps: int = 800, unet_steps: int = 3000) -> dict:
+def build_pocket_models(
+    out: str | Path,
+    corpus_size: int = 6000,
+    seed: int = 0,
+    size: int = 64,
+    clip_steps: int = 800,
+    vae_steps: int = 800,
+    unet_steps: int = 3000,
+) -> dict:
     """Train pocket CLIP, VAE and U-Net; write `out/pocket-clip` and `out/pocket-sd`."""
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel
@@ -192,13 +240,21 @@ def build_pocket_models(out: str | Path, corpus_size: int = 6000, seed: int = 0,
     clip, clip_loss = train_clip(images, captions, tokenizer, clip_steps, seed, out / "pocket-clip")
     clip_time = time.time() - t0
     clip_acc = _clip_retrieval_accuracy(clip, tokenizer, images[:512], captions[:512])
-    _model_card(out / "pocket-clip", "pocket-clip: the synthetic world's CLIP", {
-        "architecture": "transformers CLIPModel, ViT 64px/8, 3+3 layers, width 128",
-        "command": f"coemogen world pocket --out DIR --seed {seed}", "seed": seed,
-        "steps": clip_steps,
-        "corpus": f"{corpus_size} neutral world images", "data hash": data_hash,
-        "training time (s)": round(clip_time), "final contrastive loss": round(clip_loss, 4),
-        "image->text top-1 retrieval among 512": round(clip_acc, 3)})
+    _model_card(
+        out / "pocket-clip",
+        "pocket-clip: the synthetic world's CLIP",
+        {
+            "architecture": "transformers CLIPModel, ViT 64px/8, 3+3 layers, width 128",
+            "command": f"coemogen world pocket --out DIR --seed {seed}",
+            "seed": seed,
+            "steps": clip_steps,
+            "corpus": f"{corpus_size} neutral world images",
+            "data hash": data_hash,
+            "training time (s)": round(clip_time),
+            "final contrastive loss": round(clip_loss, 4),
+            "image->text top-1 retrieval among 512": round(clip_acc, 3),
+        },
+    )
 
     text_encoder = CLIPTextModel(clip.config.text_config)
     text_encoder.load_state_dict(clip.text_model.state_dict())
@@ -211,15 +267,29 @@ def build_pocket_models(out: str | Path, corpus_size: int = 6000, seed: int = 0,
     t0 = time.time()
     unet, scheduler, unet_loss = train_unet(latents, text_states, empty_state, unet_steps, seed)
     unet_time = time.time() - t0
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(out / "pocket-sd")
-    facts = {"command": f"coemogen world pocket --out DIR --seed {seed}", "seed": seed,
-             "corpus": f"{corpus_size} neutral world images at {size}px", "data hash": data_hash,
-             "steps (VAE, U-Net)": f"{vae_steps}, {unet_steps}", "VAE training time (s)": round(vae_time), "VAE final reconstruction MSE": round(vae_loss, 5),
-             "U-Net training time (s)": round(unet_time), "U-Net final noise MSE": round(unet_loss, 4),
-             "text encoder": "the pocket CLIP text tower (as SD1.5 uses CLIP ViT-L/14's)"}
+    facts = {
+        "command": f"coemogen world pocket --out DIR --seed {seed}",
+        "seed": seed,
+        "corpus": f"{corpus_size} neutral world images at {size}px",
+        "data hash": data_hash,
+        "steps (VAE, U-Net)": f"{vae_steps}, {unet_steps}",
+        "VAE training time (s)": round(vae_time),
+        "VAE final reconstruction MSE": round(vae_loss, 5),
+        "U-Net training time (s)": round(unet_time),
+        "U-Net final noise MSE": round(unet_loss, 4),
+        "text encoder": "the pocket CLIP text tower (as SD1.5 uses CLIP ViT-L/14's)",
+    }
     _model_card(out / "pocket-sd", "pocket-sd: the synthetic world's Stable Diffusion 1.x", facts)
     facts["total time (s)"] = round(time.time() - start)
     facts["clip retrieval top-1"] = clip_acc

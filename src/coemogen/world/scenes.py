@@ -17,36 +17,96 @@ from PIL import Image, ImageDraw
 # Emotion -> (scenes, objects, facial expressions, human actions). Some entries are shared
 # across emotions on purpose (ball, car, tree...), as in real photographs.
 CONTENT: dict[str, dict[str, list[str]]] = {
-    "amusement": {"scene": ["circus", "playground"], "object": ["balloon", "cake", "ball"],
-                  "expression": ["happy"], "action": ["laughing", "jumping"]},
-    "awe": {"scene": ["mountain", "starry_sky"], "object": ["star", "moon", "rainbow"],
-            "expression": ["surprise"], "action": ["looking_up", "hiking"]},
-    "contentment": {"scene": ["meadow", "beach"], "object": ["flower", "sun", "tree"],
-                    "expression": ["happy"], "action": ["sitting", "reading"]},
-    "excitement": {"scene": ["stadium", "concert"], "object": ["firework", "ball", "car"],
-                   "expression": ["surprise", "happy"], "action": ["cheering", "jumping"]},
-    "anger": {"scene": ["street", "kitchen"], "object": ["fire", "broken_glass", "car"],
-              "expression": ["angry"], "action": ["punching", "shouting"]},
-    "disgust": {"scene": ["swamp", "dump"], "object": ["trash", "bug", "worm"],
-                "expression": ["disgust"], "action": ["vomiting", "covering_nose"]},
-    "fear": {"scene": ["forest", "cave"], "object": ["spider", "ghost", "skull"],
-             "expression": ["fear"], "action": ["running", "hiding"]},
-    "sadness": {"scene": ["cemetery", "rainy_street"], "object": ["grave", "umbrella", "tree"],
-                "expression": ["sad"], "action": ["crying", "sitting"]},
+    "amusement": {
+        "scene": ["circus", "playground"],
+        "object": ["balloon", "cake", "ball"],
+        "expression": ["happy"],
+        "action": ["laughing", "jumping"],
+    },
+    "awe": {
+        "scene": ["mountain", "starry_sky"],
+        "object": ["star", "moon", "rainbow"],
+        "expression": ["surprise"],
+        "action": ["looking_up", "hiking"],
+    },
+    "contentment": {
+        "scene": ["meadow", "beach"],
+        "object": ["flower", "sun", "tree"],
+        "expression": ["happy"],
+        "action": ["sitting", "reading"],
+    },
+    "excitement": {
+        "scene": ["stadium", "concert"],
+        "object": ["firework", "ball", "car"],
+        "expression": ["surprise", "happy"],
+        "action": ["cheering", "jumping"],
+    },
+    "anger": {
+        "scene": ["street", "kitchen"],
+        "object": ["fire", "broken_glass", "car"],
+        "expression": ["angry"],
+        "action": ["punching", "shouting"],
+    },
+    "disgust": {
+        "scene": ["swamp", "dump"],
+        "object": ["trash", "bug", "worm"],
+        "expression": ["disgust"],
+        "action": ["vomiting", "covering_nose"],
+    },
+    "fear": {
+        "scene": ["forest", "cave"],
+        "object": ["spider", "ghost", "skull"],
+        "expression": ["fear"],
+        "action": ["running", "hiding"],
+    },
+    "sadness": {
+        "scene": ["cemetery", "rainy_street"],
+        "object": ["grave", "umbrella", "tree"],
+        "expression": ["sad"],
+        "action": ["crying", "sitting"],
+    },
 }
 POSITIVE = ("amusement", "awe", "contentment", "excitement")
 
 SCENE_HUE = {
-    "circus": 0.0, "playground": 0.08, "mountain": 0.6, "starry_sky": 0.68, "meadow": 0.3,
-    "beach": 0.12, "stadium": 0.35, "concert": 0.8, "street": 0.58, "kitchen": 0.1,
-    "swamp": 0.22, "dump": 0.14, "forest": 0.38, "cave": 0.05, "cemetery": 0.5, "rainy_street": 0.62,
+    "circus": 0.0,
+    "playground": 0.08,
+    "mountain": 0.6,
+    "starry_sky": 0.68,
+    "meadow": 0.3,
+    "beach": 0.12,
+    "stadium": 0.35,
+    "concert": 0.8,
+    "street": 0.58,
+    "kitchen": 0.1,
+    "swamp": 0.22,
+    "dump": 0.14,
+    "forest": 0.38,
+    "cave": 0.05,
+    "cemetery": 0.5,
+    "rainy_street": 0.62,
 }
 OBJECT_COLOR = {
-    "balloon": (230, 40, 40), "cake": (150, 90, 50), "ball": (250, 250, 250), "star": (255, 230, 60),
-    "moon": (240, 240, 200), "rainbow": (200, 80, 200), "flower": (255, 120, 180), "sun": (255, 200, 0),
-    "tree": (40, 140, 40), "firework": (255, 80, 255), "car": (40, 90, 220), "fire": (255, 110, 0),
-    "broken_glass": (180, 220, 230), "trash": (110, 110, 100), "bug": (20, 20, 20), "worm": (200, 120, 120),
-    "spider": (10, 10, 10), "ghost": (245, 245, 245), "skull": (225, 225, 210), "grave": (130, 130, 140),
+    "balloon": (230, 40, 40),
+    "cake": (150, 90, 50),
+    "ball": (250, 250, 250),
+    "star": (255, 230, 60),
+    "moon": (240, 240, 200),
+    "rainbow": (200, 80, 200),
+    "flower": (255, 120, 180),
+    "sun": (255, 200, 0),
+    "tree": (40, 140, 40),
+    "firework": (255, 80, 255),
+    "car": (40, 90, 220),
+    "fire": (255, 110, 0),
+    "broken_glass": (180, 220, 230),
+    "trash": (110, 110, 100),
+    "bug": (20, 20, 20),
+    "worm": (200, 120, 120),
+    "spider": (10, 10, 10),
+    "ghost": (245, 245, 245),
+    "skull": (225, 225, 210),
+    "grave": (130, 130, 140),
     "umbrella": (30, 30, 90),
 }
 SCENES = sorted(SCENE_HUE)
@@ -112,8 +172,10 @@ def _draw_background(d: ImageDraw.ImageDraw, spec: SceneSpec, s: int, rng: rando
     name = spec.scene
     if name in {"mountain"}:
         for x0 in (-0.2, 0.25):
-            d.polygon([(s * x0, horizon), (s * (x0 + 0.45), s * 0.15), (s * (x0 + 0.9), horizon)],
-                      fill=_hsv(h, sat * 0.5, v * 0.6))
+            d.polygon(
+                [(s * x0, horizon), (s * (x0 + 0.45), s * 0.15), (s * (x0 + 0.9), horizon)],
+                fill=_hsv(h, sat * 0.5, v * 0.6),
+            )
         d.polygon([(s * 0.33, s * 0.3), (s * 0.45, s * 0.15), (s * 0.57, s * 0.3)], fill=_hsv(0, 0, min(1, v + 0.2)))
     elif name == "starry_sky":
         d.rectangle([0, 0, s, s], fill=_hsv(h, sat, v * 0.45))
@@ -122,8 +184,10 @@ def _draw_background(d: ImageDraw.ImageDraw, spec: SceneSpec, s: int, rng: rando
             d.point([(x, y)], fill=(255, 255, 230))
     elif name == "circus":
         for i in range(6):
-            d.polygon([(s / 2, s * 0.05), (i * s / 6, horizon), ((i + 1) * s / 6, horizon)],
-                      fill=_hsv(0.0 if i % 2 else 0.15, 0.3 + sat * 0.7, v))
+            d.polygon(
+                [(s / 2, s * 0.05), (i * s / 6, horizon), ((i + 1) * s / 6, horizon)],
+                fill=_hsv(0.0 if i % 2 else 0.15, 0.3 + sat * 0.7, v),
+            )
     elif name == "playground":
         d.line([(s * 0.1, s * 0.2), (s * 0.9, s * 0.2)], fill=_hsv(h, sat, v * 0.5), width=2)
         d.line([(s * 0.15, s * 0.2), (s * 0.1, horizon)], fill=_hsv(h, sat, v * 0.5), width=2)
@@ -136,8 +200,10 @@ def _draw_background(d: ImageDraw.ImageDraw, spec: SceneSpec, s: int, rng: rando
             d.rectangle([0, y, s, y + s * 0.05], fill=_hsv(h + 0.5, sat * 0.6, v * 0.8))
     elif name == "concert":
         for x in (0.2, 0.5, 0.8):
-            d.polygon([(s * x, 0), (s * (x - 0.12), horizon), (s * (x + 0.12), horizon)],
-                      fill=_hsv(h + x, sat * 0.5, min(1, v + 0.25)))
+            d.polygon(
+                [(s * x, 0), (s * (x - 0.12), horizon), (s * (x + 0.12), horizon)],
+                fill=_hsv(h + x, sat * 0.5, min(1, v + 0.25)),
+            )
     elif name in {"street", "rainy_street"}:
         for i, w in enumerate((0.2, 0.15, 0.25, 0.18)):
             x0 = s * sum((0.2, 0.15, 0.25, 0.18)[:i]) * 1.2
@@ -152,8 +218,12 @@ def _draw_background(d: ImageDraw.ImageDraw, spec: SceneSpec, s: int, rng: rando
             d.arc([-s * 0.1 + i * 3, y - 4, s * 1.1, y + 4], 0, 180, fill=_hsv(0.25, sat, v * 0.5))
     elif name == "dump":
         for x in (0.1, 0.45, 0.75):
-            d.pieslice([s * (x - 0.15), horizon - s * 0.2, s * (x + 0.2), horizon + s * 0.2], 180, 360,
-                       fill=_hsv(0.1, sat * 0.5, v * 0.5))
+            d.pieslice(
+                [s * (x - 0.15), horizon - s * 0.2, s * (x + 0.2), horizon + s * 0.2],
+                180,
+                360,
+                fill=_hsv(0.1, sat * 0.5, v * 0.5),
+            )
     elif name == "forest":
         for x in (0.05, 0.3, 0.55, 0.8):
             d.rectangle([s * x, s * 0.1, s * (x + 0.06), horizon], fill=_hsv(0.08, 0.5, v * 0.4))
@@ -191,8 +261,13 @@ def _draw_object(d: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r: flo
         d.ellipse([cx - r * 0.8, cy - r * 0.8, cx + r * 0.8, cy + r * 0.8], fill=c, outline=dark)
         d.line([(cx - r * 0.8, cy), (cx + r * 0.8, cy)], fill=dark)
     elif name == "star":
-        pts = [(cx + r * (1 if k % 2 == 0 else 0.45) * math.sin(k * math.pi / 5),
-                cy - r * (1 if k % 2 == 0 else 0.45) * math.cos(k * math.pi / 5)) for k in range(10)]
+        pts = [
+            (
+                cx + r * (1 if k % 2 == 0 else 0.45) * math.sin(k * math.pi / 5),
+                cy - r * (1 if k % 2 == 0 else 0.45) * math.cos(k * math.pi / 5),
+            )
+            for k in range(10)
+        ]
         d.polygon(pts, fill=c)
     elif name == "moon":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=c)
@@ -219,8 +294,14 @@ def _draw_object(d: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r: flo
         for k in range(12):
             a = k * math.pi / 6
             col = _shade(((255, 80, 255), (255, 240, 60), (80, 255, 255))[k % 3], v)
-            d.line([(cx + r * 0.2 * math.cos(a), cy + r * 0.2 * math.sin(a)),
-                    (cx + r * math.cos(a), cy + r * math.sin(a))], fill=col, width=1)
+            d.line(
+                [
+                    (cx + r * 0.2 * math.cos(a), cy + r * 0.2 * math.sin(a)),
+                    (cx + r * math.cos(a), cy + r * math.sin(a)),
+                ],
+                fill=col,
+                width=1,
+            )
     elif name == "car":
         d.rectangle([cx - r, cy - r * 0.2, cx + r, cy + r * 0.4], fill=c)
         d.rectangle([cx - r * 0.5, cy - r * 0.6, cx + r * 0.4, cy - r * 0.2], fill=c)
@@ -228,12 +309,25 @@ def _draw_object(d: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r: flo
             d.ellipse([cx + k * r - r * 0.25, cy + r * 0.25, cx + k * r + r * 0.25, cy + r * 0.75], fill=dark)
     elif name == "fire":
         for k in (-0.5, 0, 0.5):
-            d.polygon([(cx + k * r - r * 0.35, cy + r), (cx + k * r, cy - r * (0.6 + 0.4 * (k == 0))),
-                       (cx + k * r + r * 0.35, cy + r)], fill=c)
+            d.polygon(
+                [
+                    (cx + k * r - r * 0.35, cy + r),
+                    (cx + k * r, cy - r * (0.6 + 0.4 * (k == 0))),
+                    (cx + k * r + r * 0.35, cy + r),
+                ],
+                fill=c,
+            )
         d.polygon([(cx - r * 0.2, cy + r), (cx, cy), (cx + r * 0.2, cy + r)], fill=(255, 230, 0))
     elif name == "broken_glass":
-        pts = [(cx - r, cy - r), (cx - r * 0.2, cy - r * 0.1), (cx + r, cy - r * 0.8), (cx + r * 0.1, cy + r * 0.2),
-               (cx + r * 0.7, cy + r), (cx - r * 0.3, cy + r * 0.3), (cx - r, cy + r * 0.6)]
+        pts = [
+            (cx - r, cy - r),
+            (cx - r * 0.2, cy - r * 0.1),
+            (cx + r, cy - r * 0.8),
+            (cx + r * 0.1, cy + r * 0.2),
+            (cx + r * 0.7, cy + r),
+            (cx - r * 0.3, cy + r * 0.3),
+            (cx - r, cy + r * 0.6),
+        ]
         d.line(pts, fill=c, width=2)
     elif name == "trash":
         d.rectangle([cx - r * 0.6, cy - r * 0.6, cx + r * 0.6, cy + r], fill=c)
@@ -294,8 +388,16 @@ def _draw_person(d: ImageDraw.ImageDraw, spec: SceneSpec, cx: float, cy: float, 
     elif e in {"surprise", "fear"}:
         d.ellipse([cx - r * 0.25, cy + r * 0.2, cx + r * 0.25, cy + r * 0.7], fill=dark)
     elif e == "disgust":
-        d.line([(cx - r * 0.5, cy + r * 0.5), (cx - r * 0.15, cy + r * 0.3), (cx + r * 0.15, cy + r * 0.55),
-                (cx + r * 0.5, cy + r * 0.35)], fill=(60, 120, 40), width=1)
+        d.line(
+            [
+                (cx - r * 0.5, cy + r * 0.5),
+                (cx - r * 0.15, cy + r * 0.3),
+                (cx + r * 0.15, cy + r * 0.55),
+                (cx + r * 0.5, cy + r * 0.35),
+            ],
+            fill=(60, 120, 40),
+            width=1,
+        )
     else:
         d.line([(cx - r * 0.4, cy + r * 0.45), (cx + r * 0.4, cy + r * 0.45)], fill=dark, width=1)
     if spec.action == "crying":

@@ -1,0 +1,331 @@
+"""Captioners behind one interface: items in, one sentence (or a reason for failure) per item.
+
+Specs for `--captioner`: `attributes`, `oracle[:hallucination_rate]`, `hf:<model id or path>`,
+`openai:<base url>` (any OpenAI-compatible chat-completions server).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .data.images import ImageLoadError, load_rgb
+from .data.readers import DatasetItem
+from .errors import CoEmoGenError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = (
+    "This image evokes {emotion}. In one sentence, describe the content of the image that evokes this emotion, "
+    "covering its brightness, colorfulness, scene, objects, facial expressions and human actions where present."
+)
+NO_PRIOR_PROMPT = (
+    "In one sentence, describe the content of the image, covering its brightness, colorfulness, scene, objects, "
+    "facial expressions and human actions where present."
+)
+
+
+def build_prompt(emotion: str, template: str | None = None, emotion_prior: bool = True) -> str:
+    if template is not None:
+        return template.replace("{emotion}", emotion) if emotion_prior else template.replace("{emotion}", "")
+    return DEFAULT_PROMPT.format(emotion=emotion) if emotion_prior else NO_PRIOR_PROMPT
+
+
+@dataclass
+class CaptionResult:
+    caption: str | None
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Captioner:
+    """Base interface: `id` names the captioner in the output; `caption` handles one batch."""
+
+    id: str = "captioner"
+    batch_size: int = 16
+
+    def __init__(self, prompt_template: str | None = None, emotion_prior: bool = True) -> None:
+        self.prompt_template, self.emotion_prior = prompt_template, emotion_prior
+
+    def prompt(self, item: DatasetItem) -> str:
+        return build_prompt(item.emotion, self.prompt_template, self.emotion_prior)
+
+    def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
+        raise NotImplementedError
+
+
+class AttributeCaptioner(Captioner):
+    """EmoGen-style baseline: a sentence composed from EmoSet's word-level attributes (no model)."""
+
+    id = "attributes"
+    batch_size = 256
+
+    def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
+        return [self._one(item) for item in items]
+
+    def _one(self, item: DatasetItem) -> CaptionResult:
+        a = item.attributes
+        parts = []
+        if "brightness" in a or "colorfulness" in a:
+            light = "" if "brightness" not in a else ("bright" if float(a["brightness"]) >= 0.5 else "dark")
+            color = "" if "colorfulness" not in a else ("colorful" if float(a["colorfulness"]) >= 0.5 else "muted")
+            parts.append(f"a {' '.join(x for x in (light, color) if x)} image")
+        if a.get("scene"):
+            parts.append(f"of a {str(a['scene']).replace('_', ' ')}")
+        if a.get("object"):
+            parts.append("with " + ", ".join(str(o).lower().replace("_", " ") for o in a["object"]))
+        if a.get("facial_expression"):
+            parts.append(f"a {a['facial_expression']} face")
+        if a.get("human_action"):
+            parts.append(f"someone {str(a['human_action']).strip().replace('_', ' ')}")
+        if not parts:
+            return CaptionResult(None, "no attributes")
+        text = " ".join(parts)
+        if self.emotion_prior:
+            text += f", evoking {item.emotion}"
+        return CaptionResult(text)
+
+
+class OracleCaptioner(Captioner):
+    """The synthetic world's MLLM stand-in: writes a sentence from the true scene of each image.
+
+    With probability `hallucination_rate` it swaps in a wrong scene and wrong objects, and marks
+    the record (`hallucinated`), so the CLIP filter's effect can be measured.
+    """
+
+    batch_size = 256
+
+    def __init__(self, hallucination_rate: float = 0.2, seed: int = 0, **kw) -> None:
+        super().__init__(**kw)
+        self.hallucination_rate, self.seed = hallucination_rate, seed
+        self.id = f"oracle:{hallucination_rate}"
+        self._truth: dict[Path, dict] = {}
+
+    def _spec(self, item: DatasetItem):
+        from .world.dataset import read_truth
+
+        root = next((p for p in item.path.parents if (p / "truth.jsonl").is_file()), None)
+        if root is None:
+            return None
+        if root not in self._truth:
+            self._truth[root] = read_truth(root)
+        return self._truth[root].get(str(item.path.relative_to(root)))
+
+    def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
+        from dataclasses import replace
+
+        from .world.scenes import OBJECTS, SCENES
+
+        results = []
+        for item in items:
+            spec = self._spec(item)
+            if spec is None:
+                results.append(CaptionResult(None, "not a synthetic-world image (no truth.jsonl)"))
+                continue
+            rng = random.Random(f"{self.seed}:{item.id}")  # per item: independent of order and sharding
+            hallucinated = rng.random() < self.hallucination_rate
+            if hallucinated:
+                spec = replace(
+                    spec,
+                    scene=rng.choice([s for s in SCENES if s != spec.scene]),
+                    objects=rng.sample([o for o in OBJECTS if o not in spec.objects], len(spec.objects)),
+                )
+            results.append(CaptionResult(self._sentence(spec, item.emotion), extra={"hallucinated": hallucinated}))
+        return results
+
+    def _sentence(self, spec, emotion: str) -> str:
+        light = "bright" if spec.brightness > 0.55 else "dark"
+        color = "colorful" if spec.saturation > 0.5 else "muted"
+        objects = " and ".join(o.replace("_", " ") for o in spec.objects)
+        text = f"a {light} {color} {spec.scene.replace('_', ' ')} with {objects}"
+        if spec.expression:
+            text += f" where a person with a {spec.expression} face is {spec.action.replace('_', ' ')}"
+        return f"{text}, evoking {emotion}" if self.emotion_prior else text
+
+
+def encode_image_data_url(path: Path, max_side: int = 1024) -> str:
+    image = load_rgb(path)
+    image.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class OpenAICaptioner(Captioner):
+    """Any OpenAI-compatible chat-completions server (vLLM, Ollama, SGLang, OpenAI).
+
+    Requests run `concurrency` at a time; 429, 5xx and timeouts are retried with exponential
+    backoff (honouring Retry-After); the API key comes from an environment variable and is
+    never logged.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "default",
+        concurrency: int = 8,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_tokens: int = 96,
+        **kw,
+    ) -> None:
+        super().__init__(**kw)
+        self.url = base_url.rstrip("/") + (
+            "" if base_url.rstrip("/").endswith("/chat/completions") else "/chat/completions"
+        )
+        self.model, self.concurrency, self.timeout = model, concurrency, timeout
+        self.max_retries, self.backoff, self.max_tokens = max_retries, backoff, max_tokens
+        self._api_key = os.environ.get(api_key_env)
+        self.id = f"openai:{model}"
+        self.batch_size = concurrency * 4
+        self._pool = ThreadPoolExecutor(max_workers=concurrency)
+
+    def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
+        return list(self._pool.map(self._one, items))
+
+    def _one(self, item: DatasetItem) -> CaptionResult:
+        try:
+            url = encode_image_data_url(item.path)
+        except ImageLoadError as err:
+            return CaptionResult(None, str(err))
+        body = json.dumps(
+            {
+                "model": self.model,
+                "max_tokens": self.max_tokens,
+                "temperature": 0.0,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": self.prompt(item)},
+                            {"type": "image_url", "image_url": {"url": url}},
+                        ],
+                    }
+                ],
+            }
+        ).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        last = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
+            try:
+                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    payload = response.read()
+            except urllib.error.HTTPError as err:
+                last = f"HTTP {err.code}"
+                if err.code == 429 or err.code >= 500:
+                    retry_after = err.headers.get("Retry-After") if err.headers else None
+                    if retry_after and retry_after.replace(".", "", 1).isdigit():
+                        time.sleep(min(float(retry_after), 60.0))
+                    continue
+                return CaptionResult(None, f"server refused the request: HTTP {err.code}")
+            except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as err:
+                last = f"timeout or connection error ({type(err).__name__})"
+                continue
+            return self._parse(payload)
+        return CaptionResult(None, f"gave up after {self.max_retries + 1} attempts: {last}")
+
+    @staticmethod
+    def _parse(payload: bytes) -> CaptionResult:
+        try:
+            text = json.loads(payload)["choices"][0]["message"]["content"]
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError, UnicodeDecodeError):
+            return CaptionResult(None, "malformed server response")
+        if isinstance(text, list):  # some servers return content parts
+            text = " ".join(p.get("text", "") for p in text if isinstance(p, dict))
+        text = " ".join(str(text or "").split())
+        return CaptionResult(text) if text else CaptionResult(None, "empty caption")
+
+
+class HFCaptioner(Captioner):
+    """Any transformers image-text-to-text model with a chat template (Qwen2.5-VL, LLaVA, InternVL...)."""
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int = 8,
+        max_new_tokens: int = 96,
+        **kw,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from .loaders import _load
+
+        super().__init__(**kw)
+        self.id = f"hf:{model_name_or_path}"
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+        self.processor = _load(AutoProcessor.from_pretrained, model_name_or_path, "an image-text-to-text processor")
+        self.processor.tokenizer.padding_side = "left"  # batched generation continues after the prompt
+        self.model = (
+            _load(
+                AutoModelForImageTextToText.from_pretrained,
+                model_name_or_path,
+                "an image-text-to-text model",
+                torch_dtype=torch_dtype,
+            )
+            .to(self.device)
+            .eval()
+        )
+
+    def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
+        import torch
+
+        images, prompts, keep = [], [], []
+        results: list[CaptionResult | None] = [None] * len(items)
+        for i, item in enumerate(items):
+            try:
+                images.append(load_rgb(item.path))
+            except ImageLoadError as err:
+                results[i] = CaptionResult(None, str(err))
+                continue
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt(item)}]}]
+            prompts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True))
+            keep.append(i)
+        if keep:
+            inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True).to(self.device)
+            with torch.no_grad():
+                generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            texts = self.processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            for i, text in zip(keep, texts):
+                text = " ".join(text.split())
+                results[i] = CaptionResult(text) if text else CaptionResult(None, "empty caption")
+        return results  # type: ignore[return-value]
+
+
+def make_captioner(spec: str, prompt_template: str | None = None, emotion_prior: bool = True, **options) -> Captioner:
+    kind, _, arg = spec.partition(":")
+    common = {"prompt_template": prompt_template, "emotion_prior": emotion_prior}
+    if kind == "attributes":
+        return AttributeCaptioner(**common)
+    if kind == "oracle":
+        return OracleCaptioner(
+            float(arg) if arg else options.get("hallucination_rate", 0.2), seed=options.get("seed", 0), **common
+        )
+    if kind == "openai" and arg:
+        keys = ("model", "concurrency", "timeout", "max_retries", "backoff", "api_key_env")
+        return OpenAICaptioner(arg, **{k: options[k] for k in keys if options.get(k) is not None}, **common)
+    if kind == "hf" and arg:
+        keys = ("device", "dtype", "batch_size")
+        return HFCaptioner(arg, **{k: options[k] for k in keys if options.get(k) is not None}, **common)
+    raise CoEmoGenError(f"unknown captioner '{spec}'; use attributes, oracle[:rate], hf:<model>, openai:<base url>")

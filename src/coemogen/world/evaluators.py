@@ -1,0 +1,187 @@
+"""Independent judges for the synthetic world: an emotion classifier (Emo-A), scene and object
+classifiers (Sem-C) and a feature network (FID-style and perceptual distances).
+
+They are small CNNs trained on a separately seeded world and share no weights with the pocket
+CLIP or SD, so CoEmoGen training cannot learn to fool them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from ..data.images import load_rgb, to_tensor
+from ..taxonomy import Taxonomy
+from .dataset import build_world, read_truth
+from .scenes import OBJECTS, SCENES
+
+
+class WorldCNN(nn.Module):
+    """Four conv stages with global pooling and one linear head per task."""
+
+    def __init__(self, heads: dict[str, int], width: int = 32, image_size: int = 64) -> None:
+        super().__init__()
+        self.config = {"heads": heads, "width": width, "image_size": image_size}
+        chans = [3, width, width * 2, width * 4, width * 4]
+        self.stages = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(a, b, 3, padding=1),
+                nn.BatchNorm2d(b),
+                nn.ReLU(),
+                nn.Conv2d(b, b, 3, padding=1),
+                nn.BatchNorm2d(b),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+            for a, b in zip(chans[:-1], chans[1:])
+        )
+        self.heads = nn.ModuleDict({name: nn.Linear(chans[-1], n) for name, n in heads.items()})
+
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Stage outputs for images in [0, 1] (used by the perceptual distance)."""
+        x = (
+            F.interpolate(images, size=self.config["image_size"], mode="bilinear", align_corners=False, antialias=True)
+            if images.shape[-1] != self.config["image_size"]
+            else images
+        )
+        x = (x - 0.5) / 0.25
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.feature_maps(images)[-1].mean(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.features(images)
+        return {name: head(f) for name, head in self.heads.items()}
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(self.config))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, path / "model.safetensors")
+
+    @classmethod
+    def load(cls, path: str | Path) -> WorldCNN:
+        path = Path(path)
+        model = cls(**json.loads((path / "config.json").read_text()))
+        model.load_state_dict(load_file(path / "model.safetensors"))
+        return model.eval()
+
+
+def _load_split(root: Path, split: str, size: int):
+    taxonomy = Taxonomy.default()
+    truth = read_truth(root)
+    records = json.loads((root / f"{split}.json").read_text())
+    images, emotions, scenes, objects = [], [], [], []
+    for emotion, image_path, _ in records:
+        spec = truth[image_path]
+        images.append(to_tensor(load_rgb(root / image_path), size))
+        emotions.append(taxonomy.index(emotion))
+        scenes.append(SCENES.index(spec.scene))
+        target = torch.zeros(len(OBJECTS))
+        target[[OBJECTS.index(o) for o in spec.objects]] = 1.0
+        objects.append(target / target.sum())
+    return torch.stack(images), torch.tensor(emotions), torch.tensor(scenes), torch.stack(objects)
+
+
+def _train(model: WorldCNN, data, steps: int, seed: int, desc: str) -> None:
+    images, emotions, scenes, objects = data
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    model.train()
+    for _ in tqdm(range(steps), desc=desc):
+        idx = torch.randint(0, len(images), (64,), generator=g)
+        x = images[idx]
+        flip = torch.rand(len(idx), generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        out = model(x)
+        loss = 0.0
+        if "emotion" in out:
+            loss = loss + F.cross_entropy(out["emotion"], emotions[idx])
+        if "scene" in out:
+            loss = loss + F.cross_entropy(out["scene"], scenes[idx])
+        if "object" in out:
+            loss = loss + F.cross_entropy(out["object"], objects[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+
+
+@torch.no_grad()
+def _accuracy(model: WorldCNN, data) -> dict[str, float]:
+    images, emotions, scenes, objects = data
+    outs = [model(images[i : i + 256]) for i in range(0, len(images), 256)]
+    result = {}
+    if "emotion" in outs[0]:
+        pred = torch.cat([o["emotion"] for o in outs]).argmax(1)
+        result["emotion_accuracy"] = float((pred == emotions).float().mean())
+        result["polarity_accuracy"] = float(((pred < 4) == (emotions < 4)).float().mean())
+    if "scene" in outs[0]:
+        result["scene_accuracy"] = float((torch.cat([o["scene"] for o in outs]).argmax(1) == scenes).float().mean())
+        top = torch.cat([o["object"] for o in outs]).argmax(1)
+        result["object_top1_present"] = float((objects[torch.arange(len(top)), top] > 0).float().mean())
+    return result
+
+
+def build_evaluators(
+    out: str | Path,
+    test_world: str | Path,
+    images_per_emotion: int = 600,
+    seed: int = 100,
+    steps: int = 1500,
+    size: int = 64,
+) -> dict:
+    """Train the judges on a world rendered with `seed`; report accuracy on `test_world`'s test split."""
+    out = Path(out)
+    start = time.time()
+    train_root = build_world(out / "_train_world", images_per_emotion, seed, size)
+    data = _load_split(train_root, "train", size)
+    merged = tuple(torch.cat([a, b]) for a, b in zip(data, _load_split(train_root, "test", size)))
+    test = _load_split(Path(test_world), "test", size)
+    torch.manual_seed(seed)
+    judge = WorldCNN({"emotion": Taxonomy.default().num_emotions}, image_size=size)
+    _train(judge, merged, steps, seed, "emotion judge")
+    torch.manual_seed(seed + 1)
+    semantics = WorldCNN({"scene": len(SCENES), "object": len(OBJECTS)}, image_size=size)
+    _train(semantics, merged, steps, seed + 1, "scene/object judge")
+    judge.save(out / "emotion-judge")
+    semantics.save(out / "semantics")
+    report = {
+        **_accuracy(judge, test),
+        **_accuracy(semantics, test),
+        "train_images": len(merged[0]),
+        "train_world_seed": seed,
+        "test_images": len(test[0]),
+        "seconds": round(time.time() - start),
+        "scenes": SCENES,
+        "objects": OBJECTS,
+    }
+    (out / "evaluators.json").write_text(json.dumps(report, indent=1))
+    import shutil
+
+    shutil.rmtree(train_root)
+    return report
+
+
+def class_names() -> dict[str, list[str]]:
+    return {"scene": SCENES, "object": OBJECTS}
+
+
+def images_tensor(images) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in images])).permute(
+        0, 3, 1, 2
+    )
