@@ -16,7 +16,7 @@ from .captioning import run_captioning
 from .data.readers import read_dataset
 from .evaluation import evaluate, markdown_table
 from .filtering import filter_captions
-from .loaders import POCKET_CLIP, POCKET_SD
+from .loaders import POCKET_CLIP
 from .pipeline import CoEmoGenPipeline, save_images
 from .taxonomy import Taxonomy
 from .trainer import TrainArgs, train
@@ -57,8 +57,6 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, hallucination_
         TrainArgs(
             manifest=str(out / "manifest.jsonl"),
             out=str(out / "run"),
-            pretrained_model_name_or_path=str(POCKET_SD),
-            clip_model_name_or_path=str(POCKET_CLIP),
             max_train_steps=size.train_steps,
             train_batch_size=8,
             seed=seed,

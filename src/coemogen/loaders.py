@@ -19,8 +19,11 @@ ASSETS = Path(__file__).parent / "world" / "assets"
 POCKET_SD = ASSETS / "pocket-sd"
 POCKET_CLIP = ASSETS / "pocket-clip"
 SHIPPED_RUN = ASSETS / "world-run"
+# Stable names for the shipped pocket models, so a run directory records where its base models
+# are without an install-specific absolute path.
+POCKET_IDS = {"coemogen:pocket-sd": POCKET_SD, "coemogen:pocket-clip": POCKET_CLIP}
 PRESETS = {
-    "pocket": (str(POCKET_SD), str(POCKET_CLIP)),
+    "pocket": ("coemogen:pocket-sd", "coemogen:pocket-clip"),
     "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "openai/clip-vit-large-patch14"),
 }
 
@@ -53,6 +56,7 @@ def resolve_sources(
 
 
 def _load(loader, source: str, what: str, **kwargs):
+    source = str(POCKET_IDS.get(str(source), source))
     try:
         return loader(source, **kwargs)
     except (OSError, ValueError) as err:
