@@ -56,10 +56,13 @@ def test_accuracy_and_consistency_on_known_logits():
 def test_report_files_hold_the_json_numbers(tmp_path):
     from coemogen.evaluation import write_report
 
-    report = {"overall": {k: 0.5 for k in ("fid", "lpips", "emo_a", "sem_c", "sem_d", "polarity_acc")},
-              "per_emotion": {"awe": {"fid": 12.345, "lpips": 0.25, "emo_a": 0.875, "sem_c": 0.6, "sem_d": 0.03,
-                                      "polarity_acc": 1.0}},
-              "settings": {"networks": {"fid": "test"}}}
+    report = {
+        "overall": {k: 0.5 for k in ("fid", "lpips", "emo_a", "sem_c", "sem_d", "polarity_acc")},
+        "per_emotion": {
+            "awe": {"fid": 12.345, "lpips": 0.25, "emo_a": 0.875, "sem_c": 0.6, "sem_d": 0.03, "polarity_acc": 1.0}
+        },
+        "settings": {"networks": {"fid": "test"}},
+    }
     write_report(report, {"awe": [Image.new("RGB", (8, 8))] * 3}, tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text()) == report
     md = (tmp_path / "metrics.md").read_text()

@@ -7,8 +7,16 @@ from coemogen.loaders import POCKET_CLIP, POCKET_SD, SHIPPED_RUN, load_base_mode
 from coemogen.world.dataset import build_world
 from coemogen.world.scenes import CONTENT
 
-ANNOTATION_KEYS = {"emotion", "image_id", "brightness", "colorfulness", "scene", "object", "facial_expression",
-                   "human_action"}
+ANNOTATION_KEYS = {
+    "emotion",
+    "image_id",
+    "brightness",
+    "colorfulness",
+    "scene",
+    "object",
+    "facial_expression",
+    "human_action",
+}
 
 
 def _digest(root):

@@ -19,7 +19,7 @@ from .conditioning import EmotionConditioner, check_template
 from .errors import CoEmoGenError
 from .loaders import SHIPPED_RUN, BaseModels, load_base_models
 from .modeling import CoEmoGen, load_run
-from .models.hilora import HiLoRAGate, hilora_layers
+from .models.hilora import HiLoRAGate, hilora_gate, hilora_layers
 from .taxonomy import Taxonomy
 
 SCHEDULERS = {
@@ -147,7 +147,7 @@ class CoEmoGenPipeline:
         for module in (base.unet, base.vae, base.text_encoder, model):
             module.to(device)
         model.eval()
-        return cls(base, model, clusters, base.unet.get_submodule(next(iter(hilora_layers(base.unet)))[0]).gate, device)
+        return cls(base, model, clusters, hilora_gate(base.unet), device)
 
     def sample_visual_embeddings(self, mixes: list[dict[str, float]], seeds: list[int]) -> tuple[torch.Tensor, list]:
         """One e^v per image: for a mix, the weighted sum of samples from each emotion's cluster."""

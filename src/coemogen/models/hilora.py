@@ -104,6 +104,13 @@ def hilora_layers(model: nn.Module) -> Iterator[tuple[str, HiLoRALinear]]:
             yield name, module
 
 
+def hilora_gate(model: nn.Module) -> HiLoRAGate:
+    """The gate shared by the HiLoRA layers of `model`."""
+    for _, layer in hilora_layers(model):
+        return layer.gate
+    raise ValueError(f"{type(model).__name__} has no HiLoRA layers")
+
+
 def hilora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {
         f"{name}.{p}": getattr(layer, p).detach().cpu().contiguous()

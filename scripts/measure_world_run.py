@@ -1,0 +1,63 @@
+"""Measure the shipped world run against the pocket base model prompted "an image of {emotion}".
+
+Generates N images per emotion with each, evaluates both with the world's independent judges and
+writes docs/world-run/ (metrics of both, per-emotion table, grids). Usage:
+    python scripts/measure_world_run.py [--run RUN] [--images-per-emotion 100] [--reference WORLD]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+from coemogen.evaluation import evaluate, markdown_table
+from coemogen.loaders import POCKET_SD
+from coemogen.pipeline import CoEmoGenOutput, CoEmoGenPipeline, save_images
+from coemogen.taxonomy import Taxonomy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run")
+    parser.add_argument("--images-per-emotion", type=int, default=100)
+    parser.add_argument("--reference", required=True, help="a built world (its test split is the reference)")
+    parser.add_argument("--work", default="/tmp/coemogen-measure")
+    parser.add_argument("--out", default="docs/world-run")
+    parser.add_argument("--steps", type=int, default=25)
+    args = parser.parse_args()
+    tax, work, out = Taxonomy.default(), Path(args.work), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = CoEmoGenPipeline.from_pretrained(args.run)
+    base = StableDiffusionPipeline.from_pretrained(POCKET_SD, safety_checker=None, requires_safety_checker=False)
+    base.scheduler = DPMSolverMultistepScheduler.from_config(base.scheduler.config)
+    base.set_progress_bar_config(disable=True)
+    for emotion in tax.emotions:
+        res = pipe(emotion, num_images=args.images_per_emotion, seed=0, num_inference_steps=args.steps)
+        save_images(res, work / "coemogen" / emotion)
+        images = []
+        for start in range(0, args.images_per_emotion, 25):
+            n = min(25, args.images_per_emotion - start)
+            images += base(
+                [f"an image of {emotion}"] * n,
+                num_inference_steps=args.steps,
+                guidance_scale=5.0,
+                generator=torch.Generator().manual_seed(start),
+            ).images
+        meta = [{"index": i, "emotion": emotion, "seed": i} for i in range(len(images))]
+        save_images(CoEmoGenOutput(images, meta), work / "base" / emotion)
+    summary = {}
+    for name in ("coemogen", "base"):
+        report = evaluate(work / name, args.reference, out / name, tax, num_pairs=1000, seed=0)
+        summary[name] = report
+        print(f"\n{name}\n" + markdown_table(report))
+        for emotion in tax.emotions:
+            (work / name / emotion / "grid.png").replace(out / name / f"grid_{emotion}.png")
+    (out / "summary.json").write_text(json.dumps({k: v["overall"] for k, v in summary.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
