@@ -206,3 +206,27 @@ def test_training_with_no_usable_records_is_a_clear_error(tiny_models, tiny_worl
     path.write_text(json.dumps({"image": "x.jpg", "emotion": "awe"}) + "\n")
     with pytest.raises(CoEmoGenError, match="no usable records"):
         train(_args(tiny_models, tiny_world, tmp_path / "r", manifest=str(path)))
+
+
+def test_method_configurations_change_the_model(tiny_models, tiny_world, tmp_path):
+    from coemogen.modeling import CoEmoGen, CoEmoGenConfig
+
+    tax = Taxonomy.default()
+    shared = CoEmoGen(CoEmoGenConfig(tax.to_dict(), 32, 32, "x", "y", 32, shared_lora=True))
+    w = torch.eye(8)[[0, 5]]
+    assert shared.num_adapters == 1 and torch.equal(shared.gates(w), torch.ones(2, 1))
+    ti = CoEmoGen(CoEmoGenConfig(tax.to_dict(), 32, 32, "x", "y", 32, perception_encoder=False))
+    a = ti.visual_embedding(w, torch.randn(2, 5, 32))
+    b = ti.visual_embedding(w, torch.randn(2, 5, 32))
+    assert torch.equal(a, b)  # one learned token per emotion: image features play no part
+    run = train(_args(tiny_models, tiny_world, tmp_path / "r", max_train_steps=2, shared_lora=True))
+    assert all(v.shape[-1] == 4 or v.shape[0] == 4 for v in load_file(run / "hilora.safetensors").values())
+
+
+def test_bf16_and_gradient_checkpointing_train(tiny_models, tiny_world, tmp_path):
+    run = train(_args(tiny_models, tiny_world, tmp_path / "r", max_train_steps=2, mixed_precision="bf16",
+                      gradient_checkpointing=True, validation_steps=2, report_to="tensorboard"))
+    hilora = load_file(run / "hilora.safetensors")
+    assert all(v.dtype == torch.float32 for v in hilora.values())  # adapters stay in fp32
+    assert (run / "validation" / "step-000002.png").is_file()
+    assert list((run / "logs").rglob("events.out.tfevents.*"))

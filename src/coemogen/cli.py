@@ -166,6 +166,12 @@ def cmd_demo(a: argparse.Namespace) -> None:
     run_demo(a.out, a.quick, a.seed)
 
 
+def cmd_bench_paper_table(a: argparse.Namespace) -> None:
+    from .bench import paper_table
+
+    paper_table(a.out, a.quick, a.seed, a.rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coemogen", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -192,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-world", required=True, help="a built world whose test split measures accuracy")
     p.add_argument("--images-per-emotion", type=int, default=600)
     p.add_argument("--seed", type=int, default=100)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1000)
     p.set_defaults(func=cmd_world_judges)
 
     p = sub.add_parser("caption", help="caption a dataset with an MLLM (resumable JSONL)")
@@ -257,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora_targets", nargs="+", default=["to_q", "to_k", "to_v", "to_out.0"])
     p.add_argument("--emotion_lora", type=_bool, default=True, help="false: w/o emotion-specific LoRAs")
     p.add_argument("--group_lora", type=_bool, default=True, help="false: w/o polarity-shared LoRAs")
+    p.add_argument("--shared_lora", type=_bool, default=False, help="true: one LoRA for all emotions (baseline)")
+    p.add_argument(
+        "--perception_encoder",
+        type=_bool,
+        default=True,
+        help="false: one learned token per emotion, no image features (textual inversion baseline)",
+    )
     p.add_argument("--image_token_layer", type=int, default=-1, help="CLIP vision hidden layer used as v_i")
     p.add_argument("--template", default="{}", help="prompt template around the placeholder")
     p.add_argument("--cluster_components", type=int, default=1, help="Gaussian mixture components per emotion")
@@ -295,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluators", help="folder of world judges (default: the shipped ones)")
     p.add_argument("--clip_model_name_or_path", help="CLIP for Sem-D (default: the pocket CLIP)")
     p.set_defaults(func=cmd_evaluate)
+
+    bench = sub.add_parser("bench", help="reproductions").add_subparsers(dest="bench_command", required=True)
+    p = bench.add_parser("paper-table", help="every method and ablation in the synthetic world")
+    p.add_argument("--out", default="paper-table")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", nargs="+", help="only these rows (names as in the table)")
+    p.set_defaults(func=cmd_bench_paper_table)
 
     p = sub.add_parser("demo", help="the whole pipeline on the synthetic world")
     p.add_argument("--out", default="coemogen-demo")

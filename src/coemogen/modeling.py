@@ -43,6 +43,8 @@ class CoEmoGenConfig:
     lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     emotion_lora: bool = True  # False: the "w/o emotion-specific LoRAs" ablation
     group_lora: bool = True  # False: the "w/o polarity-shared LoRAs" ablation
+    shared_lora: bool = False  # True: one LoRA for every emotion (no hierarchy) baseline
+    perception_encoder: bool = True  # False: e^v = mapper(y), one learned token per emotion (textual inversion)
     image_token_layer: int = -1
     template: str = "{}"
     cluster_components: int = 1
@@ -79,7 +81,7 @@ class CoEmoGen(nn.Module):
 
     @property
     def num_adapters(self) -> int:
-        return self.taxonomy.num_emotions + self.taxonomy.num_groups
+        return 1 if self.config.shared_lora else self.taxonomy.num_emotions + self.taxonomy.num_groups
 
     def one_hot(self, emotion_indices: torch.Tensor) -> torch.Tensor:
         return nn.functional.one_hot(emotion_indices, self.taxonomy.num_emotions).float()
@@ -94,9 +96,14 @@ class CoEmoGen(nn.Module):
 
     def visual_embedding(self, emotion_weights: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
         """e^v = encoder(mapper(y), v): (batch, emotions), (batch, tokens, image_dim) -> (batch, d0)."""
+        if not self.config.perception_encoder:
+            return self.mapper(emotion_weights)
         return self.perception_encoder(self.mapper(emotion_weights), image_tokens)
 
     def gates(self, emotion_weights: torch.Tensor) -> torch.Tensor:
+        """Per-sample adapter weights: [emotions | groups], or one shared adapter."""
+        if self.config.shared_lora:
+            return emotion_weights.sum(dim=1, keepdim=True)
         return adapter_gates(
             emotion_weights, self.membership, float(self.config.emotion_lora), float(self.config.group_lora)
         )

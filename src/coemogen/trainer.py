@@ -66,6 +66,8 @@ class TrainArgs:
     lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     emotion_lora: bool = True
     group_lora: bool = True
+    shared_lora: bool = False
+    perception_encoder: bool = True
     image_token_layer: int = -1
     template: str = "{}"
     cluster_components: int = 1
@@ -358,6 +360,8 @@ def train(args: TrainArgs) -> Path:
         lora_targets=list(args.lora_targets),
         emotion_lora=args.emotion_lora,
         group_lora=args.group_lora,
+        shared_lora=args.shared_lora,
+        perception_encoder=args.perception_encoder,
         image_token_layer=args.image_token_layer,
         template=args.template,
         cluster_components=args.cluster_components,

@@ -171,6 +171,20 @@ def build_evaluators(
         "objects": OBJECTS,
     }
     (out / "evaluators.json").write_text(json.dumps(report, indent=1))
+    card = [
+        "# World judges: independent evaluators of the synthetic world",
+        "",
+        "Small CNNs (`coemogen.world.evaluators.WorldCNN`) trained on a world rendered with its own seed;",
+        "they share no weights with the pocket CLIP or pocket SD.",
+        "",
+        f"- command: `coemogen world judges --out DIR --test-world WORLD --seed {seed} --steps {steps}`",
+        f"- training images: {report['train_images']} (world seed {seed}); training time: {report['seconds']} s",
+        f"- test split of the evaluated world ({report['test_images']} images):",
+        f"  - emotion judge 8-way accuracy: {report['emotion_accuracy']:.3f}, "
+        f"polarity: {report['polarity_accuracy']:.3f}",
+        f"  - scene accuracy: {report['scene_accuracy']:.3f}; top object present: {report['object_top1_present']:.3f}",
+    ]
+    (out / "README.md").write_text("\n".join(card) + "\n")
     import shutil
 
     shutil.rmtree(train_root)
