@@ -142,7 +142,7 @@ def build_evaluators(
     test_world: str | Path,
     images_per_emotion: int = 600,
     seed: int = 100,
-    steps: int = 1500,
+    steps: int = 1000,
     size: int = 64,
 ) -> dict:
     """Train the judges on a world rendered with `seed`; report accuracy on `test_world`'s test split."""
