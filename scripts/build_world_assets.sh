@@ -10,7 +10,7 @@ mkdir -p "$WORK"
 coemogen world pocket --out "$ASSETS" --seed 0
 coemogen world build --out "$WORK/world" --images-per-emotion 500 --seed 0
 coemogen world judges --out "$ASSETS/evaluators" --test-world "$WORK/world" --seed 100
-coemogen caption --dataset "$WORK/world" --captioner oracle:0.2 --out "$WORK/captions.jsonl"
+coemogen caption --dataset "$WORK/world" --split train --captioner oracle:0.2 --out "$WORK/captions.jsonl"
 coemogen filter --captions "$WORK/captions.jsonl" --out "$WORK/manifest.jsonl" --drop 0.2
 coemogen train --manifest "$WORK/manifest.jsonl" --out "$WORK/run" --max_train_steps 2000 \
   --train_batch_size 8 --seed 0 --checkpointing_steps 500 --checkpoints_total_limit 1 --validation_steps 500

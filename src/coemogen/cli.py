@@ -101,6 +101,8 @@ def cmd_caption(a: argparse.Namespace) -> None:
 
     skips = SkipCounter()
     items = read_dataset(a.dataset, Taxonomy.load(a.taxonomy), skips, a.skip_unknown_emotions, a.image_dir)
+    if a.split:
+        items = [it for it in items if it.split in a.split]
     template = Path(a.prompt_template).read_text(encoding="utf-8") if a.prompt_template else None
     captioner = make_captioner(
         a.captioner,
@@ -207,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--taxonomy", help="mikels (default), artemis, emoart, or a JSON/YAML file")
     p.add_argument("--image-dir", help="WikiArt image folder for an ArtEmis CSV")
+    p.add_argument("--split", nargs="+", help="only these EmoSet splits (e.g. train)")
     p.add_argument("--skip-unknown-emotions", action="store_true")
     p.add_argument("--prompt-template", help="text file; {emotion} is replaced by the label")
     p.add_argument("--no-emotion-prior", action="store_true", help="do not tell the captioner the emotion")

@@ -31,7 +31,7 @@ class DemoSize:
     inference_steps: int
 
 
-DEFAULT = DemoSize(images_per_emotion=250, train_steps=1200, images_per_emotion_out=24, inference_steps=20)
+DEFAULT = DemoSize(images_per_emotion=300, train_steps=2000, images_per_emotion_out=50, inference_steps=25)
 QUICK = DemoSize(images_per_emotion=6, train_steps=20, images_per_emotion_out=3, inference_steps=4)
 
 
