@@ -63,6 +63,13 @@ def cmd_train(a: argparse.Namespace) -> None:
     print(f"saved run to {run}")
 
 
+def cmd_clusters(a: argparse.Namespace) -> None:
+    from .trainer import refit_clusters
+
+    refit_clusters(a.model, a.manifest, a.components, a.seed)
+    print(f"refitted {a.components}-component clusters in {a.model}")
+
+
 def cmd_generate(a: argparse.Namespace) -> None:
     from .pipeline import CoEmoGenPipeline, save_images
     from .taxonomy import Taxonomy
@@ -278,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster_components", type=int, default=1, help="Gaussian mixture components per emotion")
     p.add_argument("--dataloader_num_workers", type=int, default=0)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("clusters", help="refit a trained run's emotion clusters")
+    p.add_argument("--model", required=True, help="run directory")
+    p.add_argument("--manifest", required=True, help="the training manifest")
+    p.add_argument("--components", type=int, default=1, help="Gaussian mixture components per emotion")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_clusters)
 
     p = sub.add_parser("generate", help="generate images for an emotion or a mix")
     p.add_argument("--model", help="run directory (default: the shipped synthetic-world run)")

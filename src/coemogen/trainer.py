@@ -480,3 +480,26 @@ def train(args: TrainArgs) -> Path:
         validation_grid(inner, dataset, args.seed).save(out / "final_grid.png")
     accelerator.end_training()
     return out
+
+
+def refit_clusters(run_dir: str | Path, manifest: str | Path, components: int = 1, seed: int = 0) -> EmotionClusters:
+    """Refit a trained run's emotion clusters (e.g. another number of mixture components)."""
+    from .modeling import load_run
+    from .models.hilora import hilora_gate
+
+    run_dir = Path(run_dir)
+    config = CoEmoGenConfig.load(run_dir)
+    base = load_base_models(config.pretrained_model_name_or_path, config.clip_model_name_or_path)
+    model, _ = load_run(run_dir, base.unet, require_clusters=False)
+    skips = SkipCounter()
+    records = drop_unreadable(read_manifest(manifest, model.taxonomy, skips), skips)
+    if not records:
+        raise CoEmoGenError(f"no usable records in {manifest}")
+    module = CoEmoGenTrainingModule(model.eval(), base, hilora_gate(base.unet), 0.0, config.template)
+    dataset = ManifestDataset(records, model.taxonomy, config.resolution)
+    embeddings, labels = embed_records(module, dataset, "cpu", desc="fit clusters")
+    clusters = EmotionClusters.fit(embeddings, labels, model.taxonomy.num_emotions, components, seed=seed)
+    save_file(clusters.state_dict(), run_dir / "clusters.safetensors")
+    config.cluster_components = components
+    config.save(run_dir)
+    return clusters

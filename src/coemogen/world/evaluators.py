@@ -95,6 +95,25 @@ def _load_split(root: Path, split: str, size: int):
     return torch.stack(images), torch.tensor(emotions), torch.tensor(scenes), torch.stack(objects)
 
 
+def degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Generator-style degradations for half the batch: resolution loss, noise, a small exposure shift.
+
+    Judges trained only on crisp renders mistake any soft image for its neighbour class; these
+    perturbations keep them judging content rather than sharpness.
+    """
+    pick = torch.rand(len(x), generator=g) < 0.5
+    size = int(torch.randint(16, 48, (1,), generator=g))
+    soft = F.interpolate(
+        F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False),
+        size=x.shape[-1],
+        mode="bilinear",
+        align_corners=False,
+    )
+    soft = soft + 0.03 * torch.rand(len(x), 1, 1, 1, generator=g) * torch.randn(x.shape, generator=g)
+    soft = soft * (1 + 0.1 * (torch.rand(len(x), 1, 1, 1, generator=g) - 0.5))
+    return torch.where(pick[:, None, None, None], soft.clamp(0, 1), x)
+
+
 def _train(model: WorldCNN, data, steps: int, seed: int, desc: str) -> None:
     images, emotions, scenes, objects = data
     g = torch.Generator().manual_seed(seed)
@@ -105,7 +124,7 @@ def _train(model: WorldCNN, data, steps: int, seed: int, desc: str) -> None:
         idx = torch.randint(0, len(images), (64,), generator=g)
         x = images[idx]
         flip = torch.rand(len(idx), generator=g) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = degrade(torch.where(flip[:, None, None, None], x.flip(-1), x), g)
         out = model(x)
         loss = 0.0
         if "emotion" in out:
@@ -122,18 +141,20 @@ def _train(model: WorldCNN, data, steps: int, seed: int, desc: str) -> None:
 
 
 @torch.no_grad()
-def _accuracy(model: WorldCNN, data) -> dict[str, float]:
+def _accuracy(model: WorldCNN, data, suffix: str = "") -> dict[str, float]:
     images, emotions, scenes, objects = data
     outs = [model(images[i : i + 256]) for i in range(0, len(images), 256)]
     result = {}
     if "emotion" in outs[0]:
         pred = torch.cat([o["emotion"] for o in outs]).argmax(1)
-        result["emotion_accuracy"] = float((pred == emotions).float().mean())
-        result["polarity_accuracy"] = float(((pred < 4) == (emotions < 4)).float().mean())
+        result["emotion_accuracy" + suffix] = float((pred == emotions).float().mean())
+        result["polarity_accuracy" + suffix] = float(((pred < 4) == (emotions < 4)).float().mean())
     if "scene" in outs[0]:
-        result["scene_accuracy"] = float((torch.cat([o["scene"] for o in outs]).argmax(1) == scenes).float().mean())
+        result["scene_accuracy" + suffix] = float(
+            (torch.cat([o["scene"] for o in outs]).argmax(1) == scenes).float().mean()
+        )
         top = torch.cat([o["object"] for o in outs]).argmax(1)
-        result["object_top1_present"] = float((objects[torch.arange(len(top)), top] > 0).float().mean())
+        result["object_top1_present" + suffix] = float((objects[torch.arange(len(top)), top] > 0).float().mean())
     return result
 
 
@@ -160,9 +181,19 @@ def build_evaluators(
     _train(semantics, merged, steps, seed + 1, "scene/object judge")
     judge.save(out / "emotion-judge")
     semantics.save(out / "semantics")
+    # The test split at a quarter of its pixels and back: how the judges fare on soft images.
+    soft = F.interpolate(
+        F.interpolate(test[0], size=size // 2, mode="bilinear", antialias=True, align_corners=False),
+        size=size,
+        mode="bilinear",
+        align_corners=False,
+    )
+    soft_test = (soft.clamp(0, 1), *test[1:])
     report = {
         **_accuracy(judge, test),
         **_accuracy(semantics, test),
+        **_accuracy(judge, soft_test, "_soft32"),
+        **_accuracy(semantics, soft_test, "_soft32"),
         "train_images": len(merged[0]),
         "train_world_seed": seed,
         "test_images": len(test[0]),
@@ -183,6 +214,11 @@ def build_evaluators(
         f"  - emotion judge 8-way accuracy: {report['emotion_accuracy']:.3f}, "
         f"polarity: {report['polarity_accuracy']:.3f}",
         f"  - scene accuracy: {report['scene_accuracy']:.3f}; top object present: {report['object_top1_present']:.3f}",
+        f"  - the same images downsampled to {size // 2}px and back: emotion "
+        f"{report['emotion_accuracy_soft32']:.3f}, polarity {report['polarity_accuracy_soft32']:.3f}, "
+        f"scene {report['scene_accuracy_soft32']:.3f}",
+        "- training augmentation: half of each batch is downsampled (16-48 px) and upsampled back, with light",
+        "  noise and exposure jitter, so that soft generated images are judged on content, not sharpness",
     ]
     (out / "README.md").write_text("\n".join(card) + "\n")
     import shutil
