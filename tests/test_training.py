@@ -231,3 +231,18 @@ def test_bf16_and_gradient_checkpointing_train(tiny_models, tiny_world, tmp_path
     assert all(v.dtype == torch.float32 for v in hilora.values())  # adapters stay in fp32
     assert (run / "validation" / "step-000002.png").is_file()
     assert list((run / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_refit_clusters_with_mixture_components(trained_run, tiny_world, tmp_path):
+    import shutil
+
+    from coemogen.trainer import refit_clusters
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    clusters = refit_clusters(run, tiny_world / "manifest.jsonl", components=2)
+    assert clusters.weights.shape == (8, 2) and torch.allclose(clusters.weights.sum(1), torch.ones(8))
+    pipe = CoEmoGenPipeline.from_pretrained(run)
+    assert pipe.model.config.cluster_components == 2
+    out = pipe("sadness", num_images=3, seed=0, num_inference_steps=2)
+    assert {m["cluster_component"]["sadness"] for m in out.metadata} <= {0, 1}

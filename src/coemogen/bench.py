@@ -69,7 +69,7 @@ class BenchSize:
     inference_steps: int
 
 
-SIZES = {"default": BenchSize(300, 1000, 50, 20), "quick": BenchSize(6, 6, 2, 3)}
+SIZES = {"default": BenchSize(300, 600, 32, 20), "quick": BenchSize(6, 6, 2, 3)}
 
 
 def _base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenOutput:

@@ -189,7 +189,7 @@ class OpenAICaptioner(Captioner):
         self.max_retries, self.backoff, self.max_tokens = max_retries, backoff, max_tokens
         self._api_key = os.environ.get(api_key_env)
         self.id = f"openai:{model}"
-        self.batch_size = concurrency * 4
+        self.batch_size = concurrency * 16  # large batches: the pool stays full between flushes
         self._pool = ThreadPoolExecutor(max_workers=concurrency)
 
     def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
