@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild every shipped synthetic-world artefact under src/coemogen/world/assets (2 CPU cores: ~45 min).
+# Rebuild every shipped synthetic-world artefact under src/coemogen/world/assets (2 CPU cores: ~60 min).
 # 1. pocket CLIP + pocket SD from the neutral corpus; 2. the world (seed 0); 3. independent judges
 # (trained on a world with seed 100); 4. the shipped CoEmoGen run (oracle captions -> CLIP filter -> train).
 set -euo pipefail
@@ -12,7 +12,7 @@ coemogen world build --out "$WORK/world" --images-per-emotion 500 --seed 0
 coemogen world judges --out "$ASSETS/evaluators" --test-world "$WORK/world" --seed 100
 coemogen caption --dataset "$WORK/world" --split train --captioner oracle:0.2 --out "$WORK/captions.jsonl"
 coemogen filter --captions "$WORK/captions.jsonl" --out "$WORK/manifest.jsonl" --drop 0.2
-coemogen train --manifest "$WORK/manifest.jsonl" --out "$WORK/run" --max_train_steps 2000 \
-  --train_batch_size 8 --seed 0 --checkpointing_steps 500 --checkpoints_total_limit 1 --validation_steps 500
+coemogen train --manifest "$WORK/manifest.jsonl" --out "$WORK/run" --max_train_steps 6000 \
+  --train_batch_size 8 --seed 0 --checkpointing_steps 1000 --checkpoints_total_limit 1 --validation_steps 2000
 mkdir -p "$ASSETS/world-run"
 cp "$WORK"/run/{config.json,taxonomy.json,mapper.safetensors,perception_encoder.safetensors,hilora.safetensors,clusters.safetensors,final_grid.png} "$ASSETS/world-run/"
