@@ -225,8 +225,18 @@ def test_method_configurations_change_the_model(tiny_models, tiny_world, tmp_pat
 
 
 def test_bf16_and_gradient_checkpointing_train(tiny_models, tiny_world, tmp_path):
-    run = train(_args(tiny_models, tiny_world, tmp_path / "r", max_train_steps=2, mixed_precision="bf16",
-                      gradient_checkpointing=True, validation_steps=2, report_to="tensorboard"))
+    run = train(
+        _args(
+            tiny_models,
+            tiny_world,
+            tmp_path / "r",
+            max_train_steps=2,
+            mixed_precision="bf16",
+            gradient_checkpointing=True,
+            validation_steps=2,
+            report_to="tensorboard",
+        )
+    )
     hilora = load_file(run / "hilora.safetensors")
     assert all(v.dtype == torch.float32 for v in hilora.values())  # adapters stay in fp32
     assert (run / "validation" / "step-000002.png").is_file()

@@ -34,6 +34,8 @@ class FrechetDistance:
         (self.real if real else self.fake).append(features.detach().double().cpu())
 
     def compute(self) -> float:
+        if not self.real or not self.fake:
+            raise ValueError("Frechet distance needs real and generated features")
         a, b = torch.cat(self.real).numpy(), torch.cat(self.fake).numpy()
         if len(a) < 2 or len(b) < 2:
             raise ValueError("Frechet distance needs at least 2 real and 2 generated samples")

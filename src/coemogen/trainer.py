@@ -204,11 +204,9 @@ class CoEmoGenTrainingModule(nn.Module):
             target = scheduler.get_velocity(latents, noise, t)
         else:
             raise CoEmoGenError(f"unsupported prediction type {scheduler.config.prediction_type}")
+        # The gates stay set after the forward: gradient checkpointing re-runs the U-Net during backward.
         self.gate.weights = self.model.gates(weights)
-        try:
-            pred = self.unet(noisy, t, encoder_hidden_states=cond).sample
-        finally:
-            self.gate.weights = None
+        pred = self.unet(noisy, t, encoder_hidden_states=cond).sample
         l_ldm = F.mse_loss(pred.float(), target.float())
         condition = self.clip.text_projection(pooled.to(self.clip.dtype)).float()
         l_sem = (1 - F.cosine_similarity(condition, caption_embeds.float(), dim=-1)).mean()
@@ -324,6 +322,7 @@ def validation_grid(module: CoEmoGenTrainingModule, dataset: ManifestDataset, se
 def train(args: TrainArgs) -> Path:
     """Run training; returns the run directory (config, safetensors weights, clusters)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration
 
     out = Path(args.out)
@@ -479,6 +478,9 @@ def train(args: TrainArgs) -> Path:
         save_run(out, model, base.unet, clusters)
         validation_grid(inner, dataset, args.seed).save(out / "final_grid.png")
     accelerator.end_training()
+    # Accelerate keeps its settings in a process-wide singleton; clear them (not the process
+    # group) so a later train() call in this process may use another precision.
+    AcceleratorState._reset_state(reset_partial_state=False)
     return out
 
 
