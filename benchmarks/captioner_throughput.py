@@ -8,6 +8,7 @@ Usage: python benchmarks/captioner_throughput.py [--concurrency 32] [--latency 0
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,12 @@ from coemogen.captioners import OpenAICaptioner
 from coemogen.captioning import run_captioning
 from coemogen.data.readers import DatasetItem
 from coemogen.testing import ChatCompletionsServer
+
+
+def _serve(latency: float, urls, stop) -> None:
+    with ChatCompletionsServer(latency=latency) as server:
+        urls.put(server.url)
+        stop.wait()
 
 
 def main() -> None:
@@ -32,11 +39,20 @@ def main() -> None:
             path = Path(tmp) / f"{i}.jpg"
             Image.new("RGB", (64, 64), (i % 256, 80, 160)).save(path)
             items.append(DatasetItem(str(i), path, "awe"))
-        with ChatCompletionsServer(latency=args.latency) as server:
-            captioner = OpenAICaptioner(server.url, concurrency=args.concurrency)
+        # The server runs in its own process, as a real inference server would: sharing this
+        # process's interpreter lock would measure the test server, not the captioner.
+        ctx = multiprocessing.get_context("spawn")
+        urls, stop = ctx.Queue(), ctx.Event()
+        proc = ctx.Process(target=_serve, args=(args.latency, urls, stop), daemon=True)
+        proc.start()
+        try:
+            captioner = OpenAICaptioner(urls.get(timeout=60), concurrency=args.concurrency)
             t0 = time.perf_counter()
             summary = run_captioning(items, captioner, Path(tmp) / "caps.jsonl")
             seconds = time.perf_counter() - t0
+        finally:
+            stop.set()
+            proc.join(timeout=10)
     rate = summary["written"] / seconds
     bound = args.concurrency / args.latency
     print(f"images={args.images} concurrency={args.concurrency} latency={args.latency}s")

@@ -13,6 +13,7 @@ import time
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
+from coemogen.loaders import model_path
 from coemogen.pipeline import CoEmoGenPipeline
 
 
@@ -25,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     ours = CoEmoGenPipeline.from_pretrained(args.run)
     plain = StableDiffusionPipeline.from_pretrained(
-        ours.base.pretrained_model_name_or_path, safety_checker=None, requires_safety_checker=False
+        model_path(ours.base.pretrained_model_name_or_path), safety_checker=None, requires_safety_checker=False
     )
     plain.scheduler = DPMSolverMultistepScheduler.from_config(plain.scheduler.config)
     plain.to(ours.device)

@@ -142,6 +142,7 @@ def paper_table(out: str | Path, quick: bool = False, seed: int = 0, rows: list[
                 )
         report = evaluate(work / "generated", world, work / "report", tax, num_pairs=500, seed=seed, judges=judges)
         results[row.name] = report["overall"]
+        write_table(results, out)  # after every row, so an interrupted run keeps what it measured
     table = write_table(results, out)
     print("\n" + table)
     return results

@@ -55,8 +55,13 @@ def resolve_sources(
     return pretrained_model_name_or_path or sd, clip_model_name_or_path or clip
 
 
+def model_path(source: str | Path) -> str:
+    """A hub id or directory, with the shipped pocket models' stable names resolved to their folders."""
+    return str(POCKET_IDS.get(str(source), source))
+
+
 def _load(loader, source: str, what: str, **kwargs):
-    source = str(POCKET_IDS.get(str(source), source))
+    source = model_path(source)
     try:
         return loader(source, **kwargs)
     except (OSError, ValueError) as err:
