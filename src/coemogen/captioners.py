@@ -7,14 +7,15 @@ Specs for `--captioner`: `attributes`, `oracle[:hallucination_rate]`, `hf:<model
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import logging
 import os
 import random
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +192,8 @@ class OpenAICaptioner(Captioner):
         self.id = f"openai:{model}"
         self.batch_size = concurrency * 16  # large batches: the pool stays full between flushes
         self._pool = ThreadPoolExecutor(max_workers=concurrency)
+        self._target = urllib.parse.urlsplit(self.url)
+        self._local = threading.local()
 
     def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
         return list(self._pool.map(self._one, items))
@@ -224,22 +227,34 @@ class OpenAICaptioner(Captioner):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
             try:
-                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    payload = response.read()
-            except urllib.error.HTTPError as err:
-                last = f"HTTP {err.code}"
-                if err.code == 429 or err.code >= 500:
-                    retry_after = err.headers.get("Retry-After") if err.headers else None
-                    if retry_after and retry_after.replace(".", "", 1).isdigit():
-                        time.sleep(min(float(retry_after), 60.0))
-                    continue
-                return CaptionResult(None, f"server refused the request: HTTP {err.code}")
-            except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as err:
+                status, retry_after, payload = self._post(body, headers)
+            except (TimeoutError, ConnectionError, OSError, http.client.HTTPException) as err:
+                self._local.__dict__.pop("conn", None)  # drop the broken connection; reconnect next try
                 last = f"timeout or connection error ({type(err).__name__})"
                 continue
+            if status == 429 or status >= 500:
+                last = f"HTTP {status}"
+                if retry_after and retry_after.replace(".", "", 1).isdigit():
+                    time.sleep(min(float(retry_after), 60.0))
+                continue
+            if status >= 400:
+                return CaptionResult(None, f"server refused the request: HTTP {status}")
             return self._parse(payload)
         return CaptionResult(None, f"gave up after {self.max_retries + 1} attempts: {last}")
+
+    def _post(self, body: bytes, headers: dict) -> tuple[int, str | None, bytes]:
+        """POST on this thread's keep-alive connection (one TCP connection per worker, reused)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._target.scheme == "https" else http.client.HTTPConnection
+            conn = self._local.conn = cls(self._target.netloc, timeout=self.timeout)
+        conn.request("POST", self._target.path or "/", body=body, headers=headers)
+        response = conn.getresponse()
+        payload = response.read()
+        if response.getheader("Connection", "").lower() == "close":
+            conn.close()
+            self._local.__dict__.pop("conn", None)
+        return response.status, response.getheader("Retry-After"), payload
 
     @staticmethod
     def _parse(payload: bytes) -> CaptionResult:
