@@ -256,3 +256,12 @@ def test_refit_clusters_with_mixture_components(trained_run, tiny_world, tmp_pat
     assert pipe.model.config.cluster_components == 2
     out = pipe("sadness", num_images=3, seed=0, num_inference_steps=2)
     assert {m["cluster_component"]["sadness"] for m in out.metadata} <= {0, 1}
+
+
+def test_cluster_temperature_zero_gives_the_emotion_mean(trained_run):
+    pipe = CoEmoGenPipeline.from_pretrained(trained_run)
+    mean = pipe.clusters.means[Taxonomy.default().index("awe"), 0]
+    ev, _ = pipe.sample_visual_embeddings([{"awe": 1.0}] * 3, [0, 1, 2], temperature=0.0)
+    assert torch.allclose(ev, mean.expand(3, -1))
+    spread, _ = pipe.sample_visual_embeddings([{"awe": 1.0}] * 3, [0, 1, 2], temperature=1.0)
+    assert not torch.allclose(spread[0], spread[1])

@@ -91,6 +91,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
         scheduler=a.scheduler,
         batch_size=a.batch_size,
         progress=True,
+        cluster_temperature=a.cluster_temperature,
     )
     out = save_images(output, a.out)
     print(f"wrote {len(output.images)} images, metadata and grid.png to {out}")
@@ -307,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default="dpm", choices=["dpm", "ddim", "euler", "pndm", "ddpm"])
     p.add_argument("--num_inference_steps", "--steps", type=int, default=25)
     p.add_argument("--guidance_scale", type=float, default=5.0)
+    p.add_argument(
+        "--cluster-temperature",
+        "--cluster_temperature",
+        type=float,
+        default=1.0,
+        help="scale of the cluster spread: 0 = emotion mean (fidelity), 1 = fitted spread (diversity)",
+    )
     p.add_argument("--batch-size", "--batch_size", type=int, default=16)
     p.add_argument("--device")
     p.add_argument("--taxonomy", help="expected taxonomy file; a run from another taxonomy is refused")

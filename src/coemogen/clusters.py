@@ -44,13 +44,17 @@ class EmotionClusters:
             weights[e, :k], means[e, :k], variances[e, :k] = w, mu, var
         return cls(weights.float(), means.float(), variances.float())
 
-    def sample(self, emotion: int, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        """One embedding from emotion `emotion`'s distribution, and the component it came from."""
+    def sample(self, emotion: int, generator: torch.Generator, temperature: float = 1.0) -> tuple[torch.Tensor, int]:
+        """One embedding from emotion `emotion`'s distribution, and the component it came from.
+
+        `temperature` scales the standard deviation: 0 gives the component mean (fidelity),
+        1 the fitted spread (diversity)."""
         if not self.weights[emotion].sum() > 0:
             raise CoEmoGenError(f"emotion index {emotion} had no training images, so it has no cluster to sample")
         component = int(torch.multinomial(self.weights[emotion], 1, generator=generator))
         noise = torch.randn(self.means.shape[-1], generator=generator)
-        return self.means[emotion, component] + noise * self.variances[emotion, component].sqrt(), component
+        std = self.variances[emotion, component].sqrt() * temperature
+        return self.means[emotion, component] + noise * std, component
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {

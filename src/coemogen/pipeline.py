@@ -149,7 +149,9 @@ class CoEmoGenPipeline:
         model.eval()
         return cls(base, model, clusters, hilora_gate(base.unet), device)
 
-    def sample_visual_embeddings(self, mixes: list[dict[str, float]], seeds: list[int]) -> tuple[torch.Tensor, list]:
+    def sample_visual_embeddings(
+        self, mixes: list[dict[str, float]], seeds: list[int], temperature: float = 1.0
+    ) -> tuple[torch.Tensor, list]:
         """One e^v per image: for a mix, the weighted sum of samples from each emotion's cluster."""
         rows, components = [], []
         for mix, seed in zip(mixes, seeds):
@@ -157,7 +159,7 @@ class CoEmoGenPipeline:
             vec = torch.zeros(self.clusters.means.shape[-1])
             picked = {}
             for emotion, weight in mix.items():
-                sample, component = self.clusters.sample(self.taxonomy.index(emotion), g)
+                sample, component = self.clusters.sample(self.taxonomy.index(emotion), g, temperature)
                 vec += weight * sample
                 picked[emotion] = component
             rows.append(vec)
@@ -176,6 +178,7 @@ class CoEmoGenPipeline:
         scheduler: str = "dpm",
         batch_size: int = 16,
         progress: bool = False,
+        cluster_temperature: float = 1.0,
     ) -> CoEmoGenOutput:
         """`emotion`: a name, a mix "amusement:0.5,awe:0.5", or a list (one per image, cycled).
 
@@ -194,7 +197,7 @@ class CoEmoGenPipeline:
         for start in range(0, num_images, batch_size):
             idx = list(range(start, min(num_images, start + batch_size)))
             seeds = [seed + i for i in idx]
-            ev, components = self.sample_visual_embeddings([mixes[i] for i in idx], seeds)
+            ev, components = self.sample_visual_embeddings([mixes[i] for i in idx], seeds, cluster_temperature)
             cond, _ = self.conditioner.encode_embeddings(ev.to(self.device, dtype), template)
             weights = self.model.mix_weights([mixes[i] for i in idx]).to(self.device)
             gates = self.model.gates(weights)
@@ -220,6 +223,7 @@ class CoEmoGenPipeline:
                         "scheduler": scheduler,
                         "num_inference_steps": num_inference_steps,
                         "guidance_scale": guidance_scale,
+                        "cluster_temperature": cluster_temperature,
                     }
                 )
         return CoEmoGenOutput(images, metadata)
