@@ -145,9 +145,9 @@ class OracleCaptioner(Captioner):
         return results
 
     def _sentence(self, spec, emotion: str) -> str:
-        light = "bright" if spec.brightness > 0.55 else "dark"
-        color = "colorful" if spec.saturation > 0.5 else "muted"
-        objects = " and ".join(o.replace("_", " ") for o in spec.objects)
+        from .world.scenes import visible_words
+
+        light, color, objects = visible_words(spec)
         text = f"a {light} {color} {spec.scene.replace('_', ' ')} with {objects}"
         if spec.expression:
             text += f" where a person with a {spec.expression} face is {spec.action.replace('_', ' ')}"

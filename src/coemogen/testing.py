@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .world.pocket import EXTRA_WORDS, build_tokenizer
+from .world.pocket import EXTRA_WORDS, build_tokenizer, clip_config
 from .world.scenes import CONTENT, OBJECTS, SCENES
 
 
@@ -24,36 +24,13 @@ def build_tiny_models(
 ) -> tuple[Path, Path]:
     """Write `out/sd` (model_index.json + components) and `out/clip`; return both paths."""
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextModel
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTextModel
 
     out = Path(out)
     torch.manual_seed(seed)
     words = EXTRA_WORDS + SCENES + OBJECTS + list(CONTENT)
     tokenizer = build_tokenizer([" ".join(words)], out / "clip", words)
-    clip = CLIPModel(
-        CLIPConfig(
-            text_config=dict(
-                vocab_size=len(tokenizer),
-                hidden_size=width,
-                intermediate_size=2 * width,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                max_position_embeddings=77,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            ),
-            vision_config=dict(
-                image_size=image_size,
-                patch_size=8,
-                hidden_size=width,
-                intermediate_size=2 * width,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-            ),
-            projection_dim=width,
-        )
-    )
+    clip = CLIPModel(clip_config(tokenizer, image_size, width=width, layers=2, heads=2))
     clip.save_pretrained(out / "clip")
     CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}

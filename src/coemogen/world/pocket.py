@@ -57,33 +57,31 @@ def _images_to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # uint8 N,3,H,W
 
 
-def train_clip(images: torch.Tensor, captions: list[str], tokenizer, steps: int, seed: int, out: Path):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+def clip_config(tokenizer, image_size: int, width: int = 128, layers: int = 3, heads: int = 4):
+    """A small CLIP (ViT with 8-px patches) in the transformers CLIPModel architecture."""
+    from transformers import CLIPConfig
 
-    torch.manual_seed(seed)
-    size = images.shape[-1]
-    config = CLIPConfig(
+    tower = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=heads)
+    return CLIPConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=3,
-            num_attention_heads=4,
             max_position_embeddings=77,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            **tower,
         ),
-        vision_config=dict(
-            image_size=size,
-            patch_size=8,
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-        ),
-        projection_dim=128,
+        vision_config=dict(image_size=image_size, patch_size=8, **tower),
+        projection_dim=width,
     )
+
+
+def train_clip(images: torch.Tensor, captions: list[str], tokenizer, steps: int, seed: int, out: Path):
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(seed)
+    size = images.shape[-1]
+    config = clip_config(tokenizer, size)
     model = CLIPModel(config)
     processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)

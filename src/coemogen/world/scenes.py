@@ -425,11 +425,16 @@ def render(spec: SceneSpec, size: int = 64) -> Image.Image:
     return image.resize((size, size), Image.LANCZOS)
 
 
-def describe(spec: SceneSpec) -> str:
-    """A neutral caption: what is visible, no emotion words (for pretraining the base models)."""
+def visible_words(spec: SceneSpec) -> tuple[str, str, str]:
+    """Lighting, colour and object words of a scene, shared by every caption written from it."""
     light = "bright" if spec.brightness > 0.55 else "dark"
     color = "colorful" if spec.saturation > 0.5 else "muted"
-    objects = " and ".join(o.replace("_", " ") for o in spec.objects)
+    return light, color, " and ".join(o.replace("_", " ") for o in spec.objects)
+
+
+def describe(spec: SceneSpec) -> str:
+    """A neutral caption: what is visible, no emotion words (for pretraining the base models)."""
+    light, color, objects = visible_words(spec)
     text = f"a {light} {color} picture of a {spec.scene.replace('_', ' ')} with {objects}"
     if spec.expression:
         text += f", a person with a {spec.expression} face {spec.action.replace('_', ' ')}"
