@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .world.pocket import EXTRA_WORDS, build_tokenizer, clip_config
+from .world.pocket import EXTRA_WORDS, build_tokenizer, clip_config, make_vae, text_encoder_from_clip
 from .world.scenes import CONTENT, OBJECTS, SCENES
 
 
@@ -23,8 +23,8 @@ def build_tiny_models(
     seed: int = 0,
 ) -> tuple[Path, Path]:
     """Write `out/sd` (model_index.json + components) and `out/clip`; return both paths."""
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPTextModel
+    from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPImageProcessor, CLIPModel
 
     out = Path(out)
     torch.manual_seed(seed)
@@ -35,19 +35,8 @@ def build_tiny_models(
     CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     ).save_pretrained(out / "clip")
-    text_encoder = CLIPTextModel(clip.config.text_config)
-    text_encoder.load_state_dict(clip.text_model.state_dict())
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(16, 32),
-        norm_num_groups=8,
-        sample_size=image_size,
-    )
+    text_encoder = text_encoder_from_clip(clip)
+    vae = make_vae((16, 32), image_size)
     n = len(unet_channels)
     unet = UNet2DConditionModel(
         sample_size=image_size // 2,

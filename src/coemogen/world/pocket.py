@@ -106,21 +106,36 @@ def train_clip(images: torch.Tensor, captions: list[str], tokenizer, steps: int,
     return model, loss.item()
 
 
-def train_vae(images: torch.Tensor, steps: int, seed: int):
+def make_vae(block_out_channels: tuple[int, ...], image_size: int):
+    """An SD-layout AutoencoderKL with 4 latent channels, downsampling 2**(len(blocks) - 1) times."""
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
+    n = len(block_out_channels)
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         latent_channels=4,
         layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(16, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=block_out_channels,
         norm_num_groups=8,
-        sample_size=images.shape[-1],
+        sample_size=image_size,
     )
+
+
+def text_encoder_from_clip(clip):
+    """A CLIPTextModel holding the CLIP model's text tower (as SD1.5's is CLIP ViT-L/14's)."""
+    from transformers import CLIPTextModel
+
+    text_encoder = CLIPTextModel(clip.config.text_config)
+    text_encoder.load_state_dict(clip.text_model.state_dict())
+    return text_encoder.eval()
+
+
+def train_vae(images: torch.Tensor, steps: int, seed: int):
+    torch.manual_seed(seed)
+    vae = make_vae((16, 32, 32), images.shape[-1])
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     vae.train()
@@ -222,7 +237,6 @@ def build_pocket_models(
 ) -> dict:
     """Train pocket CLIP, VAE and U-Net; write `out/pocket-clip` and `out/pocket-sd`."""
     from diffusers import StableDiffusionPipeline
-    from transformers import CLIPTextModel
 
     out = Path(out)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -254,9 +268,7 @@ def build_pocket_models(
         },
     )
 
-    text_encoder = CLIPTextModel(clip.config.text_config)
-    text_encoder.load_state_dict(clip.text_model.state_dict())
-    text_encoder.eval()
+    text_encoder = text_encoder_from_clip(clip)
     t0 = time.time()
     vae, latents, vae_loss = train_vae(images, vae_steps, seed)
     vae_time = time.time() - t0
