@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from coemogen.captioners import AttributeCaptioner, OpenAICaptioner, OracleCaptioner, build_prompt
+from coemogen.captioners import AttributeCaptioner, HFCaptioner, OpenAICaptioner, OracleCaptioner, build_prompt
 from coemogen.captioning import merge_shards, read_finished, run_captioning
 from coemogen.data.images import ImageLoadError, load_rgb
 from coemogen.data.manifest import SkipCounter
 from coemogen.data.readers import DatasetItem, read_dataset
 from coemogen.errors import CoEmoGenError
 from coemogen.taxonomy import Taxonomy
-from coemogen.testing import ChatCompletionsServer
+from coemogen.testing import ChatCompletionsServer, build_tiny_captioner
 
 TAX = Taxonomy.default()
 
@@ -144,6 +144,41 @@ def test_openai_captioner_times_out_and_gives_up(tmp_path):
         result = OpenAICaptioner(server.url, timeout=0.2, max_retries=1, backoff=0.01).caption([item])[0]
         assert result.caption is None and "gave up after 2 attempts" in result.error
         assert OpenAICaptioner(server.url, timeout=2, backoff=0.01).caption([item])[0].caption
+
+
+def test_openai_replies_are_written_as_they_land(tmp_path):
+    files = _bad_images(tmp_path / "imgs")
+    items = [DatasetItem(f"{k}", files["good.jpg"], "awe") for k in range(8)]
+    with ChatCompletionsServer(script={0: "slow"}, slow_seconds=1.0) as server:
+        out = tmp_path / "caps.jsonl"
+        run_captioning(items, OpenAICaptioner(server.url, concurrency=4), out)
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    # the one slow request did not hold back the seven behind it: it is written last
+    assert len(records) == 8 and records[-1]["seconds"] >= 1.0
+    assert max(r["seconds"] for r in records[:-1]) < 0.9
+
+
+def test_hf_captioner_with_a_tiny_llava(tmp_path):
+    """Loads through AutoProcessor / AutoModelForImageTextToText; batched == one at a time."""
+    from coemogen.cli import main
+
+    model = build_tiny_captioner(tmp_path / "llava")
+    files = _bad_images(tmp_path / "imgs")
+    names = ["good.jpg", "cmyk.jpg", "gray.png", "rgba.png", "empty.jpg"]
+    items = [DatasetItem(n, files[n], e) for n, e in zip(names, ["awe", "anger", "sadness", "fear", "awe"])]
+    batched = HFCaptioner(str(model), batch_size=5, max_new_tokens=6).caption(items)
+    single = HFCaptioner(str(model), batch_size=1, max_new_tokens=6)
+    alone = [single.caption([it])[0] for it in items]
+    assert [r.caption for r in batched] == [r.caption for r in alone]
+    assert all(r.caption for r in batched[:4]) and batched[4].error == "empty file"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,emotion\n" + "".join(f"{files[n]},{e.emotion}\n" for n, e in zip(names, items)))
+    out = tmp_path / "caps.jsonl"
+    args = ["caption", "--dataset", str(manifest), "--captioner", f"hf:{model}", "--out", str(out)]
+    assert main(args + ["--batch-size", "2", "--max-new-tokens", "6", "--device", "cpu"]) == 0
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(records) == 4 and {r["captioner"] for r in records} == {f"hf:{model}"}
+    assert sorted(r["caption"] for r in records) == sorted(r.caption for r in batched[:4])
 
 
 def test_resume_after_a_crash_equals_uninterrupted(tiny_world, tmp_path):

@@ -16,7 +16,8 @@ import random
 import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,8 @@ class CaptionResult:
 
 
 class Captioner:
-    """Base interface: `id` names the captioner in the output; `caption` handles one batch."""
+    """Base interface: `id` names the captioner in the output; `caption` handles one batch and
+    `stream` yields (item, result, seconds per item) as results become ready."""
 
     id: str = "captioner"
     batch_size: int = 16
@@ -63,6 +65,14 @@ class Captioner:
 
     def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
         raise NotImplementedError
+
+    def stream(self, items: list[DatasetItem]) -> Iterator[tuple[DatasetItem, CaptionResult, float]]:
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+            t0 = time.perf_counter()
+            results = self.caption(batch)
+            seconds = (time.perf_counter() - t0) / len(batch)
+            yield from ((item, result, seconds) for item, result in zip(batch, results))
 
 
 class AttributeCaptioner(Captioner):
@@ -190,13 +200,31 @@ class OpenAICaptioner(Captioner):
         self.max_retries, self.backoff, self.max_tokens = max_retries, backoff, max_tokens
         self._api_key = os.environ.get(api_key_env)
         self.id = f"openai:{model}"
-        self.batch_size = concurrency * 16  # large batches: the pool stays full between flushes
         self._pool = ThreadPoolExecutor(max_workers=concurrency)
         self._target = urllib.parse.urlsplit(self.url)
         self._local = threading.local()
 
     def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
         return list(self._pool.map(self._one, items))
+
+    def stream(self, items: list[DatasetItem]) -> Iterator[tuple[DatasetItem, CaptionResult, float]]:
+        """Keeps `concurrency` requests in flight and yields each reply the moment it lands, so no
+        request waits for a slow neighbour and a crash loses only the requests in flight."""
+        pending: dict = {}
+        queue = iter(items)
+        while True:
+            while len(pending) < 2 * self.concurrency and (item := next(queue, None)) is not None:
+                pending[self._pool.submit(self._timed, item)] = item
+            if not pending:
+                return
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                result, seconds = future.result()
+                yield pending.pop(future), result, seconds
+
+    def _timed(self, item: DatasetItem) -> tuple[CaptionResult, float]:
+        t0 = time.perf_counter()
+        return self._one(item), time.perf_counter() - t0
 
     def _one(self, item: DatasetItem) -> CaptionResult:
         try:
@@ -341,6 +369,6 @@ def make_captioner(spec: str, prompt_template: str | None = None, emotion_prior:
         keys = ("model", "concurrency", "timeout", "max_retries", "backoff", "api_key_env")
         return OpenAICaptioner(arg, **{k: options[k] for k in keys if options.get(k) is not None}, **common)
     if kind == "hf" and arg:
-        keys = ("device", "dtype", "batch_size")
+        keys = ("device", "dtype", "batch_size", "max_new_tokens")
         return HFCaptioner(arg, **{k: options[k] for k in keys if options.get(k) is not None}, **common)
     raise CoEmoGenError(f"unknown captioner '{spec}'; use attributes, oracle[:rate], hf:<model>, openai:<base url>")

@@ -76,32 +76,31 @@ def run_captioning(
     todo = [it for it in items if in_shard(it.id, k, n) and it.id not in done]
     prompt_hash = hashlib.sha256(captioner.prompt(DatasetItem("x", Path("x"), "{emotion}")).encode()).hexdigest()[:12]
     written = Counter()
+    last_sync = time.monotonic()
     with open(out, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc="caption", unit="img") as bar:
-        for start in range(0, len(todo), captioner.batch_size):
-            batch = todo[start : start + captioner.batch_size]
-            t0 = time.perf_counter()
-            results = captioner.caption(batch)
-            seconds = (time.perf_counter() - t0) / max(1, len(batch))
-            for item, result in zip(batch, results):
-                if result.caption is None:
-                    skips.skip(item.id, result.error or "no caption")
-                    continue
-                record = {
-                    "id": item.id,
-                    "image": str(item.path),
-                    "emotion": item.emotion,
-                    "caption": result.caption,
-                    "captioner": captioner.id,
-                    "prompt_hash": prompt_hash,
-                    "seconds": round(seconds, 4),
-                    **({"split": item.split} if item.split else {}),
-                    **result.extra,
-                }
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                written[item.emotion] += 1
-            os.fsync(f.fileno())
-            bar.update(len(batch))
+        for item, result, seconds in captioner.stream(todo):
+            bar.update(1)
+            if result.caption is None:
+                skips.skip(item.id, result.error or "no caption")
+                continue
+            record = {
+                "id": item.id,
+                "image": str(item.path),
+                "emotion": item.emotion,
+                "caption": result.caption,
+                "captioner": captioner.id,
+                "prompt_hash": prompt_hash,
+                "seconds": round(seconds, 4),
+                **({"split": item.split} if item.split else {}),
+                **result.extra,
+            }
+            f.write(json.dumps(record) + "\n")
+            f.flush()  # a killed process keeps every finished record
+            written[item.emotion] += 1
+            if time.monotonic() - last_sync > 1.0:  # and a power cut keeps all but the last second
+                os.fsync(f.fileno())
+                last_sync = time.monotonic()
+        os.fsync(f.fileno())
     return {
         "output": str(out),
         "already_done": len(done),

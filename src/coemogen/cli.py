@@ -124,6 +124,7 @@ def cmd_caption(a: argparse.Namespace) -> None:
         device=a.device,
         dtype=a.dtype,
         batch_size=a.batch_size,
+        max_new_tokens=a.max_new_tokens,
         hallucination_rate=a.hallucination_rate,
         seed=a.seed,
     )
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-new-tokens", type=int, help="hf: captioners only (default 96)")
     p.add_argument("--hallucination-rate", type=float, default=0.2, help="oracle captioner only")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_caption)
