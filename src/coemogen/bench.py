@@ -16,7 +16,7 @@ import torch
 from .captioners import AttributeCaptioner, OracleCaptioner
 from .captioning import run_captioning
 from .data.readers import read_dataset
-from .evaluation import WorldJudges, evaluate
+from .evaluation import MetricNetworks, evaluate
 from .filtering import filter_captions
 from .loaders import POCKET_CLIP, POCKET_SD
 from .pipeline import CoEmoGenOutput, CoEmoGenPipeline, save_images
@@ -98,7 +98,7 @@ def paper_table(out: str | Path, quick: bool = False, seed: int = 0, rows: list[
         "oracle-no-prior": OracleCaptioner(0.2, seed=seed, emotion_prior=False),
         "attributes": AttributeCaptioner(emotion_prior=False),
     }
-    judges = WorldJudges()
+    networks = MetricNetworks.world()
     results = {}
     for row in ROWS:
         if rows and row.name not in rows:
@@ -140,7 +140,7 @@ def paper_table(out: str | Path, quick: bool = False, seed: int = 0, rows: list[
                     ),
                     work / "generated" / emotion,
                 )
-        report = evaluate(work / "generated", world, work / "report", tax, num_pairs=500, seed=seed, judges=judges)
+        report = evaluate(work / "generated", world, work / "report", tax, num_pairs=500, seed=seed, networks=networks)
         results[row.name] = report["overall"]
         write_table(results, out)  # after every row, so an interrupted run keeps what it measured
     table = write_table(results, out)

@@ -159,16 +159,41 @@ def cmd_world_judges(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from .evaluation import WorldJudges, evaluate, markdown_table
-    from .loaders import POCKET_CLIP
+    from .evaluation import build_metric_networks, evaluate, markdown_table
     from .taxonomy import Taxonomy
 
-    judges = WorldJudges(a.evaluators, a.clip_model_name_or_path or POCKET_CLIP) if a.evaluators else None
-    report = evaluate(
-        a.images, a.reference, a.out, Taxonomy.load(a.taxonomy), a.num_pairs, a.seed, a.max_reference, judges
+    taxonomy = Taxonomy.load(a.taxonomy)
+    networks = build_metric_networks(
+        a.reference,
+        taxonomy,
+        fid=a.fid_features,
+        inception_weights=a.inception_weights,
+        lpips=a.lpips_net,
+        alexnet_weights=a.alexnet_weights,
+        lpips_lin_weights=a.lpips_lin_weights,
+        lpips_size=a.lpips_size,
+        emotion_classifier=a.emotion_classifier,
+        scene_classifier=a.scene_classifier,
+        object_classifier=a.object_classifier,
+        clip_model_name_or_path=a.clip_model_name_or_path,
+        evaluators=a.evaluators,
     )
+    report = evaluate(a.images, a.reference, a.out, taxonomy, a.num_pairs, a.seed, a.max_reference, networks)
     print(markdown_table(report))
     print(f"wrote {a.out}/metrics.json, metrics.md and report.html")
+
+
+def cmd_emotion_head(a: argparse.Namespace) -> None:
+    import json
+
+    from .metric_networks import train_emotion_head
+    from .taxonomy import Taxonomy
+
+    config = train_emotion_head(
+        a.dataset, a.out, a.clip_model_name_or_path, Taxonomy.load(a.taxonomy), a.steps, seed=a.seed
+    )
+    print(json.dumps(config["accuracy"], indent=1))
+    print(f"wrote {a.out}/head.safetensors and config.json")
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -333,8 +358,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-reference", type=int, default=500, help="reference images per emotion")
     p.add_argument("--evaluators", help="folder of world judges (default: the shipped ones)")
-    p.add_argument("--clip_model_name_or_path", help="CLIP for Sem-D (default: the pocket CLIP)")
+    nets = p.add_argument_group("metric networks (auto: the world's judges for a world reference, else the paper's)")
+    nets.add_argument("--fid-features", choices=["auto", "inception", "world"], default="auto")
+    nets.add_argument("--inception-weights", help="local pt_inception-2015-12-05-6726825d.pth (else downloaded)")
+    nets.add_argument("--lpips-net", choices=["auto", "alex", "world"], default="auto")
+    nets.add_argument("--alexnet-weights", help="torchvision AlexNet weights file (alexnet-owt-7be5be79.pth)")
+    nets.add_argument("--lpips-lin-weights", help="LPIPS linear layers (default: the copy inside torchmetrics)")
+    nets.add_argument("--lpips-size", type=int, default=256, help="resolution LPIPS compares at")
+    nets.add_argument("--emotion-classifier", help="Emo-A head folder from `coemogen emotion-head train`")
+    nets.add_argument("--scene-classifier", help="ARCH:WEIGHTS, e.g. resnet18:resnet18_places365.pth.tar")
+    nets.add_argument("--object-classifier", help="ARCH:WEIGHTS, e.g. resnet50:resnet50-11ad3fa6.pth")
+    nets.add_argument(
+        "--clip_model_name_or_path", help="CLIP for Sem-D (default: pocket CLIP in the world, else ViT-L/14)"
+    )
     p.set_defaults(func=cmd_evaluate)
+
+    head = sub.add_parser("emotion-head", help="the CLIP linear emotion classifier used for Emo-A on real data")
+    p = head.add_subparsers(dest="head_command", required=True).add_parser("train", help="fit it on a dataset")
+    p.add_argument("--dataset", required=True, help="EmoSet folder (train split; val/test for accuracy) or any dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--clip_model_name_or_path", default="openai/clip-vit-large-patch14")
+    p.add_argument("--taxonomy")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_emotion_head)
 
     bench = sub.add_parser("bench", help="reproductions").add_subparsers(dest="bench_command", required=True)
     p = bench.add_parser("paper-table", help="every method and ablation in the synthetic world")

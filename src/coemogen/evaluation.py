@@ -1,8 +1,9 @@
 """`coemogen evaluate`: FID, LPIPS, Emo-A, Sem-C, Sem-D per emotion and overall (EmoGen protocol).
 
-Networks: in the synthetic world, the world's independent judges (emotion classifier, scene and
-object classifiers, feature network) and the pocket CLIP for Sem-D. Every report names the
-networks it used, so a world figure is never mistaken for an Inception/LPIPS-alex figure.
+Networks (metric_networks.py): for a synthetic-world reference, the world's independent judges
+(emotion classifier, scene and object classifiers, feature network) and the pocket CLIP for
+Sem-D; for real data, Inception FID, LPIPS-alex, a CLIP emotion head, torchvision scene/object
+classifiers and CLIP ViT-L/14. Every report names the networks it used.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .clip import ClipImagePreprocessor, image_embeds
 from .data.images import ImageLoadError, load_rgb, to_tensor
 from .data.manifest import SkipCounter
 from .data.readers import read_dataset
 from .errors import CoEmoGenError
-from .loaders import ASSETS, POCKET_CLIP, _load
+from .loaders import ASSETS, POCKET_CLIP
+from .metric_networks import AlexNetLPIPS, ClipEmotionHead, ClipFeatures, InceptionFeatures, TorchvisionClassifier
 from .metrics import EmotionAccuracy, FrechetDistance, PairwiseDistance, SemanticConsistency
 from .pipeline import image_grid
 from .tables import format_table
@@ -58,46 +61,132 @@ def load_generated(images_dir: str | Path, taxonomy: Taxonomy, skips: SkipCounte
     return out
 
 
-class WorldJudges:
-    """The synthetic world's evaluators plus a CLIP for Sem-D."""
+class _WorldNetwork:
+    """One role of the world's independent CNNs (see world/evaluators.py)."""
 
-    def __init__(self, evaluators_dir: str | Path = EVALUATORS, clip_model_name_or_path: str | Path = POCKET_CLIP):
-        from transformers import CLIPImageProcessor, CLIPModel
+    def __init__(self, model, role: str, name: str) -> None:
+        self.model, self.role, self.name = model, role, name
+        self.image_size = model.config["image_size"]
 
+    @torch.no_grad()
+    def __call__(self, pixels: torch.Tensor):
+        if self.role == "features":
+            return self.model.features(pixels)
+        if self.role == "maps":
+            return self.model.feature_maps(pixels)
+        return self.model(pixels)[self.role].softmax(1) if self.role != "emotion" else self.model(pixels)["emotion"]
+
+
+@dataclass
+class MetricNetworks:
+    """Which network computes each metric: `fid` features, `lpips` feature maps (optional
+    `layer_weights`), `emotion` logits, `scene` / `object` probabilities, `clip` features."""
+
+    fid: Callable
+    lpips: Callable
+    emotion: Callable
+    scene: Callable
+    object: Callable
+    clip: Callable
+
+    def names(self) -> dict[str, str]:
+        return {
+            "fid": self.fid.name,
+            "lpips": self.lpips.name,
+            "emo_a": self.emotion.name,
+            "sem_c": f"scene: {self.scene.name}; object: {self.object.name}",
+            "sem_d": self.clip.name,
+        }
+
+    @classmethod
+    def world(
+        cls, evaluators_dir: str | Path = EVALUATORS, clip_model_name_or_path: str | Path = POCKET_CLIP
+    ) -> MetricNetworks:
+        """The synthetic world's judges (trained on world images, sharing no weights with CoEmoGen)."""
         from .world.evaluators import WorldCNN
 
         evaluators_dir = Path(evaluators_dir)
         if not (evaluators_dir / "emotion-judge").is_dir():
             raise CoEmoGenError(f"no world evaluators in {evaluators_dir} (build them with `coemogen world judges`)")
-        self.judge = WorldCNN.load(evaluators_dir / "emotion-judge")
-        self.semantics = WorldCNN.load(evaluators_dir / "semantics")
-        self.clip = _load(CLIPModel.from_pretrained, str(clip_model_name_or_path), "a CLIP model").eval()
-        processor = _load(CLIPImageProcessor.from_pretrained, str(clip_model_name_or_path), "a CLIP image processor")
-        self.clip_preprocess = ClipImagePreprocessor.from_clip(self.clip, processor)
-        self.names = {
-            "fid": "world feature network (semantics CNN, pooled last stage)",
-            "lpips": "LPIPS form with uniform layer weights on the world semantics CNN",
-            "emo_a": "world emotion judge (independent CNN)",
-            "sem_c": "world scene and object judges",
-            "sem_d": f"CLIP image features ({clip_model_name_or_path})",
-        }
-
-    @torch.no_grad()
-    def run(self, pixels: torch.Tensor) -> dict:
-        sem = self.semantics(pixels)
-        return {
-            "features": self.semantics.features(pixels),
-            "maps": self.semantics.feature_maps(pixels),
-            "emotion_logits": self.judge(pixels)["emotion"],
-            "scene_probs": sem["scene"].softmax(1),
-            "object_probs": sem["object"].softmax(1),
-            "clip": image_embeds(self.clip, self.clip_preprocess(pixels)),
-        }
+        judge = WorldCNN.load(evaluators_dir / "emotion-judge")
+        semantics = WorldCNN.load(evaluators_dir / "semantics")
+        return cls(
+            fid=_WorldNetwork(semantics, "features", "world feature network (semantics CNN, pooled last stage)"),
+            lpips=_WorldNetwork(semantics, "maps", "LPIPS form with uniform layer weights on the world semantics CNN"),
+            emotion=_WorldNetwork(judge, "emotion", "world emotion judge (independent CNN)"),
+            scene=_WorldNetwork(semantics, "scene", "world scene judge"),
+            object=_WorldNetwork(semantics, "object", "world object judge"),
+            clip=ClipFeatures(clip_model_name_or_path),
+        )
 
 
-def _batches(images: list[Image.Image], size: int, batch: int = 128):
+def build_metric_networks(
+    reference: str | Path,
+    taxonomy: Taxonomy,
+    fid: str = "auto",
+    inception_weights: str | None = None,
+    lpips: str = "auto",
+    alexnet_weights: str | None = None,
+    lpips_lin_weights: str | None = None,
+    lpips_size: int = 256,
+    emotion_classifier: str | None = None,
+    scene_classifier: str | None = None,
+    object_classifier: str | None = None,
+    clip_model_name_or_path: str | None = None,
+    evaluators: str | Path | None = None,
+) -> MetricNetworks:
+    """Networks for `coemogen evaluate`. `auto` picks the world's judges when the reference is a
+    synthetic world, else the paper's: Inception FID, LPIPS-alex, a CLIP emotion head, torchvision
+    scene/object classifiers and CLIP ViT-L/14 for Sem-D. Explicit options override each role."""
+    in_world = (Path(reference) / "truth.jsonl").is_file()
+    world = MetricNetworks.world(evaluators or EVALUATORS, clip_model_name_or_path or POCKET_CLIP) if in_world else None
+    if fid == "auto":
+        fid = "world" if in_world else "inception"
+    if lpips == "auto":
+        lpips = "world" if in_world else "alex"
+
+    def need(value, flag: str, role: str):
+        if value is None:
+            raise CoEmoGenError(
+                f"{role} for a non-world reference needs {flag} (the world's judges only know world images)"
+            )
+        return value
+
+    def world_part(role: str):
+        if world is None:
+            raise CoEmoGenError(
+                f"'world' networks need a synthetic-world reference (a folder with truth.jsonl); got {reference}"
+            )
+        return getattr(world, role)
+
+    return MetricNetworks(
+        fid=InceptionFeatures(inception_weights) if fid == "inception" else world_part("fid"),
+        lpips=AlexNetLPIPS(need(alexnet_weights, "--alexnet-weights", "LPIPS-alex"), lpips_lin_weights, lpips_size)
+        if lpips == "alex"
+        else world_part("lpips"),
+        emotion=ClipEmotionHead(emotion_classifier, taxonomy)
+        if emotion_classifier
+        else world_part("emotion")
+        if world
+        else need(None, "--emotion-classifier (see `coemogen emotion-head train`)", "Emo-A"),
+        scene=TorchvisionClassifier(scene_classifier)
+        if scene_classifier
+        else world_part("scene")
+        if world
+        else need(None, "--scene-classifier ARCH:WEIGHTS", "Sem-C"),
+        object=TorchvisionClassifier(object_classifier)
+        if object_classifier
+        else world_part("object")
+        if world
+        else need(None, "--object-classifier ARCH:WEIGHTS", "Sem-C"),
+        clip=world.clip if world else ClipFeatures(clip_model_name_or_path or "openai/clip-vit-large-patch14"),
+    )
+
+
+def _batches(images: list[Image.Image], sizes: set[int], batch: int = 64):
+    """Batches of the same images at every size the networks ask for."""
     for i in range(0, len(images), batch):
-        yield torch.stack([to_tensor(im, size) for im in images[i : i + batch]])
+        yield {s: torch.stack([to_tensor(im, s) for im in images[i : i + batch]]) for s in sizes}
 
 
 def evaluate(
@@ -108,7 +197,7 @@ def evaluate(
     num_pairs: int = 1000,
     seed: int = 0,
     max_reference: int = 500,
-    judges: WorldJudges | None = None,
+    networks: MetricNetworks | None = None,
 ) -> dict:
     """Compute the metrics and write metrics.json, metrics.md and report.html into `out`."""
     taxonomy = taxonomy or Taxonomy.default()
@@ -116,34 +205,37 @@ def evaluate(
     generated = load_generated(images_dir, taxonomy, skips)
     ref_items = read_dataset(reference, taxonomy, SkipCounter())
     test_items = [it for it in ref_items if it.split in (None, "test")] or ref_items
-    judges = judges or WorldJudges()
-    size = judges.judge.config["image_size"]
+    nets = networks or build_metric_networks(reference, taxonomy)
+    sizes = {n.image_size for n in (nets.fid, nets.lpips, nets.emotion, nets.scene, nets.object, nets.clip)}
+    lpips_weights = getattr(nets.lpips, "layer_weights", None)
     overall_fid = FrechetDistance()
     per_emotion, all_emo, all_semc = {}, EmotionAccuracy(_groups(taxonomy)), SemanticConsistency()
     for emotion, images in tqdm(sorted(generated.items()), desc="evaluate"):
         target = taxonomy.index(emotion)
         fid, emo, semc = FrechetDistance(), EmotionAccuracy(_groups(taxonomy)), SemanticConsistency()
-        lpips = PairwiseDistance("lpips", num_pairs, seed)
+        lpips = PairwiseDistance("lpips", num_pairs, seed, lpips_weights)
         sem_d, sem_d_cos = PairwiseDistance("mse", num_pairs, seed), PairwiseDistance("cosine", num_pairs, seed)
-        for pixels in _batches(images, size):
-            r = judges.run(pixels)
-            fid.update(r["features"], real=False)
-            overall_fid.update(r["features"], real=False)
-            targets = torch.full((len(pixels),), target)
+        for px in _batches(images, sizes):
+            feats, logits, clip = nets.fid(px[nets.fid.image_size]), nets.emotion(px[nets.emotion.image_size]), None
+            fid.update(feats, real=False)
+            overall_fid.update(feats, real=False)
+            targets = torch.full((len(logits),), target)
             for m in (emo, all_emo):
-                m.update(r["emotion_logits"], targets)
+                m.update(logits, targets)
+            scene, obj = nets.scene(px[nets.scene.image_size]), nets.object(px[nets.object.image_size])
             for m in (semc, all_semc):
-                m.update(r["scene_probs"], r["object_probs"])
-            lpips.update(r["maps"])
-            sem_d.update(r["clip"])
-            sem_d_cos.update(r["clip"])
+                m.update(scene, obj)
+            lpips.update(nets.lpips(px[nets.lpips.image_size]))
+            clip = nets.clip(px[nets.clip.image_size])
+            sem_d.update(clip)
+            sem_d_cos.update(clip)
         refs = [it for it in test_items if it.emotion == emotion]
         if len(refs) < 2:  # a tiny reference set: fall back to every split of this emotion
             refs = [it for it in ref_items if it.emotion == emotion]
         refs = refs[:max_reference]
         ref_images = [load_rgb(it.path) for it in refs]
-        for pixels in _batches(ref_images, size):
-            feats = judges.run(pixels)["features"]
+        for px in _batches(ref_images, {nets.fid.image_size}):
+            feats = nets.fid(px[nets.fid.image_size])
             fid.update(feats, real=True)
             overall_fid.update(feats, real=True)
         acc = emo.compute()
@@ -182,7 +274,7 @@ def evaluate(
             "num_pairs": num_pairs,
             "seed": seed,
             "max_reference": max_reference,
-            "networks": judges.names,
+            "networks": nets.names(),
             "skipped": skips.total,
             "skip_reasons": dict(skips.reasons),
         },
