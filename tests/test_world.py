@@ -101,3 +101,16 @@ def test_demo_quick_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "report" / "report.html").stat().st_size > 1000
     assert all((tmp_path / "demo" / f"grid_{e}.png").is_file() for e in CONTENT)
     assert result["filter"]["kept"] > 0
+
+
+def test_paper_table_quick_gives_the_same_numbers_twice(tmp_path):
+    from coemogen.bench import paper_table
+
+    rows = ["Stable Diffusion", "CoEmoGen", "w/o L_SEM"]
+    first = paper_table(tmp_path / "a", quick=True, seed=0, rows=rows)
+    second = paper_table(tmp_path / "b", quick=True, seed=0, rows=rows)
+    assert list(first) == rows and first == second
+    assert json.loads((tmp_path / "a" / "paper_table.json").read_text()) == json.loads(
+        (tmp_path / "b" / "paper_table.json").read_text()
+    )
+    assert first["CoEmoGen"] != first["w/o L_SEM"]  # the rows really are different configurations
