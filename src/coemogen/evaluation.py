@@ -74,7 +74,8 @@ class _WorldNetwork:
             return self.model.features(pixels)
         if self.role == "maps":
             return self.model.feature_maps(pixels)
-        return self.model(pixels)[self.role].softmax(1) if self.role != "emotion" else self.model(pixels)["emotion"]
+        logits = self.model(pixels)[self.role]
+        return logits if self.role == "emotion" else logits.softmax(1)  # Emo-A wants logits, Sem-C probabilities
 
 
 @dataclass
