@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild every shipped synthetic-world artefact under src/coemogen/world/assets (2 CPU cores: ~60 min).
+# Rebuild every shipped synthetic-world artefact under src/coemogen/world/assets (2 idle CPU cores:
+# pocket models 54 min, judges a few minutes, the CoEmoGen run about 20 min).
 # 1. pocket CLIP + pocket SD from the neutral corpus; 2. the world (seed 0); 3. independent judges
 # (trained on a world with seed 100); 4. the shipped CoEmoGen run (oracle captions -> CLIP filter -> train).
 set -euo pipefail

@@ -1,9 +1,11 @@
-"""Where the shipped world run loses emotion accuracy: judge accuracy on real test images, on their
-pocket-VAE round trips, and on generated images (same seeds) per decoder and guidance scale.
+"""Where the world run loses emotion accuracy. The independent judge scores, on the same seeds:
+real test images; their pocket-VAE round trips; the pocket SD prompted with the true (neutral)
+descriptions of world images, i.e. what the base model can draw when told exactly what to draw;
+and CoEmoGen's generated images at each guidance scale.
 
-`--finetune-decoder N` first fine-tunes the pocket VAE's decoder for N steps with the encoder frozen
-(the latent space, hence the U-Net and the run, stay valid; Stable Diffusion's ft-MSE VAE did the same).
-Usage: python scripts/world_ceiling.py [--finetune-decoder 2000] [--guidance 2.5 5 7.5] [--per-emotion 40]
+`--finetune-decoder N` adds a variant whose VAE decoder is fine-tuned N more steps with the encoder
+frozen (the latent space, hence the U-Net and the run, stay valid).
+Usage: python scripts/world_ceiling.py [--guidance 2.5 5 7.5] [--per-emotion 40] [--finetune-decoder 2000]
 """
 
 from __future__ import annotations
@@ -15,63 +17,43 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 from coemogen.data.images import to_tensor
 from coemogen.evaluation import EVALUATORS
+from coemogen.loaders import POCKET_SD
 from coemogen.pipeline import CoEmoGenPipeline
 from coemogen.taxonomy import Taxonomy
-from coemogen.world.dataset import build_world, neutral_specs
+from coemogen.world.dataset import build_world, neutral_specs, read_truth
 from coemogen.world.evaluators import WorldCNN, _load_split
-from coemogen.world.pocket import _images_to_tensor
-from coemogen.world.scenes import render
-
-
-def finetune_decoder(vae, steps: int, seed: int = 0):
-    images = _images_to_tensor(render(s, 64) for s in neutral_specs(6000, seed + 1))  # the pocket corpus
-    vae = copy.deepcopy(vae).requires_grad_(False)
-    trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
-    for p in trainable:
-        p.requires_grad_(True)
-    with torch.no_grad():
-        latents = torch.cat(
-            [vae.encode(images[i : i + 256].float() / 127.5 - 1).latent_dist.mean for i in range(0, len(images), 256)]
-        )
-    opt = torch.optim.AdamW(trainable, lr=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=steps, pct_start=0.05)
-    g = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(steps), desc="decoder"):
-        idx = torch.randint(0, len(images), (32,), generator=g)
-        x = images[idx].float() / 127.5 - 1
-        recon = vae.decode(latents[idx]).sample
-        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return vae.eval()
+from coemogen.world.pocket import _images_to_tensor, finetune_decoder
+from coemogen.world.scenes import describe, render
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--finetune-decoder", type=int, default=0)
     parser.add_argument("--guidance", type=float, nargs="+", default=[5.0])
     parser.add_argument("--per-emotion", type=int, default=40)
+    parser.add_argument("--finetune-decoder", type=int, default=0)
     args = parser.parse_args()
     tax = Taxonomy.default()
     groups = torch.tensor([tax.group_index_of(e) for e in tax.emotions])
     judge = WorldCNN.load(EVALUATORS / "emotion-judge")
 
     @torch.no_grad()
-    def score(pixels: torch.Tensor, targets: torch.Tensor) -> str:
-        pred = judge(pixels)["emotion"].argmax(1)
+    def score(images: list, targets: list[int]) -> str:
+        pixels = torch.stack([to_tensor(im, 64) for im in images]) if not torch.is_tensor(images) else images
+        pred, targets = judge(pixels)["emotion"].argmax(1), torch.as_tensor(targets)
         emo_a, polarity = (pred == targets).float().mean(), (groups[pred] == groups[targets]).float().mean()
         return f"Emo-A {emo_a:.3f}  polarity {polarity:.3f}"
 
     pipe = CoEmoGenPipeline.from_pretrained(None)
     decoders = {"shipped decoder": pipe.base.vae}
     if args.finetune_decoder:
-        decoders["fine-tuned decoder"] = finetune_decoder(pipe.base.vae, args.finetune_decoder)
+        corpus = _images_to_tensor(render(s, 64) for s in neutral_specs(6000, 1))  # the pocket corpus
+        decoders["decoder fine-tuned further"] = copy.deepcopy(pipe.base.vae)
+        finetune_decoder(decoders["decoder fine-tuned further"], corpus, args.finetune_decoder, seed=0)
+
     world = build_world(Path(tempfile.mkdtemp()) / "world", images_per_emotion=100, seed=0)
     x, y = _load_split(world, "test", 64)[:2]
     x, y = torch.stack(list(x)), torch.as_tensor(y)
@@ -80,15 +62,31 @@ def main() -> None:
         with torch.no_grad():
             rec = vae.decode(pipe.base.vae.encode(x * 2 - 1).latent_dist.mean).sample.clamp(-1, 1) / 2 + 0.5
         print(f"VAE round trip, {name}: {score(rec, y)}  MSE {F.mse_loss(rec, x):.5f}")
+
+    base = StableDiffusionPipeline.from_pretrained(POCKET_SD, safety_checker=None, requires_safety_checker=False)
+    base.scheduler = DPMSolverMultistepScheduler.from_config(base.scheduler.config)
+    base.set_progress_bar_config(disable=True)
+    described = build_world(Path(tempfile.mkdtemp()) / "world", images_per_emotion=args.per_emotion, seed=5)
+    prompts: dict[str, list[str]] = {}
+    for spec in read_truth(described).values():
+        prompts.setdefault(spec.emotion, []).append(describe(spec))
+    images, targets = [], []
+    for k, emotion in enumerate(tax.emotions):
+        for start in range(0, len(prompts[emotion]), 25):
+            batch = prompts[emotion][start : start + 25]
+            generator = torch.Generator().manual_seed(start)
+            images += base(batch, num_inference_steps=25, guidance_scale=5.0, generator=generator).images
+            targets += [k] * len(batch)
+    print(f"pocket SD prompted with true descriptions (the base model's ceiling): {score(images, targets)}")
+
     for name, vae in decoders.items():
         pipe.base.vae = vae
         for guidance in args.guidance:
-            pixels, targets = [], []
+            images, targets = [], []
             for k, emotion in enumerate(tax.emotions):
-                out = pipe(emotion, num_images=args.per_emotion, seed=0, guidance_scale=guidance)
-                pixels += [to_tensor(im, 64) for im in out.images]
+                images += pipe(emotion, num_images=args.per_emotion, seed=0, guidance_scale=guidance).images
                 targets += [k] * args.per_emotion
-            print(f"generated, {name}, guidance {guidance}: {score(torch.stack(pixels), torch.tensor(targets))}")
+            print(f"CoEmoGen, {name}, guidance {guidance}: {score(images, targets)}")
 
 
 if __name__ == "__main__":

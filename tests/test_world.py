@@ -114,3 +114,26 @@ def test_paper_table_quick_gives_the_same_numbers_twice(tmp_path):
         (tmp_path / "b" / "paper_table.json").read_text()
     )
     assert first["CoEmoGen"] != first["w/o L_SEM"]  # the rows really are different configurations
+
+
+def test_decoder_finetune_keeps_the_latent_space():
+    import torch
+
+    from coemogen.world.pocket import finetune_decoder, make_vae
+
+    torch.manual_seed(0)
+    vae = make_vae((16, 32), 32)
+    images = (torch.rand(64, 3, 32, 32) * 255).to(torch.uint8)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    x = images[:16].float() / 127.5 - 1
+    with torch.no_grad():
+        loss_before = torch.nn.functional.mse_loss(vae.decode(vae.encode(x).latent_dist.mean).sample, x)
+    finetune_decoder(vae, images, steps=40, seed=0)
+    after = vae.state_dict()
+    encoder_keys = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder_keys = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder_keys and all(torch.equal(before[k], after[k]) for k in encoder_keys)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder_keys)
+    with torch.no_grad():
+        loss_after = torch.nn.functional.mse_loss(vae.decode(vae.encode(x).latent_dist.mean).sample, x)
+    assert loss_after < loss_before

@@ -22,6 +22,10 @@ from ..taxonomy import Taxonomy
 from .dataset import neutral_specs
 from .scenes import describe, render
 
+# Sizes of the shipped pocket SD. Prompted with the true descriptions of world images, the
+# (32, 64, 64) U-Net drew content the emotion judge recognised only 45% of the time: the base
+# model, not CoEmoGen, capped the world run.
+UNET_CHANNELS = (64, 128, 128)
 EXTRA_WORDS = "a an the of image photo picture with and person face bag in on this that evokes".split()
 
 
@@ -156,12 +160,42 @@ def train_vae(images: torch.Tensor, steps: int, seed: int):
     return vae, latents * vae.config.scaling_factor, float(loss)
 
 
+def finetune_decoder(vae, images: torch.Tensor, steps: int, seed: int):
+    """Stable Diffusion's ft-MSE recipe in miniature: the encoder, hence the latent space, stays
+    fixed while the decoder learns sharper reconstructions (MSE + 0.5 L1). Returns the final loss."""
+    vae.requires_grad_(False)
+    trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    with torch.no_grad():
+        latents = torch.cat(
+            [vae.encode(images[i : i + 256].float() / 127.5 - 1).latent_dist.mean for i in range(0, len(images), 256)]
+        )
+    opt = torch.optim.AdamW(trainable, lr=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=steps, pct_start=0.05)
+    g = torch.Generator().manual_seed(seed)
+    vae.train()
+    for _ in tqdm(range(steps), desc="pocket vae decoder"):
+        idx = torch.randint(0, len(images), (32,), generator=g)
+        x = images[idx].float() / 127.5 - 1
+        recon = vae.decode(latents[idx]).sample
+        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    vae.requires_grad_(True)
+    vae.eval()
+    return float(loss)
+
+
 def train_unet(
     latents: torch.Tensor,
     text_states: torch.Tensor,
     empty_state: torch.Tensor,
     steps: int,
     seed: int,
+    channels: tuple[int, ...] = UNET_CHANNELS,
     batch_size: int = 32,
 ):
     from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -172,7 +206,7 @@ def train_unet(
         in_channels=4,
         out_channels=4,
         layers_per_block=1,
-        block_out_channels=(32, 64, 64),
+        block_out_channels=channels,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=text_states.shape[-1],
@@ -233,7 +267,8 @@ def build_pocket_models(
     size: int = 64,
     clip_steps: int = 800,
     vae_steps: int = 800,
-    unet_steps: int = 3000,
+    decoder_steps: int = 2000,
+    unet_steps: int = 3500,
 ) -> dict:
     """Train pocket CLIP, VAE and U-Net; write `out/pocket-clip` and `out/pocket-sd`."""
     from diffusers import StableDiffusionPipeline
@@ -271,6 +306,7 @@ def build_pocket_models(
     text_encoder = text_encoder_from_clip(clip)
     t0 = time.time()
     vae, latents, vae_loss = train_vae(images, vae_steps, seed)
+    decoder_loss = finetune_decoder(vae, images, decoder_steps, seed)
     vae_time = time.time() - t0
     text_states = _encode_text(text_encoder, tokenizer, captions)
     empty_state = _encode_text(text_encoder, tokenizer, [""])[0]
@@ -293,9 +329,12 @@ def build_pocket_models(
         "seed": seed,
         "corpus": f"{corpus_size} neutral world images at {size}px",
         "data hash": data_hash,
-        "steps (VAE, U-Net)": f"{vae_steps}, {unet_steps}",
+        "U-Net channels": str(UNET_CHANNELS),
+        "steps (VAE, decoder-only fine-tune, U-Net)": f"{vae_steps}, {decoder_steps}, {unet_steps}",
         "VAE training time (s)": round(vae_time),
-        "VAE final reconstruction MSE": round(vae_loss, 5),
+        "VAE final reconstruction MSE (before / after the decoder fine-tune, MSE + 0.5 L1)": (
+            f"{vae_loss:.5f} / {decoder_loss:.5f}"
+        ),
         "U-Net training time (s)": round(unet_time),
         "U-Net final noise MSE": round(unet_loss, 4),
         "text encoder": "the pocket CLIP text tower (as SD1.5 uses CLIP ViT-L/14's)",
