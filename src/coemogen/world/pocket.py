@@ -186,7 +186,7 @@ def finetune_decoder(vae, images: torch.Tensor, steps: int, seed: int):
         sched.step()
     vae.requires_grad_(True)
     vae.eval()
-    return float(loss)
+    return loss.item()
 
 
 def train_unet(
