@@ -146,40 +146,36 @@ def build_metric_networks(
     if lpips == "auto":
         lpips = "world" if in_world else "alex"
 
-    def need(value, flag: str, role: str):
-        if value is None:
+    def pick(role: str, chosen: bool, build: Callable, flag: str):
+        """The network the options chose, else the world's, else an error naming the flag."""
+        if chosen:
+            return build()
+        if world is None:
             raise CoEmoGenError(
                 f"{role} for a non-world reference needs {flag} (the world's judges only know world images)"
             )
-        return value
-
-    def world_part(role: str):
-        if world is None:
-            raise CoEmoGenError(
-                f"'world' networks need a synthetic-world reference (a folder with truth.jsonl); got {reference}"
-            )
         return getattr(world, role)
 
+    def alexnet() -> AlexNetLPIPS:
+        if alexnet_weights is None:
+            raise CoEmoGenError("LPIPS-alex needs --alexnet-weights (a torchvision AlexNet weights file)")
+        return AlexNetLPIPS(alexnet_weights, lpips_lin_weights, lpips_size)
+
     return MetricNetworks(
-        fid=InceptionFeatures(inception_weights) if fid == "inception" else world_part("fid"),
-        lpips=AlexNetLPIPS(need(alexnet_weights, "--alexnet-weights", "LPIPS-alex"), lpips_lin_weights, lpips_size)
-        if lpips == "alex"
-        else world_part("lpips"),
-        emotion=ClipEmotionHead(emotion_classifier, taxonomy)
-        if emotion_classifier
-        else world_part("emotion")
-        if world
-        else need(None, "--emotion-classifier (see `coemogen emotion-head train`)", "Emo-A"),
-        scene=TorchvisionClassifier(scene_classifier)
-        if scene_classifier
-        else world_part("scene")
-        if world
-        else need(None, "--scene-classifier ARCH:WEIGHTS", "Sem-C"),
-        object=TorchvisionClassifier(object_classifier)
-        if object_classifier
-        else world_part("object")
-        if world
-        else need(None, "--object-classifier ARCH:WEIGHTS", "Sem-C"),
+        fid=pick("fid", fid == "inception", lambda: InceptionFeatures(inception_weights), "--fid-features inception"),
+        lpips=pick("lpips", lpips == "alex", alexnet, "--lpips-net alex"),
+        emotion=pick(
+            "emotion",
+            bool(emotion_classifier),
+            lambda: ClipEmotionHead(emotion_classifier, taxonomy),
+            "--emotion-classifier (see `coemogen emotion-head train`)",
+        ),
+        scene=pick(
+            "scene", bool(scene_classifier), lambda: TorchvisionClassifier(scene_classifier), "--scene-classifier"
+        ),
+        object=pick(
+            "object", bool(object_classifier), lambda: TorchvisionClassifier(object_classifier), "--object-classifier"
+        ),
         clip=world.clip if world else ClipFeatures(clip_model_name_or_path or "openai/clip-vit-large-patch14"),
     )
 
@@ -217,7 +213,7 @@ def evaluate(
         lpips = PairwiseDistance("lpips", num_pairs, seed, lpips_weights)
         sem_d, sem_d_cos = PairwiseDistance("mse", num_pairs, seed), PairwiseDistance("cosine", num_pairs, seed)
         for px in _batches(images, sizes):
-            feats, logits, clip = nets.fid(px[nets.fid.image_size]), nets.emotion(px[nets.emotion.image_size]), None
+            feats, logits = nets.fid(px[nets.fid.image_size]), nets.emotion(px[nets.emotion.image_size])
             fid.update(feats, real=False)
             overall_fid.update(feats, real=False)
             targets = torch.full((len(logits),), target)

@@ -186,8 +186,9 @@ class ClipEmotionHead:
             raise CoEmoGenError(f"the emotion head in {head_dir} knows other emotions: {self.config['emotions']}")
         self.clip = ClipFeatures(self.config["clip"])
         self.image_size = self.clip.image_size
-        self.linear = torch.nn.Linear(*load_file(head_dir / "head.safetensors")["weight"].T.shape)
-        self.linear.load_state_dict(load_file(head_dir / "head.safetensors"))
+        state = load_file(head_dir / "head.safetensors")
+        self.linear = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+        self.linear.load_state_dict(state)
         self.name = f"linear head on CLIP image features ({self.config['clip']}; {head_dir})"
 
     @torch.no_grad()
