@@ -1,22 +1,28 @@
 """Measure the shipped world run against the pocket base model prompted "an image of {emotion}".
 
 Generates N images per emotion with each, evaluates both with the world's independent judges and
-writes docs/world-run/ (metrics of both, per-emotion table, grids). Usage:
+writes docs/world-run/ (metrics of both, per-emotion table, grids). `--temperatures` adds the
+fidelity/diversity trade-off of the cluster sampling temperature (temperature.md). Usage:
     python scripts/measure_world_run.py [--run RUN] [--images-per-emotion 100] [--reference WORLD]
+        [--temperatures 1 0.7 0.5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
+from coemogen.data.manifest import SkipCounter
+from coemogen.data.readers import read_dataset
 from coemogen.evaluation import evaluate, markdown_table
 from coemogen.loaders import POCKET_SD
 from coemogen.pipeline import CoEmoGenOutput, CoEmoGenPipeline, save_images
+from coemogen.tables import format_table
 from coemogen.taxonomy import Taxonomy
 
 
@@ -28,6 +34,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/coemogen-measure")
     parser.add_argument("--out", default="docs/world-run")
     parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--temperatures", type=float, nargs="*", default=[])
     args = parser.parse_args()
     tax, work, out = Taxonomy.default(), Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,6 +64,36 @@ def main() -> None:
         for emotion in tax.emotions:
             (work / name / emotion / "grid.png").replace(out / name / f"grid_{emotion}.png")
     (out / "summary.json").write_text(json.dumps({k: v["overall"] for k, v in summary.items()}, indent=1))
+
+    rows = []
+    if args.temperatures:  # the diversity of real images, for scale
+        skips = SkipCounter()
+        for item in [it for it in read_dataset(args.reference, tax, skips) if it.split == "test"]:
+            (work / "real" / item.emotion).mkdir(parents=True, exist_ok=True)
+            shutil.copy(item.path, work / "real" / item.emotion / Path(item.path).name)
+        report = evaluate(work / "real", args.reference, work / "report-real", tax)
+        rows.append({"cluster temperature": "real test images", **report["overall"]})
+    for temperature in args.temperatures:
+        for emotion in tax.emotions:
+            res = pipe(
+                emotion,
+                num_images=args.images_per_emotion,
+                seed=0,
+                num_inference_steps=args.steps,
+                cluster_temperature=temperature,
+            )
+            save_images(res, work / f"temperature-{temperature}" / emotion)
+        report = evaluate(work / f"temperature-{temperature}", args.reference, work / f"report-{temperature}", tax)
+        rows.append({"cluster temperature": temperature, **report["overall"]})
+    if rows:
+        columns = ["cluster temperature", "emo_a", "polarity_acc", "fid", "lpips", "sem_c", "sem_d", "sem_d_cosine"]
+        table = format_table(rows, columns)
+        default = pipe.model.config.cluster_temperature
+        (out / "temperature.md").write_text(
+            f"# Cluster sampling temperature: fidelity vs diversity\n\nThe run's default: {default}. "
+            f"{args.images_per_emotion} images per emotion, world judges.\n\n{table}\n"
+        )
+        print(f"\n{table}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -265,3 +266,22 @@ def test_cluster_temperature_zero_gives_the_emotion_mean(trained_run):
     assert torch.allclose(ev, mean.expand(3, -1))
     spread, _ = pipe.sample_visual_embeddings([{"awe": 1.0}] * 3, [0, 1, 2], temperature=1.0)
     assert not torch.allclose(spread[0], spread[1])
+
+
+def test_run_default_cluster_temperature_is_set_by_the_clusters_command(trained_run, tiny_world, tmp_path):
+    import shutil
+
+    from coemogen.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    fitted = CoEmoGenPipeline.from_pretrained(run)("awe", num_images=2, seed=0, num_inference_steps=2)
+    assert [m["cluster_temperature"] for m in fitted.metadata] == [1.0, 1.0]  # the paper's fitted spread
+    main(["clusters", "--model", str(run), "--manifest", str(tiny_world / "manifest.jsonl"), "--temperature", "0"])
+    assert json.loads((run / "config.json").read_text())["cluster_temperature"] == 0.0
+    pipe = CoEmoGenPipeline.from_pretrained(run)
+    default = pipe("awe", num_images=2, seed=0, num_inference_steps=2)
+    explicit = pipe("awe", num_images=2, seed=0, num_inference_steps=2, cluster_temperature=0.0)
+    assert [m["cluster_temperature"] for m in default.metadata] == [0.0, 0.0]
+    assert all((np.asarray(a) == np.asarray(b)).all() for a, b in zip(default.images, explicit.images))
+    assert any((np.asarray(a) != np.asarray(b)).any() for a, b in zip(default.images, fitted.images))

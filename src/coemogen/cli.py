@@ -66,8 +66,8 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_clusters(a: argparse.Namespace) -> None:
     from .trainer import refit_clusters
 
-    refit_clusters(a.model, a.manifest, a.components, a.seed)
-    print(f"refitted {a.components}-component clusters in {a.model}")
+    clusters = refit_clusters(a.model, a.manifest, a.components, a.seed, a.temperature)
+    print(f"refitted {clusters.weights.shape[1]}-component clusters in {a.model}")
 
 
 def cmd_generate(a: argparse.Namespace) -> None:
@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run directory")
     p.add_argument("--manifest", required=True, help="the training manifest")
     p.add_argument("--components", type=int, default=1, help="Gaussian mixture components per emotion")
+    p.add_argument("--temperature", type=float, help="the run's default sampling temperature (1 = fitted spread)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_clusters)
 
@@ -339,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster-temperature",
         "--cluster_temperature",
         type=float,
-        default=1.0,
-        help="scale of the cluster spread: 0 = emotion mean (fidelity), 1 = fitted spread (diversity)",
+        help="scale of the cluster spread: 0 = emotion mean (fidelity), 1 = fitted spread (diversity); "
+        "default: the run's own (see its config.json)",
     )
     p.add_argument("--batch-size", "--batch_size", type=int, default=16)
     p.add_argument("--device")

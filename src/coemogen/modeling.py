@@ -48,6 +48,9 @@ class CoEmoGenConfig:
     image_token_layer: int = -1
     template: str = "{}"
     cluster_components: int = 1
+    # Default spread of the cluster samples at inference (1 = the fitted Gaussian, as in the paper);
+    # lower trades diversity for fidelity, like the truncation trick.
+    cluster_temperature: float = 1.0
     method: str = "coemogen"
 
     def save(self, run_dir: Path) -> None:

@@ -178,13 +178,15 @@ class CoEmoGenPipeline:
         scheduler: str = "dpm",
         batch_size: int = 16,
         progress: bool = False,
-        cluster_temperature: float = 1.0,
+        cluster_temperature: float | None = None,
     ) -> CoEmoGenOutput:
         """`emotion`: a name, a mix "amusement:0.5,awe:0.5", or a list (one per image, cycled).
 
         Image i uses seed + i for its cluster sample and initial noise, so an image does not
-        depend on how many others are generated with it.
+        depend on how many others are generated with it. `cluster_temperature` defaults to the run's.
         """
+        if cluster_temperature is None:
+            cluster_temperature = self.model.config.cluster_temperature
         specs = [emotion] if isinstance(emotion, str) else list(emotion)
         mixes = [self.taxonomy.parse_mix(specs[i % len(specs)]) for i in range(num_images)]
         template = check_template(template or self.model.config.template)

@@ -484,8 +484,11 @@ def train(args: TrainArgs) -> Path:
     return out
 
 
-def refit_clusters(run_dir: str | Path, manifest: str | Path, components: int = 1, seed: int = 0) -> EmotionClusters:
-    """Refit a trained run's emotion clusters (e.g. another number of mixture components)."""
+def refit_clusters(
+    run_dir: str | Path, manifest: str | Path, components: int = 1, seed: int = 0, temperature: float | None = None
+) -> EmotionClusters:
+    """Refit a trained run's emotion clusters (e.g. another number of mixture components), and
+    optionally set the run's default sampling temperature."""
     from .modeling import load_run
     from .models.hilora import hilora_gate
 
@@ -503,5 +506,7 @@ def refit_clusters(run_dir: str | Path, manifest: str | Path, components: int = 
     clusters = EmotionClusters.fit(embeddings, labels, model.taxonomy.num_emotions, components, seed=seed)
     save_file(clusters.state_dict(), run_dir / "clusters.safetensors")
     config.cluster_components = components
+    if temperature is not None:
+        config.cluster_temperature = temperature
     config.save(run_dir)
     return clusters
