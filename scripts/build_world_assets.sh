@@ -15,5 +15,8 @@ coemogen caption --dataset "$WORK/world" --split train --captioner oracle:0.2 --
 coemogen filter --captions "$WORK/captions.jsonl" --out "$WORK/manifest.jsonl" --drop 0.2
 coemogen train --manifest "$WORK/manifest.jsonl" --out "$WORK/run" --max_train_steps 6000 \
   --train_batch_size 8 --seed 0 --checkpointing_steps 1000 --checkpoints_total_limit 1 --validation_steps 2000
+# Sample at 0.4 of the fitted spread by default: the fidelity/diversity choice measured in
+# docs/world-run/temperature.md (`python scripts/measure_world_run.py --temperatures ...`).
+coemogen clusters --model "$WORK/run" --manifest "$WORK/manifest.jsonl" --temperature 0.4
 mkdir -p "$ASSETS/world-run"
 cp "$WORK"/run/{config.json,taxonomy.json,mapper.safetensors,perception_encoder.safetensors,hilora.safetensors,clusters.safetensors,final_grid.png} "$ASSETS/world-run/"

@@ -101,6 +101,11 @@ def test_demo_quick_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "report" / "report.html").stat().st_size > 1000
     assert all((tmp_path / "demo" / f"grid_{e}.png").is_file() for e in CONTENT)
     assert result["filter"]["kept"] > 0
+    # the demo samples as the shipped run does, and its run directory says so
+    shipped = json.loads((SHIPPED_RUN / "config.json").read_text())["cluster_temperature"]
+    assert json.loads((tmp_path / "demo" / "run" / "config.json").read_text())["cluster_temperature"] == shipped
+    meta = json.loads(next((tmp_path / "demo" / "generated" / "awe").glob("*.json")).read_text())
+    assert meta["cluster_temperature"] == shipped
 
 
 def test_paper_table_quick_gives_the_same_numbers_twice(tmp_path):

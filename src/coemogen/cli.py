@@ -199,7 +199,7 @@ def cmd_emotion_head(a: argparse.Namespace) -> None:
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(a.out, a.quick, a.seed)
+    run_demo(a.out, a.quick, a.seed, cluster_temperature=a.cluster_temperature)
 
 
 def cmd_bench_paper_table(a: argparse.Namespace) -> None:
@@ -396,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="coemogen-demo")
     p.add_argument("--quick", action="store_true", help="a 2-minute smoke version")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cluster-temperature", "--cluster_temperature", type=float, help="default: the shipped world run's"
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 

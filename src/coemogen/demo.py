@@ -16,7 +16,8 @@ from .captioning import run_captioning
 from .data.readers import read_dataset
 from .evaluation import evaluate, markdown_table
 from .filtering import filter_captions
-from .loaders import POCKET_CLIP
+from .loaders import POCKET_CLIP, SHIPPED_RUN
+from .modeling import CoEmoGenConfig
 from .pipeline import CoEmoGenPipeline, save_images
 from .taxonomy import Taxonomy
 from .trainer import TrainArgs, train
@@ -35,7 +36,14 @@ DEFAULT = DemoSize(images_per_emotion=300, train_steps=2000, images_per_emotion_
 QUICK = DemoSize(images_per_emotion=6, train_steps=20, images_per_emotion_out=3, inference_steps=4)
 
 
-def run_demo(out: str | Path, quick: bool = False, seed: int = 0, hallucination_rate: float = 0.2) -> dict:
+def run_demo(
+    out: str | Path,
+    quick: bool = False,
+    seed: int = 0,
+    hallucination_rate: float = 0.2,
+    cluster_temperature: float | None = None,
+) -> dict:
+    """`cluster_temperature`: the demo run's sampling temperature; default: the shipped world run's."""
     size = QUICK if quick else DEFAULT
     out = Path(out)
     timings = {}
@@ -64,6 +72,11 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, hallucination_
             checkpoints_total_limit=1,
         )
     )
+    config = CoEmoGenConfig.load(run)
+    config.cluster_temperature = (
+        CoEmoGenConfig.load(SHIPPED_RUN).cluster_temperature if cluster_temperature is None else cluster_temperature
+    )
+    config.save(run)
     stage("generate")
     pipe = CoEmoGenPipeline.from_pretrained(run)
     for emotion in taxonomy.emotions:
