@@ -1,7 +1,7 @@
 """Where the world run loses emotion accuracy. The independent judge scores, on the same seeds:
 real test images; their pocket-VAE round trips; the pocket SD prompted with the true (neutral)
 descriptions of world images, i.e. what the base model can draw when told exactly what to draw;
-and CoEmoGen's generated images at each guidance scale.
+and CoEmoGen's generated images at each guidance scale (at the run's default cluster temperature).
 
 `--finetune-decoder N` adds a variant whose VAE decoder is fine-tuned N more steps with the encoder
 frozen (the latent space, hence the U-Net and the run, stay valid).
