@@ -42,9 +42,21 @@ def main() -> None:
     base = StableDiffusionPipeline.from_pretrained(POCKET_SD, safety_checker=None, requires_safety_checker=False)
     base.scheduler = DPMSolverMultistepScheduler.from_config(base.scheduler.config)
     base.set_progress_bar_config(disable=True)
+
+    def generate(folder: Path, temperature: float | None = None) -> None:
+        """N CoEmoGen images per emotion (seeds 0..N-1) at a cluster temperature (default: the run's)."""
+        for emotion in tax.emotions:
+            res = pipe(
+                emotion,
+                num_images=args.images_per_emotion,
+                seed=0,
+                num_inference_steps=args.steps,
+                cluster_temperature=temperature,
+            )
+            save_images(res, folder / emotion)
+
+    generate(work / "coemogen")
     for emotion in tax.emotions:
-        res = pipe(emotion, num_images=args.images_per_emotion, seed=0, num_inference_steps=args.steps)
-        save_images(res, work / "coemogen" / emotion)
         images = []
         for start in range(0, args.images_per_emotion, 25):
             n = min(25, args.images_per_emotion - start)
@@ -74,15 +86,7 @@ def main() -> None:
         report = evaluate(work / "real", args.reference, work / "report-real", tax)
         rows.append({"cluster temperature": "real test images", **report["overall"]})
     for temperature in args.temperatures:
-        for emotion in tax.emotions:
-            res = pipe(
-                emotion,
-                num_images=args.images_per_emotion,
-                seed=0,
-                num_inference_steps=args.steps,
-                cluster_temperature=temperature,
-            )
-            save_images(res, work / f"temperature-{temperature}" / emotion)
+        generate(work / f"temperature-{temperature}", temperature)
         report = evaluate(work / f"temperature-{temperature}", args.reference, work / f"report-{temperature}", tax)
         rows.append({"cluster temperature": temperature, **report["overall"]})
     if rows:
