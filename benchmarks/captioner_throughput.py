@@ -15,8 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from coemogen.captioners import OpenAICaptioner
-from coemogen.captioning import run_captioning
+from coemogen.captioning.captioners import OpenAICaptioner
+from coemogen.captioning.runner import run_captioning
 from coemogen.data.readers import DatasetItem
 from coemogen.testing import ChatCompletionsServer
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-from coemogen.clip import ClipImagePreprocessor
-from coemogen.filtering import clip_scores
-from coemogen.loaders import POCKET_CLIP
+from coemogen.captioning.filtering import clip_scores
+from coemogen.models.base import POCKET_CLIP
+from coemogen.models.clip import ClipImagePreprocessor
 from coemogen.world.scenes import CONTENT, describe, render, sample_scene
 
 

@@ -13,8 +13,8 @@ import time
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-from coemogen.loaders import model_path
-from coemogen.pipeline import CoEmoGenPipeline
+from coemogen.models.base import model_path
+from coemogen.pipelines.pipeline_coemogen import CoEmoGenPipeline
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ Both variants run interleaved in one process; the printed ratio is HiLoRA time /
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import time
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from peft import LoraConfig, inject_adapter_in_model
 
-from coemogen.models.hilora import adapter_gates, inject_hilora
+from coemogen.models.hilora import adapter_gates, adapter_weights, inject_hilora
 from coemogen.taxonomy import Taxonomy
 
 SIZES = {
@@ -41,16 +42,17 @@ def make_unet(size: str) -> UNet2DConditionModel:
     )
 
 
-def step_fn(unet, params, batch, cond, gate_setter):
+def step_fn(unet, params, batch, cond, selection):
+    """One training step; `selection()` is the context the step runs in (HiLoRA's adapter choice)."""
     opt = torch.optim.AdamW(params, lr=1e-4)
 
     def step():
-        gate_setter()
-        noise = torch.randn_like(batch)
-        pred = unet(batch, torch.randint(0, 1000, (len(batch),)), cond).sample
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with selection():
+            noise = torch.randn_like(batch)
+            pred = unet(batch, torch.randint(0, 1000, (len(batch),)), cond).sample
+            loss = F.mse_loss(pred, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         opt.step()
 
     return step
@@ -74,15 +76,12 @@ def main() -> None:
         p.requires_grad_(True)
 
     hi_unet = copy.deepcopy(base)
-    gate = inject_hilora(hi_unet, tax.num_emotions + tax.num_groups, rank=4, target_modules=tuple(TARGETS))
+    inject_hilora(hi_unet, tax.num_emotions + tax.num_groups, rank=4, alpha=4.0, target_modules=tuple(TARGETS))
     hi_params = [p for n, p in hi_unet.named_parameters() if "lora_" in n]
     for p in hi_params:
         p.requires_grad_(True)
     labels = torch.arange(s["batch"]) % tax.num_emotions  # every emotion in one batch
-    membership = torch.zeros(tax.num_emotions, tax.num_groups)
-    for i, e in enumerate(tax.emotions):
-        membership[i, tax.group_index_of(e)] = 1
-    gates = adapter_gates(F.one_hot(labels, tax.num_emotions).float(), membership).to(args.device)
+    gates = adapter_gates(F.one_hot(labels, tax.num_emotions).float(), tax.membership()).to(args.device)
 
     dev = args.device
     lora_unet.to(dev)
@@ -90,12 +89,9 @@ def main() -> None:
     x = torch.randn(s["batch"], 4, s["sample_size"], s["sample_size"], device=dev)
     cond = torch.randn(s["batch"], 77, s["cross_attention_dim"], device=dev)
 
-    def set_gate():
-        gate.weights = gates
-
     steps = {
-        "hilora": step_fn(hi_unet, hi_params, x, cond, set_gate),
-        "lora_r8": step_fn(lora_unet, lora_params, x, cond, lambda: None),
+        "hilora": step_fn(hi_unet, hi_params, x, cond, lambda: adapter_weights(hi_unet, gates)),
+        "lora_r8": step_fn(lora_unet, lora_params, x, cond, contextlib.nullcontext),
     }
     times = {k: [] for k in steps}
     for name in steps:  # warm-up

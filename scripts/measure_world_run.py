@@ -19,9 +19,10 @@ from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 from coemogen.data.manifest import SkipCounter
 from coemogen.data.readers import read_dataset
-from coemogen.evaluation import evaluate, markdown_table
-from coemogen.loaders import POCKET_SD
-from coemogen.pipeline import CoEmoGenOutput, CoEmoGenPipeline, save_images
+from coemogen.evaluation.evaluate import evaluate
+from coemogen.evaluation.report import markdown_table
+from coemogen.models.base import POCKET_SD
+from coemogen.pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline, save_images
 from coemogen.tables import format_table
 from coemogen.taxonomy import Taxonomy
 

@@ -1,26 +1,25 @@
 import torch
 from torch import nn
 
-from coemogen.models.hilora import HiLoRALinear, adapter_gates, hilora_layers, inject_hilora
+import pytest
+
+from coemogen.models.hilora import HiLoRALinear, adapter_gates, adapter_weights, hilora_layers, inject_hilora
 from coemogen.taxonomy import Taxonomy
 
 
 def _membership(taxonomy: Taxonomy) -> torch.Tensor:
-    m = torch.zeros(taxonomy.num_emotions, taxonomy.num_groups)
-    for i, e in enumerate(taxonomy.emotions):
-        m[i, taxonomy.group_index_of(e)] = 1
-    return m
+    return taxonomy.membership()
 
 
 def _layer(num_adapters=10, rank=4, seed=0):
     torch.manual_seed(seed)
-    base = nn.Linear(6, 5)
-    layer = HiLoRALinear(base, num_adapters, rank, alpha=rank, gate=None)  # gate set below
-    from coemogen.models.hilora import HiLoRAGate
-
-    layer.gate = HiLoRAGate()
+    layer = HiLoRALinear(nn.Linear(6, 5), num_adapters, rank, alpha=rank)
     nn.init.normal_(layer.lora_B)  # B starts at zero in training; non-zero here to see A's gradient
     return layer
+
+
+def _model(layer: HiLoRALinear) -> nn.Module:
+    return nn.Sequential(layer)
 
 
 def test_forward_equals_sum_of_selected_adapters():
@@ -29,8 +28,8 @@ def test_forward_equals_sum_of_selected_adapters():
     x = torch.randn(3, 7, 6)
     labels = torch.tensor([0, 5, 7])  # amusement (positive), disgust, sadness (negative)
     gates = adapter_gates(torch.nn.functional.one_hot(labels, 8).float(), _membership(tax))
-    layer.gate.weights = gates
-    y = layer(x)
+    with adapter_weights(_model(layer), gates):
+        y = layer(x)
     r = layer.rank
     for b, label in enumerate(labels.tolist()):
         group = 8 + tax.group_index_of(tax.emotions[label])
@@ -46,8 +45,8 @@ def test_each_sample_gradient_reaches_only_its_adapters():
     layer = _layer()
     x = torch.randn(4, 3, 6)
     labels = torch.tensor([1, 1, 4, 6])  # awe, awe, anger, fear
-    layer.gate.weights = adapter_gates(torch.nn.functional.one_hot(labels, 8).float(), _membership(tax))
-    y = layer(x)
+    with adapter_weights(_model(layer), adapter_gates(torch.nn.functional.one_hot(labels, 8).float(), _membership(tax))):
+        y = layer(x)
     r = layer.rank
     for b, label in enumerate(labels.tolist()):
         layer.zero_grad()
@@ -79,28 +78,82 @@ def test_merge_matches_gated_forward_and_unmerge_restores_bits():
     gate_row = torch.zeros(10)
     gate_row[[2, 8]] = 1
     x = torch.randn(2, 5, 6)
-    layer.gate.weights = gate_row.expand(2, -1)
-    gated = layer(x)
-    layer.merge(gate_row)
-    merged = layer(x)  # merged: the LoRA branch is skipped
+    with adapter_weights(_model(layer), gate_row.expand(2, -1)):
+        gated = layer(x)
+    with adapter_weights(_model(layer), gate_row.expand(2, -1), merge=True):
+        assert torch.equal(layer.merged_gate, gate_row)
+        merged = layer(x)  # merged: the LoRA branch is skipped
     torch.testing.assert_close(merged, gated, rtol=1e-5, atol=1e-5)
-    layer.unmerge()
+    assert layer.merged_gate is None and layer.gates is None
     assert torch.equal(layer.base.weight, original)
+
+
+def test_mixed_rows_are_not_merged():
+    layer = _layer()
+    original = layer.base.weight.detach().clone()
+    gates = torch.eye(10)[[0, 3]]
+    with adapter_weights(_model(layer), gates, merge=True):
+        assert layer.merged_gate is None and torch.equal(layer.base.weight, original)
+
+
+def test_selection_is_restored_after_nesting_and_errors():
+    layer = _layer()
+    outer, inner = torch.eye(10)[[1]], torch.eye(10)[[4]]
+    with adapter_weights(_model(layer), outer):
+        with adapter_weights(_model(layer), inner):
+            assert torch.equal(layer.gates, inner)
+        assert torch.equal(layer.gates, outer)
+        with pytest.raises(ZeroDivisionError), adapter_weights(_model(layer), inner):
+            1 / 0
+        assert torch.equal(layer.gates, outer)
+    assert layer.gates is None
+
+
+def test_bad_states_are_refused():
+    layer = _layer()
+    x = torch.randn(3, 6)
+    with pytest.raises(RuntimeError, match="no adapter selected"):
+        layer(x)  # adapters require grad and grad is on: a training call without a selection
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), layer.base(x))  # inference without a selection: the base model
+    with pytest.raises(RuntimeError, match="multiple of the gate rows"), adapter_weights(_model(layer), torch.eye(10)[:2]):
+        layer(x)
+    with pytest.raises(ValueError, match="gates must be"), adapter_weights(_model(layer), torch.ones(2, 7)):
+        pass
+    row = torch.eye(10)[[2]]
+    with adapter_weights(_model(layer), row, merge=True):
+        with pytest.raises(RuntimeError, match="merged with another gate"), adapter_weights(
+            _model(layer), torch.eye(10)[[5]]
+        ):
+            pass
+        with adapter_weights(_model(layer), row):  # the merged gate itself is fine
+            pass
+    with pytest.raises(ValueError, match="alpha must be positive"):
+        HiLoRALinear(nn.Linear(6, 5), 10, 4, alpha=0)
+    with pytest.raises(ValueError, match="no HiLoRA layers"), adapter_weights(nn.Linear(2, 2), row):
+        pass
 
 
 def test_inject_targets_attention_projections_and_cfg_doubling(tiny_models):
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(tiny_models[0], subfolder="unet")
-    gate = inject_hilora(unet, num_adapters=10, rank=4)
+    inject_hilora(unet, num_adapters=10, rank=4, alpha=4.0)
     names = [n for n, _ in hilora_layers(unet)]
     assert names and all(n.endswith(("to_q", "to_k", "to_v", "to_out.0")) for n in names)
     assert any(".attn1." in n for n in names) and any(".attn2." in n for n in names)
     for _, layer in hilora_layers(unet):
         assert torch.count_nonzero(layer.lora_B) == 0  # B starts at zero: the base model is unchanged
-    sample = torch.randn(1, 4, 16, 16)
+        torch.nn.init.normal_(layer.lora_B, std=0.1)  # now make the adapters matter
+    sample = torch.randn(2, 4, 16, 16)
     cond = torch.randn(2, 77, unet.config.cross_attention_dim)
-    gate.weights = torch.zeros(1, 10)
-    gate.weights[0, 3] = 1
-    out = unet(sample.repeat(2, 1, 1, 1), 10, cond).sample  # gates (1 row) broadcast over the CFG pair
-    assert out.shape == (2, 4, 16, 16)
+    gates = torch.eye(10)[[3, 6]]
+    with torch.no_grad():
+        with adapter_weights(unet, gates):
+            separate = unet(sample, 10, cond).sample
+            # The CFG layout: [uncond; cond] stacks the batch twice; gate rows repeat over both halves.
+            doubled = unet(torch.cat([sample, sample]), 10, torch.cat([cond, cond])).sample
+        base = unet(sample, 10, cond).sample  # no selection at inference: the base model
+    torch.testing.assert_close(doubled[:2], separate, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(doubled[2:], separate, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(separate, base, atol=1e-4)  # the adapters were applied

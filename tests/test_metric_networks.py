@@ -1,5 +1,6 @@
-"""The paper's metric networks (Inception FID, LPIPS-alex, CLIP emotion head, torchvision Sem-C
-classifiers) built with random weights, saved to files and loaded through the evaluate flags."""
+"""The paper's metric networks (coemogen.evaluation.networks and .emotion_head: Inception FID,
+LPIPS-alex, CLIP emotion head, torchvision Sem-C classifiers) built with random weights, saved to
+files and loaded through the evaluate flags."""
 
 import json
 import pickle
@@ -10,13 +11,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from coemogen.errors import CoEmoGenError
-from coemogen.metric_networks import (
-    AlexNetLPIPS,
-    InceptionFeatures,
-    TorchvisionClassifier,
-    load_weights,
-)
-from coemogen.metrics import PairwiseDistance, random_pairs
+from coemogen.evaluation.metrics import LPIPSDiversity, random_pairs
+from coemogen.evaluation.networks import AlexNetLPIPS, InceptionFeatures, TorchvisionClassifier, load_weights
 from coemogen.taxonomy import Taxonomy
 
 torchvision = pytest.importorskip("torchvision")
@@ -59,7 +55,7 @@ def test_lpips_alex_matches_torchmetrics(tmp_path):
     net = AlexNetLPIPS(tmp_path / "alexnet.pth", image_size=64)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(5, 3, 64, 64, generator=g)
-    dist = PairwiseDistance("lpips", num_pairs=12, seed=0, layer_weights=net.layer_weights)
+    dist = LPIPSDiversity(num_pairs=12, seed=0, layer_weights=net.layer_weights)
     dist.update(net(x))
     pairs = random_pairs(5, 12, 0)
     with torch.no_grad():

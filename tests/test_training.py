@@ -7,11 +7,14 @@ from safetensors.torch import load_file
 
 from coemogen.data.manifest import SkipCounter, read_manifest
 from coemogen.errors import CoEmoGenError
-from coemogen.loaders import load_base_models
-from coemogen.models.hilora import hilora_layers
-from coemogen.pipeline import CoEmoGenPipeline
+from coemogen.models.base import load_base_models
+from coemogen.models.coemogen import CoEmoGen, CoEmoGenConfig
+from coemogen.models.hilora import adapter_weights, hilora_layers
+from coemogen.pipelines.pipeline_coemogen import CoEmoGenPipeline
 from coemogen.taxonomy import Taxonomy
-from coemogen.trainer import TrainArgs, train
+from coemogen.training.config import TrainingArguments
+from coemogen.training.data import ManifestDataset, collate
+from coemogen.training.loop import CoEmoGenTrainingModule, train, trainable_parameters
 
 
 def _args(tiny_models, world, out, **kw):
@@ -23,16 +26,37 @@ def _args(tiny_models, world, out, **kw):
         max_train_steps=4,
         train_batch_size=4,
         checkpointing_steps=0,
-        mapper_hidden_dim=32,
         report_to="none",
     )
     base.update(kw)
-    return TrainArgs(**base)
+    return TrainingArguments(**base)
+
+
+def _train(args: TrainingArguments, **model):
+    return train(args, **{"mapper_hidden_dim": 32, **model})
 
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_models, tiny_world, tmp_path_factory):
-    return train(_args(tiny_models, tiny_world, tmp_path_factory.mktemp("run") / "run", max_train_steps=3))
+    return _train(_args(tiny_models, tiny_world, tmp_path_factory.mktemp("run") / "run", max_train_steps=3))
+
+
+def _module(tiny_models, **config):
+    """A fresh training module on the tiny models, with its trainable parameters."""
+    base = load_base_models(str(tiny_models[0]), str(tiny_models[1]))
+    model = CoEmoGen(CoEmoGenConfig(Taxonomy.default().to_dict(), 32, 32, "x", "y", 32, mapper_hidden_dim=32, **config))
+    model.inject_into(base.unet)
+    params = trainable_parameters(model, base.unet)
+    for p in params.values():
+        p.requires_grad_(True)
+    return CoEmoGenTrainingModule(model, base, 1.0), base, model, params
+
+
+def _step(module, model, batch, seed):
+    with adapter_weights(module.unet, model.gates(model.one_hot(batch["labels"]))):
+        losses = module(batch["pixels"], batch["labels"], batch["captions"], torch.Generator().manual_seed(seed))
+        losses["loss"].backward()
+    return losses
 
 
 def _weights(run):
@@ -46,15 +70,13 @@ def test_only_trainable_parts_change(tiny_models, tiny_world, tmp_path):
     manifest = tmp_path / "awe.jsonl"
     manifest.write_text("\n".join(json.dumps(x) for x in awe))
     before = load_base_models(str(tiny_models[0]), str(tiny_models[1]))
-    run = train(_args(tiny_models, tiny_world, tmp_path / "run", manifest=str(manifest), max_train_steps=3))
+    run = _train(_args(tiny_models, tiny_world, tmp_path / "run", manifest=str(manifest), max_train_steps=3))
     after = load_base_models(str(tiny_models[0]), str(tiny_models[1]))
     for name in ("vae", "unet", "text_encoder", "clip"):
         a, b = getattr(before, name).state_dict(), getattr(after, name).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name  # the base files are untouched
     weights = _weights(run)
-    torch.manual_seed(0)  # the trainer seeds its initial weights with --seed 0
-    from coemogen.modeling import CoEmoGen, CoEmoGenConfig
-
+    torch.manual_seed(0)  # the trainer draws its initial weights from --seed 0
     fresh = CoEmoGen(CoEmoGenConfig.load(run))
     assert not torch.equal(fresh.mapper.state_dict()["net.0.weight"], weights["mapper"]["net.0.weight"])
     assert not torch.equal(fresh.perception_encoder.to_q.weight, weights["perception_encoder"]["to_q.weight"])
@@ -68,69 +90,66 @@ def test_only_trainable_parts_change(tiny_models, tiny_world, tmp_path):
 
 
 def test_frozen_weights_bit_identical_in_memory(tiny_models, tiny_world):
-    from coemogen.modeling import CoEmoGen, CoEmoGenConfig
-    from coemogen.trainer import CoEmoGenTrainingModule, ManifestDataset, collate, trainable_parameters
-
-    base = load_base_models(str(tiny_models[0]), str(tiny_models[1]))
+    module, base, model, params = _module(tiny_models)
     frozen = {
         f"{n}.{k}": v.clone()
         for n in ("vae", "unet", "text_encoder", "clip")
         for k, v in getattr(base, n).state_dict().items()
+        if "lora_" not in k
     }
     tax = Taxonomy.default()
-    config = CoEmoGenConfig(tax.to_dict(), 32, 32, "x", "y", 32, mapper_hidden_dim=32)
-    model = CoEmoGen(config)
-    gate = model.inject_into(base.unet)
-    params = trainable_parameters(model, base.unet)
-    for p in params.values():
-        p.requires_grad_(True)
-    module = CoEmoGenTrainingModule(model, base, gate, 1.0, "{}")
     opt = torch.optim.AdamW(params.values(), lr=1e-2)
     records = read_manifest(tiny_world / "manifest.jsonl", tax)
     batch = collate([ManifestDataset(records, tax, 32)[i] for i in range(0, 32, 4)])
     for step in range(3):
-        loss = module(batch["pixels"], batch["labels"], batch["captions"], torch.Generator().manual_seed(step))["loss"]
         opt.zero_grad()
-        loss.backward()
+        _step(module, model, batch, step)
         opt.step()
     for n in ("vae", "unet", "text_encoder", "clip"):
         for k, v in getattr(base, n).state_dict().items():
-            if "lora_" not in k:  # HiLoRA wraps each target as `.base`
-                assert torch.equal(v, frozen[f"{n}.{k}".replace(".base.", ".")]), f"{n}.{k}"
+            if "lora_" not in k:
+                assert torch.equal(v, frozen[f"{n}.{k}"]), f"{n}.{k}"
 
 
 def test_l_sem_falls_on_a_fixed_batch(tiny_models, tiny_world):
-    from coemogen.modeling import CoEmoGen, CoEmoGenConfig
-    from coemogen.trainer import CoEmoGenTrainingModule, ManifestDataset, collate, trainable_parameters
-
     torch.manual_seed(0)
-    base = load_base_models(str(tiny_models[0]), str(tiny_models[1]))
+    module, base, model, params = _module(tiny_models)
     tax = Taxonomy.default()
-    model = CoEmoGen(CoEmoGenConfig(tax.to_dict(), 32, 32, "x", "y", 32, mapper_hidden_dim=32))
-    gate = model.inject_into(base.unet)
-    params = trainable_parameters(model, base.unet)
-    for p in params.values():
-        p.requires_grad_(True)
-    module = CoEmoGenTrainingModule(model, base, gate, 1.0, "{}")
     opt = torch.optim.AdamW(params.values(), lr=1e-3, weight_decay=1e-2)
     records = read_manifest(tiny_world / "manifest.jsonl", tax)
     batch = collate([ManifestDataset(records, tax, 32)[i] for i in range(0, 32, 4)])
     history = []
     for step in range(25):
-        losses = module(batch["pixels"], batch["labels"], batch["captions"], torch.Generator().manual_seed(step))
-        history.append(losses["l_sem"].item())
         opt.zero_grad()
-        losses["loss"].backward()
+        history.append(_step(module, model, batch, step)["l_sem"].item())
         opt.step()
     assert history[-1] < history[0] * 0.7, history
 
 
+def test_training_forward_without_adapter_selection_is_refused(tiny_models, tiny_world):
+    module, base, model, params = _module(tiny_models)
+    tax = Taxonomy.default()
+    batch = collate([ManifestDataset(read_manifest(tiny_world / "manifest.jsonl", tax), tax, 32)[i] for i in (0, 4)])
+    with pytest.raises(RuntimeError, match="no adapter selected"):
+        module(batch["pixels"], batch["labels"], batch["captions"], torch.Generator().manual_seed(0))
+
+
+def test_initial_weights_come_from_the_seed_not_the_global_rng(tiny_models, tiny_world, tmp_path):
+    torch.manual_seed(123)
+    a = _train(_args(tiny_models, tiny_world, tmp_path / "a", max_train_steps=1))
+    torch.manual_seed(456)
+    b = _train(_args(tiny_models, tiny_world, tmp_path / "b", max_train_steps=1))
+    for name, weights in _weights(a).items():
+        for k, v in weights.items():
+            assert torch.equal(v, _weights(b)[name][k]), (name, k)
+
+
 def test_resume_matches_uninterrupted(tiny_models, tiny_world, tmp_path):
-    full = train(_args(tiny_models, tiny_world, tmp_path / "full", max_train_steps=4, checkpointing_steps=2))
+    full = _train(_args(tiny_models, tiny_world, tmp_path / "full", max_train_steps=4, checkpointing_steps=2))
     part = _args(tiny_models, tiny_world, tmp_path / "part", max_train_steps=2, checkpointing_steps=2)
-    train(part)
+    _train(part)
     part.max_train_steps, part.resume_from_checkpoint = 4, "latest"
-    resumed = train(part)
+    resumed = _train(part)
     a, b = _weights(full), _weights(resumed)
     for name in a:
         for k in a[name]:
@@ -138,7 +157,7 @@ def test_resume_matches_uninterrupted(tiny_models, tiny_world, tmp_path):
 
 
 def test_checkpoints_total_limit(tiny_models, tiny_world, tmp_path):
-    run = train(
+    run = _train(
         _args(
             tiny_models, tiny_world, tmp_path / "r", max_train_steps=3, checkpointing_steps=1, checkpoints_total_limit=2
         )
@@ -206,12 +225,10 @@ def test_training_with_no_usable_records_is_a_clear_error(tiny_models, tiny_worl
     path = tmp_path / "m.jsonl"
     path.write_text(json.dumps({"image": "x.jpg", "emotion": "awe"}) + "\n")
     with pytest.raises(CoEmoGenError, match="no usable records"):
-        train(_args(tiny_models, tiny_world, tmp_path / "r", manifest=str(path)))
+        _train(_args(tiny_models, tiny_world, tmp_path / "r", manifest=str(path)))
 
 
 def test_method_configurations_change_the_model(tiny_models, tiny_world, tmp_path):
-    from coemogen.modeling import CoEmoGen, CoEmoGenConfig
-
     tax = Taxonomy.default()
     shared = CoEmoGen(CoEmoGenConfig(tax.to_dict(), 32, 32, "x", "y", 32, shared_lora=True))
     w = torch.eye(8)[[0, 5]]
@@ -220,34 +237,54 @@ def test_method_configurations_change_the_model(tiny_models, tiny_world, tmp_pat
     a = ti.visual_embedding(w, torch.randn(2, 5, 32))
     b = ti.visual_embedding(w, torch.randn(2, 5, 32))
     assert torch.equal(a, b)  # one learned token per emotion: image features play no part
-    run = train(_args(tiny_models, tiny_world, tmp_path / "r", max_train_steps=2, shared_lora=True))
+    run = _train(_args(tiny_models, tiny_world, tmp_path / "r", max_train_steps=2), shared_lora=True)
     for key, value in load_file(run / "hilora.safetensors").items():  # one adapter of rank 4 per layer
         assert (value.shape[0] if key.endswith("lora_A") else value.shape[1]) == 4, key
 
 
 def test_bf16_and_gradient_checkpointing_train(tiny_models, tiny_world, tmp_path):
-    run = train(
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = _train(
         _args(
             tiny_models,
             tiny_world,
             tmp_path / "r",
-            max_train_steps=2,
+            max_train_steps=8,
+            learning_rate=5e-3,
             mixed_precision="bf16",
             gradient_checkpointing=True,
-            validation_steps=2,
+            validation_steps=8,
             report_to="tensorboard",
         )
     )
     hilora = load_file(run / "hilora.safetensors")
     assert all(v.dtype == torch.float32 for v in hilora.values())  # adapters stay in fp32
-    assert (run / "validation" / "step-000002.png").is_file()
-    assert list((run / "logs").rglob("events.out.tfevents.*"))
+    assert any(torch.count_nonzero(v) for k, v in hilora.items() if k.endswith("lora_B"))  # they learned
+    assert (run / "validation" / "step-000008.png").is_file()
+    events = EventAccumulator(str(next((run / "logs").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("loss")]
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses  # L_SEM dominates and falls within a few steps
+
+
+def test_validation_steps_zero_writes_no_image(tiny_models, tiny_world, tmp_path):
+    run = _train(_args(tiny_models, tiny_world, tmp_path / "r", max_train_steps=1, validation_steps=0))
+    assert not (run / "final_grid.png").exists() and not (run / "validation").exists()
+    assert (run / "clusters.safetensors").is_file()
+
+
+def test_textual_inversion_configuration_leaves_the_encoder_out_of_training(tiny_models):
+    _, _, model, params = _module(tiny_models, perception_encoder=False)
+    assert not any(k.startswith("model.perception_encoder") for k in params)
+    assert not any(p.requires_grad for p in model.perception_encoder.parameters())
 
 
 def test_refit_clusters_with_mixture_components(trained_run, tiny_world, tmp_path):
     import shutil
 
-    from coemogen.trainer import refit_clusters
+    from coemogen.training.loop import refit_clusters
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -262,9 +299,10 @@ def test_refit_clusters_with_mixture_components(trained_run, tiny_world, tmp_pat
 def test_cluster_temperature_zero_gives_the_emotion_mean(trained_run):
     pipe = CoEmoGenPipeline.from_pretrained(trained_run)
     mean = pipe.clusters.means[Taxonomy.default().index("awe"), 0]
-    ev, _ = pipe.sample_visual_embeddings([{"awe": 1.0}] * 3, [0, 1, 2], temperature=0.0)
+    generators = lambda: [torch.Generator().manual_seed(s) for s in range(3)]  # noqa: E731
+    ev, _ = pipe.sample_visual_embeddings([{"awe": 1.0}] * 3, generators(), temperature=0.0)
     assert torch.allclose(ev, mean.expand(3, -1))
-    spread, _ = pipe.sample_visual_embeddings([{"awe": 1.0}] * 3, [0, 1, 2], temperature=1.0)
+    spread, _ = pipe.sample_visual_embeddings([{"awe": 1.0}] * 3, generators(), temperature=1.0)
     assert not torch.allclose(spread[0], spread[1])
 
 
@@ -285,3 +323,76 @@ def test_run_default_cluster_temperature_is_set_by_the_clusters_command(trained_
     assert [m["cluster_temperature"] for m in default.metadata] == [0.0, 0.0]
     assert all((np.asarray(a) == np.asarray(b)).all() for a, b in zip(default.images, explicit.images))
     assert any((np.asarray(a) != np.asarray(b)).any() for a, b in zip(default.images, fitted.images))
+
+
+def test_train_flags_and_configuration_dataclasses_agree():
+    from dataclasses import fields
+
+    from coemogen.cli.parser import build_parser
+
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    dests = {a.dest for a in train_parser._actions if a.dest != "help"}
+    expected = {f.name for f in fields(TrainingArguments)} | {f.name for f in CoEmoGenConfig.hyperparameters()}
+    assert dests == expected
+    derived = {f.name for f in fields(CoEmoGenConfig)} - {f.name for f in CoEmoGenConfig.hyperparameters()}
+    assert derived == {"taxonomy", "embed_dim", "image_dim", "pretrained_model_name_or_path",
+                       "clip_model_name_or_path", "resolution"}  # fmt: skip
+    for f in (*fields(TrainingArguments), *fields(CoEmoGenConfig)):
+        assert f.metadata.get("help"), f.name  # every field says what it is
+    assert "--lora_alpha" in train_parser.format_help() and "--method" in train_parser.format_help()
+
+
+def test_model_flags_reach_the_run_config(tiny_models, tiny_world, tmp_path):
+    from coemogen.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--manifest", str(tiny_world / "manifest.jsonl"), "--out", str(out)]
+    argv += ["--pretrained_model_name_or_path", str(tiny_models[0]), "--clip_model_name_or_path", str(tiny_models[1])]
+    argv += ["--max_train_steps", "1", "--checkpointing_steps", "0", "--report_to", "none", "--validation_steps", "0"]
+    argv += ["--mapper_hidden_dim", "16", "--lora_rank", "2", "--lora_alpha", "8", "--method", "my-ablation"]
+    argv += ["--group_lora", "false", "--lora_targets", "to_q", "to_v"]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["lora_rank"], config["lora_alpha"], config["method"]) == (2, 8.0, "my-ablation")
+    assert config["group_lora"] is False and config["lora_targets"] == ["to_q", "to_v"]
+    assert json.loads((out / "training_args.json").read_text())["max_train_steps"] == 1
+    pipe = CoEmoGenPipeline.from_pretrained(out)
+    layers = [layer for _, layer in hilora_layers(pipe.base.unet)]
+    assert layers and all(layer.scaling == 4.0 for layer in layers)  # alpha 8 / rank 2, not forced to the rank
+
+
+def test_lora_alpha_defaults_to_the_rank_and_refuses_zero():
+    tax = Taxonomy.default().to_dict()
+    assert CoEmoGenConfig(tax, 32, 32, "x", "y", 32, lora_rank=8).lora_alpha == 8.0
+    with pytest.raises(CoEmoGenError, match="lora_alpha must be positive"):
+        CoEmoGenConfig(tax, 32, 32, "x", "y", 32, lora_alpha=0)
+
+
+def test_per_image_generators_do_not_depend_on_batching(trained_run):
+    pipe = CoEmoGenPipeline.from_pretrained(trained_run)
+    to_a = lambda out: np.stack([np.asarray(im) for im in out.images])  # noqa: E731
+    gens = lambda: [torch.Generator().manual_seed(10 + i) for i in range(3)]  # noqa: E731
+    a = pipe("awe", num_images=3, generator=gens(), num_inference_steps=2)
+    b = pipe("awe", num_images=3, generator=gens(), num_inference_steps=2, batch_size=1)
+    # equal up to the last bit of batched convolutions (a pixel level or two after rounding)
+    assert np.abs(to_a(a).astype(int) - to_a(b).astype(int)).max() <= 2
+    c = pipe("awe", num_images=3, generator=torch.Generator().manual_seed(10), num_inference_steps=2)
+    assert np.array_equal(to_a(a)[0], to_a(c)[0])  # one shared generator: image 0 draws first, the same
+    assert np.abs(to_a(a)[1:].astype(int) - to_a(c)[1:].astype(int)).max() > 10
+    with pytest.raises(CoEmoGenError, match="one per image"):
+        pipe("awe", num_images=3, generator=gens()[:2])
+
+
+def test_inference_loads_no_clip(trained_run):
+    pipe = CoEmoGenPipeline.from_pretrained(trained_run)
+    assert pipe.base.clip is None
+
+
+def test_public_api():
+    import coemogen
+
+    assert coemogen.CoEmoGenPipeline is CoEmoGenPipeline and coemogen.CoEmoGen is CoEmoGen
+    assert coemogen.Taxonomy is Taxonomy and callable(coemogen.load_run)
+    with pytest.raises(AttributeError):
+        coemogen.NotAThing  # noqa: B018

@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import CoEmoGenError
+
+if TYPE_CHECKING:
+    import torch
 
 MIKELS_GROUPS: dict[str, list[str]] = {
     "positive": ["amusement", "awe", "contentment", "excitement"],
@@ -104,6 +108,18 @@ class Taxonomy:
 
     def group_index_of(self, emotion: str) -> int:
         return self.group_names.index(self.group_of(emotion))
+
+    def group_indices(self) -> list[int]:
+        """Each emotion's group index, in one-hot order (polarity of each class)."""
+        return [self.group_index_of(e) for e in self.emotions]
+
+    def membership(self) -> torch.Tensor:
+        """(emotions, groups) 0/1 matrix: row e marks emotion e's group."""
+        import torch
+
+        m = torch.zeros(self.num_emotions, self.num_groups)
+        m[range(self.num_emotions), self.group_indices()] = 1.0
+        return m
 
     def parse_mix(self, spec: str) -> dict[str, float]:
         """Parse "awe" or "amusement:0.5,awe:0.5" into normalised weights."""

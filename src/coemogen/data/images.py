@@ -55,3 +55,14 @@ def to_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
         left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
         image = image.crop((left, top, left + resolution, top + resolution))
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def image_grid(images: list[Image.Image], columns: int | None = None) -> Image.Image:
+    """Paste equally sized images into rows of `columns` (default: up to 8)."""
+    columns = columns or min(len(images), 8)
+    rows = (len(images) + columns - 1) // columns
+    w, h = images[0].size
+    grid = Image.new("RGB", (columns * w, rows * h), "white")
+    for i, im in enumerate(images):
+        grid.paste(im, ((i % columns) * w, (i // columns) * h))
+    return grid

@@ -8,12 +8,16 @@ gets a gate vector over adapters (one-hot emotion + its group, or mixing weights
 
 is two small GEMMs whatever the batch mixes; a gate of zero blocks both the forward signal and
 the gradient, so unselected adapters receive exactly zero gradient.
+
+Adapter selection is explicit, as in peft: `with adapter_weights(unet, gates): ...` selects each
+sample's adapters for every HiLoRA layer and restores the previous selection on exit.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -22,66 +26,119 @@ from torch import nn
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
-class HiLoRAGate:
-    """Per-sample adapter weights shared by every HiLoRA layer of one U-Net."""
-
-    def __init__(self) -> None:
-        self.weights: torch.Tensor | None = None  # (batch, num_adapters)
-
-
 class HiLoRALinear(nn.Module):
-    """A frozen nn.Linear plus `num_adapters` rank-`rank` LoRAs selected per sample by a gate."""
+    """A frozen nn.Linear plus `num_adapters` rank-`rank` LoRAs selected per sample by `gates`.
 
-    def __init__(self, base: nn.Linear, num_adapters: int, rank: int, alpha: float, gate: HiLoRAGate) -> None:
+    State (set only through `adapter_weights`): `gates`, a (rows, num_adapters) tensor or None;
+    `merged_gate`, the gate row folded into the base weight, or None.
+    """
+
+    def __init__(self, base: nn.Linear, num_adapters: int, rank: int, alpha: float) -> None:
         super().__init__()
+        if rank < 1 or num_adapters < 1:
+            raise ValueError(f"HiLoRA needs rank >= 1 and at least one adapter (got {rank}, {num_adapters})")
+        if not alpha > 0:
+            raise ValueError(f"HiLoRA alpha must be positive (got {alpha})")
         self.base = base
         self.rank = rank
         self.num_adapters = num_adapters
         self.scaling = alpha / rank
-        self.gate = gate
         self.lora_A = nn.Parameter(torch.empty(num_adapters * rank, base.in_features))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, num_adapters * rank))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.gates: torch.Tensor | None = None
+        self.merged_gate: torch.Tensor | None = None
         self._unmerged_weight: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        gate = self.gate.weights
-        if gate is None or self._unmerged_weight is not None:
+        if self.merged_gate is not None:  # the selected adapters are already inside base.weight
             return out
-        if gate.shape[0] != x.shape[0]:  # classifier-free guidance stacks [uncond, cond] copies
-            gate = gate.repeat(x.shape[0] // gate.shape[0], 1)
-        gate = gate.to(self.lora_A.dtype).repeat_interleave(self.rank, dim=1)
-        gate = gate.view(gate.shape[0], *([1] * (x.dim() - 2)), gate.shape[1])
-        h = F.linear(x.to(self.lora_A.dtype), self.lora_A) * gate
+        gates = self.gates
+        if gates is None:
+            if torch.is_grad_enabled() and self.lora_A.requires_grad:
+                raise RuntimeError(
+                    "HiLoRA layer called for training with no adapter selected; run the forward and "
+                    "backward inside `with adapter_weights(unet, gates):`"
+                )
+            return out  # no selection: the base model alone
+        if x.shape[0] % gates.shape[0]:
+            raise RuntimeError(
+                f"HiLoRA gates have {gates.shape[0]} rows but the batch has {x.shape[0]} samples; "
+                "the batch must be a whole multiple of the gate rows"
+            )
+        if gates.shape[0] != x.shape[0]:  # classifier-free guidance stacks [uncond, cond] copies
+            gates = gates.repeat(x.shape[0] // gates.shape[0], 1)
+        gates = gates.to(self.lora_A.dtype).repeat_interleave(self.rank, dim=1)
+        gates = gates.view(gates.shape[0], *([1] * (x.dim() - 2)), gates.shape[1])
+        h = F.linear(x.to(self.lora_A.dtype), self.lora_A) * gates
         return out + (F.linear(h, self.lora_B) * self.scaling).to(out.dtype)
 
     @torch.no_grad()
     def merge(self, gate_row: torch.Tensor) -> None:
         """Fold one gate vector into the base weight (every sample then shares it: no LoRA cost)."""
-        if self._unmerged_weight is None:
-            self._unmerged_weight = self.base.weight.detach().clone()
+        if self.merged_gate is not None:
+            raise RuntimeError("HiLoRA layer is already merged; unmerge it before merging another gate")
+        self._unmerged_weight = self.base.weight.detach().clone()
         g = gate_row.to(self.lora_A).repeat_interleave(self.rank)
         delta = (self.lora_B * g) @ self.lora_A * self.scaling
         self.base.weight.copy_(self._unmerged_weight + delta.to(self._unmerged_weight))
+        self.merged_gate = gate_row.detach().clone()
 
     @torch.no_grad()
     def unmerge(self) -> None:
         """Restore the exact base weight saved by `merge`."""
-        if self._unmerged_weight is not None:
+        if self.merged_gate is not None:
             self.base.weight.copy_(self._unmerged_weight)
-            self._unmerged_weight = None
+            self._unmerged_weight = self.merged_gate = None
+
+
+def hilora_layers(model: nn.Module) -> Iterator[tuple[str, HiLoRALinear]]:
+    for name, module in model.named_modules():
+        if isinstance(module, HiLoRALinear):
+            yield name, module
+
+
+@contextmanager
+def adapter_weights(model: nn.Module, gates: torch.Tensor, merge: bool = False) -> Iterator[None]:
+    """Select each sample's adapters in every HiLoRA layer of `model` for the duration of the block.
+
+    `gates`: (rows, num_adapters); the batch seen by the layers must be a multiple of `rows`
+    (classifier-free guidance doubles it). `merge=True` with rows that are all equal folds the
+    adapters into the weights for the block (same maths, no LoRA cost per call). The previous
+    selection is restored on exit, also after an error.
+    """
+    layers = [layer for _, layer in hilora_layers(model)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no HiLoRA layers")
+    if gates.dim() != 2 or gates.shape[1] != layers[0].num_adapters:
+        raise ValueError(f"gates must be (rows, {layers[0].num_adapters}), got {tuple(gates.shape)}")
+    merged = [layer for layer in layers if layer.merged_gate is not None]
+    if merged and not bool((gates == merged[0].merged_gate.to(gates)).all()):
+        raise RuntimeError("HiLoRA layers are merged with another gate; leave that adapter_weights block first")
+    merge_now = merge and not merged and bool((gates == gates[:1]).all())
+    previous = [layer.gates for layer in layers]
+    for layer in layers:
+        layer.gates = gates
+        if merge_now:
+            layer.merge(gates[0])
+    try:
+        yield
+    finally:
+        for layer, old in zip(layers, previous):
+            layer.gates = old
+            if merge_now:
+                layer.unmerge()
 
 
 def inject_hilora(
     model: nn.Module,
     num_adapters: int,
-    rank: int = 4,
-    alpha: float | None = None,
+    rank: int,
+    alpha: float,
     target_modules: tuple[str, ...] = DEFAULT_TARGETS,
-) -> HiLoRAGate:
-    """Replace every nn.Linear whose name ends with a target by a HiLoRALinear; return their gate."""
-    gate = HiLoRAGate()
+) -> list[str]:
+    """Replace every nn.Linear whose name ends with a target by a HiLoRALinear; return their names."""
     targets = [
         (name, module)
         for name, module in model.named_modules()
@@ -92,23 +149,10 @@ def inject_hilora(
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        layer = HiLoRALinear(module, num_adapters, rank, float(alpha or rank), gate)
+        layer = HiLoRALinear(module, num_adapters, rank, alpha)
         layer.to(device=module.weight.device)
         setattr(parent, child, layer)
-    return gate
-
-
-def hilora_layers(model: nn.Module) -> Iterator[tuple[str, HiLoRALinear]]:
-    for name, module in model.named_modules():
-        if isinstance(module, HiLoRALinear):
-            yield name, module
-
-
-def hilora_gate(model: nn.Module) -> HiLoRAGate:
-    """The gate shared by the HiLoRA layers of `model`."""
-    for _, layer in hilora_layers(model):
-        return layer.gate
-    raise ValueError(f"{type(model).__name__} has no HiLoRA layers")
+    return [name for name, _ in targets]
 
 
 def hilora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

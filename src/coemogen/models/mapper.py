@@ -18,12 +18,6 @@ class NeuroSymbolicMapper(nn.Module):
 
     def __init__(self, num_emotions: int, embed_dim: int, hidden_dim: int = 512, num_layers: int = 2) -> None:
         super().__init__()
-        self.config = {
-            "num_emotions": num_emotions,
-            "embed_dim": embed_dim,
-            "hidden_dim": hidden_dim,
-            "num_layers": num_layers,
-        }
         dims = [num_emotions] + [hidden_dim] * (num_layers - 1) + [embed_dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):

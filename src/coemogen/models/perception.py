@@ -19,7 +19,6 @@ class VisualPerceptionEncoder(nn.Module):
 
     def __init__(self, embed_dim: int, image_dim: int) -> None:
         super().__init__()
-        self.config = {"embed_dim": embed_dim, "image_dim": image_dim}
         self.to_q = nn.Linear(embed_dim, embed_dim, bias=False)
         self.to_k = nn.Linear(image_dim, embed_dim, bias=False)
         self.to_v = nn.Linear(image_dim, embed_dim, bias=False)

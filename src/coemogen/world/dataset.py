@@ -13,7 +13,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..taxonomy import Taxonomy
-from .scenes import ACTIONS, CONTENT, EXPRESSIONS, OBJECTS, SCENES, SceneSpec, describe, render, sample_scene
+from .renderer import render
+from .scenes import ACTIONS, CONTENT, EXPRESSIONS, OBJECTS, SCENES, SceneSpec, describe, sample_scene
 
 SPLITS = (("train", 0.80), ("val", 0.05), ("test", 0.15))
 ATTRIBUTE_DROP = 0.15  # EmoSet leaves attributes out; so do we, at this rate per attribute
@@ -125,9 +126,13 @@ def write_corpus(out: str | Path, n: int = 8000, seed: int = 1, size: int = 64) 
 
 
 def read_truth(root: str | Path) -> dict[str, SceneSpec]:
-    """image_path (relative to the world root) -> the scene that was rendered there."""
+    """image_path (relative to the world root) -> the scene that was rendered there.
+
+    Keys that are not `SceneSpec` fields are ignored, so worlds written by earlier versions (whose
+    records also carried an always-empty "extras") still load."""
+    fields = SceneSpec.__dataclass_fields__
     truth = {}
     for line in (Path(root) / "truth.jsonl").read_text().splitlines():
         item = json.loads(line)
-        truth[item["image_path"]] = SceneSpec(**{k: item[k] for k in SceneSpec.__dataclass_fields__})
+        truth[item["image_path"]] = SceneSpec(**{k: item[k] for k in fields})
     return truth

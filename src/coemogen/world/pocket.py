@@ -11,16 +11,23 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..clip import ClipImagePreprocessor, image_embeds, text_embeds
+from ..models.clip import ClipImagePreprocessor, image_embeds, text_embeds
 from ..taxonomy import Taxonomy
+from ..training.fit import fit
 from .dataset import neutral_specs
-from .scenes import describe, render
+from .renderer import render
+from .scenes import describe
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPConfig, CLIPModel, CLIPTextModel, CLIPTokenizer
 
 # Sizes of the shipped pocket SD. Prompted with the true descriptions of world images, the
 # (32, 64, 64) U-Net drew content the emotion judge recognised only 45% of the time: the base
@@ -29,7 +36,7 @@ UNET_CHANNELS = (64, 128, 128)
 EXTRA_WORDS = "a an the of image photo picture with and person face bag in on this that evokes".split()
 
 
-def build_tokenizer(captions: list[str], out: Path, extra: list[str]):
+def build_tokenizer(captions: list[str], out: Path, extra: list[str]) -> CLIPTokenizer:
     """Byte-pair tokenizer in CLIP's format (vocab.json + merges.txt) trained on the corpus."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
@@ -61,7 +68,9 @@ def _images_to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # uint8 N,3,H,W
 
 
-def clip_config(tokenizer, image_size: int, width: int = 128, layers: int = 3, heads: int = 4):
+def clip_config(
+    tokenizer: CLIPTokenizer, image_size: int, width: int = 128, layers: int = 3, heads: int = 4
+) -> CLIPConfig:
     """A small CLIP (ViT with 8-px patches) in the transformers CLIPModel architecture."""
     from transformers import CLIPConfig
 
@@ -80,7 +89,11 @@ def clip_config(tokenizer, image_size: int, width: int = 128, layers: int = 3, h
     )
 
 
-def train_clip(images: torch.Tensor, captions: list[str], tokenizer, steps: int, seed: int, out: Path):
+def train_clip(
+    images: torch.Tensor, captions: list[str], tokenizer: CLIPTokenizer, steps: int, seed: int, out: Path
+) -> tuple[CLIPModel, float]:
+    """Contrastive training of a small CLIP on (image, caption) pairs; saved to `out`.
+    Returns (model, final loss)."""
     from transformers import CLIPImageProcessor, CLIPModel
 
     torch.manual_seed(seed)
@@ -91,26 +104,22 @@ def train_clip(images: torch.Tensor, captions: list[str], tokenizer, steps: int,
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
     ids = tokenizer(captions, padding="max_length", max_length=48, truncation=True, return_tensors="pt").input_ids
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in tqdm(range(steps), desc="pocket clip"):
+
+    def step(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, len(captions), (128,), generator=g)
         pixels = (images[idx].float() / 255 - mean) / std
-        loss = model(input_ids=ids[idx], pixel_values=pixels, return_loss=True).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        return model(input_ids=ids[idx], pixel_values=pixels, return_loss=True).loss
+
+    model.train()
+    loss = fit(model.parameters(), step, steps, lr=5e-4, seed=seed, desc="pocket clip", weight_decay=0.1, warmup=0.1)
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return model, loss.item()
+    return model, loss
 
 
-def make_vae(block_out_channels: tuple[int, ...], image_size: int):
+def make_vae(block_out_channels: tuple[int, ...], image_size: int) -> AutoencoderKL:
     """An SD-layout AutoencoderKL with 4 latent channels, downsampling 2**(len(blocks) - 1) times."""
     from diffusers import AutoencoderKL
 
@@ -128,7 +137,7 @@ def make_vae(block_out_channels: tuple[int, ...], image_size: int):
     )
 
 
-def text_encoder_from_clip(clip):
+def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
     """A CLIPTextModel holding the CLIP model's text tower (as SD1.5's is CLIP ViT-L/14's)."""
     from transformers import CLIPTextModel
 
@@ -137,30 +146,29 @@ def text_encoder_from_clip(clip):
     return text_encoder.eval()
 
 
-def train_vae(images: torch.Tensor, steps: int, seed: int):
+def train_vae(images: torch.Tensor, steps: int, seed: int) -> tuple[AutoencoderKL, torch.Tensor, float]:
+    """Train the pocket VAE (constant learning rate); returns (vae, scaled latents of `images`, final loss)."""
     torch.manual_seed(seed)
     vae = make_vae((16, 32, 32), images.shape[-1])
-    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(seed)
-    vae.train()
-    for _ in tqdm(range(steps), desc="pocket vae"):
+
+    def step(g: torch.Generator) -> torch.Tensor:
         x = images[torch.randint(0, len(images), (16,), generator=g)].float() / 127.5 - 1
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        loss = F.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        return F.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
+
+    vae.train()
+    loss = fit(vae.parameters(), step, steps, lr=1e-3, seed=seed, desc="pocket vae", weight_decay=1e-2, warmup=None)
     vae.eval()
     with torch.no_grad():
         latents = torch.cat(
             [vae.encode(images[i : i + 256].float() / 127.5 - 1).latent_dist.mean for i in range(0, len(images), 256)]
         )
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
-    return vae, latents * vae.config.scaling_factor, float(loss)
+    return vae, latents * vae.config.scaling_factor, loss
 
 
-def finetune_decoder(vae, images: torch.Tensor, steps: int, seed: int):
+def finetune_decoder(vae: AutoencoderKL, images: torch.Tensor, steps: int, seed: int) -> float:
     """Stable Diffusion's ft-MSE recipe in miniature: the encoder, hence the latent space, stays
     fixed while the decoder learns sharper reconstructions (MSE + 0.5 L1). Returns the final loss."""
     vae.requires_grad_(False)
@@ -171,22 +179,18 @@ def finetune_decoder(vae, images: torch.Tensor, steps: int, seed: int):
         latents = torch.cat(
             [vae.encode(images[i : i + 256].float() / 127.5 - 1).latent_dist.mean for i in range(0, len(images), 256)]
         )
-    opt = torch.optim.AdamW(trainable, lr=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=steps, pct_start=0.05)
-    g = torch.Generator().manual_seed(seed)
-    vae.train()
-    for _ in tqdm(range(steps), desc="pocket vae decoder"):
+
+    def step(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, len(images), (32,), generator=g)
         x = images[idx].float() / 127.5 - 1
         recon = vae.decode(latents[idx]).sample
-        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        return F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+
+    vae.train()
+    loss = fit(trainable, step, steps, lr=5e-4, seed=seed, desc="pocket vae decoder", weight_decay=1e-2, warmup=0.05)
     vae.requires_grad_(True)
     vae.eval()
-    return loss.item()
+    return loss
 
 
 def train_unet(
@@ -197,7 +201,9 @@ def train_unet(
     seed: int,
     channels: tuple[int, ...] = UNET_CHANNELS,
     batch_size: int = 32,
-):
+) -> tuple[UNet2DConditionModel, DDPMScheduler, float]:
+    """Train the pocket U-Net on text-conditioned noise prediction (10% caption dropout for
+    classifier-free guidance); returns (unet, its DDPM scheduler, final loss)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -221,11 +227,8 @@ def train_unet(
         clip_sample=False,
         steps_offset=1,
     )
-    opt = torch.optim.AdamW(unet.parameters(), lr=4e-4, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-4, total_steps=steps, pct_start=0.05)
-    g = torch.Generator().manual_seed(seed)
-    unet.train()
-    for _ in tqdm(range(steps), desc="pocket unet"):
+
+    def step(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, len(latents), (batch_size,), generator=g)
         x0, cond = latents[idx], text_states[idx].clone()
         drop = torch.rand(batch_size, generator=g) < 0.1  # caption dropout for classifier-free guidance
@@ -233,14 +236,22 @@ def train_unet(
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, 1000, (batch_size,), generator=g)
         pred = unet(scheduler.add_noise(x0, noise, t), t, cond).sample
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        return F.mse_loss(pred, noise)
+
+    unet.train()
+    loss = fit(
+        unet.parameters(),
+        step,
+        steps,
+        lr=4e-4,
+        seed=seed,
+        desc="pocket unet",
+        weight_decay=1e-2,
+        warmup=0.05,
+        clip_grad_norm=1.0,
+    )
     unet.eval()
-    return unet, scheduler, float(loss)
+    return unet, scheduler, loss
 
 
 @torch.no_grad()
@@ -274,7 +285,6 @@ def build_pocket_models(
     from diffusers import StableDiffusionPipeline
 
     out = Path(out)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.time()
     specs = list(neutral_specs(corpus_size, seed + 1))
     captions = [describe(s) for s in specs]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import CoEmoGenError
+from ..errors import CoEmoGenError
 
 
 class EmotionClusters:

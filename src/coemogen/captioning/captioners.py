@@ -21,9 +21,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data.images import ImageLoadError, load_rgb
-from .data.readers import DatasetItem
-from .errors import CoEmoGenError
+from ..data.images import ImageLoadError, load_rgb
+from ..data.readers import DatasetItem
+from ..errors import CoEmoGenError
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,15 @@ class Captioner:
     def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release threads or models; the captioner is not used afterwards."""
+
+    def __enter__(self) -> Captioner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def stream(self, items: list[DatasetItem]) -> Iterator[tuple[DatasetItem, CaptionResult, float]]:
         for start in range(0, len(items), self.batch_size):
             batch = items[start : start + self.batch_size]
@@ -105,63 +114,6 @@ class AttributeCaptioner(Captioner):
         if self.emotion_prior:
             text += f", evoking {item.emotion}"
         return CaptionResult(text)
-
-
-class OracleCaptioner(Captioner):
-    """The synthetic world's MLLM stand-in: writes a sentence from the true scene of each image.
-
-    With probability `hallucination_rate` it swaps in a wrong scene and wrong objects, and marks
-    the record (`hallucinated`), so the CLIP filter's effect can be measured.
-    """
-
-    batch_size = 256
-
-    def __init__(self, hallucination_rate: float = 0.2, seed: int = 0, **kw) -> None:
-        super().__init__(**kw)
-        self.hallucination_rate, self.seed = hallucination_rate, seed
-        self.id = f"oracle:{hallucination_rate}"
-        self._truth: dict[Path, dict] = {}
-
-    def _spec(self, item: DatasetItem):
-        from .world.dataset import read_truth
-
-        root = next((p for p in item.path.parents if (p / "truth.jsonl").is_file()), None)
-        if root is None:
-            return None
-        if root not in self._truth:
-            self._truth[root] = read_truth(root)
-        return self._truth[root].get(str(item.path.relative_to(root)))
-
-    def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
-        from dataclasses import replace
-
-        from .world.scenes import OBJECTS, SCENES
-
-        results = []
-        for item in items:
-            spec = self._spec(item)
-            if spec is None:
-                results.append(CaptionResult(None, "not a synthetic-world image (no truth.jsonl)"))
-                continue
-            rng = random.Random(f"{self.seed}:{item.id}")  # per item: independent of order and sharding
-            hallucinated = rng.random() < self.hallucination_rate
-            if hallucinated:
-                spec = replace(
-                    spec,
-                    scene=rng.choice([s for s in SCENES if s != spec.scene]),
-                    objects=rng.sample([o for o in OBJECTS if o not in spec.objects], len(spec.objects)),
-                )
-            results.append(CaptionResult(self._sentence(spec, item.emotion), extra={"hallucinated": hallucinated}))
-        return results
-
-    def _sentence(self, spec, emotion: str) -> str:
-        from .world.scenes import visible_words
-
-        light, color, objects = visible_words(spec)
-        text = f"a {light} {color} {spec.scene.replace('_', ' ')} with {objects}"
-        if spec.expression:
-            text += f" where a person with a {spec.expression} face is {spec.action.replace('_', ' ')}"
-        return f"{text}, evoking {emotion}" if self.emotion_prior else text
 
 
 def encode_image_data_url(path: Path, max_side: int = 1024) -> str:
@@ -206,6 +158,9 @@ class OpenAICaptioner(Captioner):
 
     def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
         return list(self._pool.map(self._one, items))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def stream(self, items: list[DatasetItem]) -> Iterator[tuple[DatasetItem, CaptionResult, float]]:
         """Keeps `concurrency` requests in flight and yields each reply the moment it lands, so no
@@ -311,7 +266,7 @@ class HFCaptioner(Captioner):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from .loaders import _load
+        from ..models.base import _load
 
         super().__init__(**kw)
         self.id = f"hf:{model_name_or_path}"
@@ -362,6 +317,8 @@ def make_captioner(spec: str, prompt_template: str | None = None, emotion_prior:
     if kind == "attributes":
         return AttributeCaptioner(**common)
     if kind == "oracle":
+        from ..world.oracle import OracleCaptioner  # the synthetic world's stand-in
+
         return OracleCaptioner(
             float(arg) if arg else options.get("hallucination_rate", 0.2), seed=options.get("seed", 0), **common
         )

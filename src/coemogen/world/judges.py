@@ -11,15 +11,14 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
 from ..data.images import load_rgb, to_tensor
 from ..taxonomy import Taxonomy
+from ..training.fit import fit
 from .dataset import build_world, read_truth
 from .scenes import OBJECTS, SCENES
 
@@ -116,11 +115,8 @@ def degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def _train(model: WorldCNN, data, steps: int, seed: int, desc: str) -> None:
     images, emotions, scenes, objects = data
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    model.train()
-    for _ in tqdm(range(steps), desc=desc):
+
+    def step(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, len(images), (64,), generator=g)
         x = images[idx]
         flip = torch.rand(len(idx), generator=g) < 0.5
@@ -133,10 +129,10 @@ def _train(model: WorldCNN, data, steps: int, seed: int, desc: str) -> None:
             loss = loss + F.cross_entropy(out["scene"], scenes[idx])
         if "object" in out:
             loss = loss + F.cross_entropy(out["object"], objects[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        return loss
+
+    model.train()
+    fit(model.parameters(), step, steps, lr=2e-3, seed=seed, desc=desc, weight_decay=1e-4, warmup=0.1)
     model.eval()
 
 
@@ -148,7 +144,8 @@ def _accuracy(model: WorldCNN, data, suffix: str = "") -> dict[str, float]:
     if "emotion" in outs[0]:
         pred = torch.cat([o["emotion"] for o in outs]).argmax(1)
         result["emotion_accuracy" + suffix] = float((pred == emotions).float().mean())
-        result["polarity_accuracy" + suffix] = float(((pred < 4) == (emotions < 4)).float().mean())
+        group = torch.tensor(Taxonomy.default().group_indices())
+        result["polarity_accuracy" + suffix] = float((group[pred] == group[emotions]).float().mean())
     if "scene" in outs[0]:
         result["scene_accuracy" + suffix] = float(
             (torch.cat([o["scene"] for o in outs]).argmax(1) == scenes).float().mean()
@@ -205,7 +202,7 @@ def build_evaluators(
     card = [
         "# World judges: independent evaluators of the synthetic world",
         "",
-        "Small CNNs (`coemogen.world.evaluators.WorldCNN`) trained on a world rendered with its own seed;",
+        "Small CNNs (`coemogen.world.judges.WorldCNN`) trained on a world rendered with its own seed;",
         "they share no weights with the pocket CLIP or pocket SD.",
         "",
         f"- command: `coemogen world judges --out DIR --test-world WORLD --seed {seed} --steps {steps}`",
@@ -225,13 +222,3 @@ def build_evaluators(
 
     shutil.rmtree(train_root)
     return report
-
-
-def class_names() -> dict[str, list[str]]:
-    return {"scene": SCENES, "object": OBJECTS}
-
-
-def images_tensor(images) -> torch.Tensor:
-    return torch.from_numpy(np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in images])).permute(
-        0, 3, 1, 2
-    )

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .errors import CoEmoGenError
+from ..errors import CoEmoGenError
 
 PLACEHOLDER = "{}"
 

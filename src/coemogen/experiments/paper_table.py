@@ -13,17 +13,18 @@ from pathlib import Path
 
 import torch
 
-from .captioners import AttributeCaptioner, OracleCaptioner
-from .captioning import run_captioning
-from .data.readers import read_dataset
-from .evaluation import MetricNetworks, evaluate
-from .filtering import filter_captions
-from .loaders import POCKET_CLIP, POCKET_SD
-from .pipeline import CoEmoGenOutput, CoEmoGenPipeline, save_images
-from .tables import format_table
-from .taxonomy import Taxonomy
-from .trainer import TrainArgs, train
-from .world.dataset import build_world
+from ..captioning.captioners import AttributeCaptioner
+from ..captioning.filtering import filter_captions
+from ..captioning.runner import run_captioning
+from ..evaluation.evaluate import MetricNetworks, evaluate
+from ..models.base import POCKET_CLIP, POCKET_SD
+from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
+from ..tables import format_table
+from ..taxonomy import Taxonomy
+from ..training.config import TrainingArguments
+from ..training.loop import train
+from ..world.oracle import OracleCaptioner
+from .stages import Scale, StageRunner, generate_per_emotion, world_train_items
 
 # The paper's Table 1 and ablation table: FID, LPIPS, Emo-A, Sem-C, Sem-D.
 PAPER = {
@@ -42,34 +43,29 @@ class Row:
     name: str
     captions: str = "oracle"  # oracle | oracle-no-prior | attributes | none (base model prompt)
     drop: float = 0.2
-    train: dict = field(default_factory=dict)
+    lambda_sem: float = 1.0
+    model: dict = field(default_factory=dict)  # CoEmoGenConfig hyper-parameters
 
 
 ROWS = [
     Row("Stable Diffusion", captions="none"),
     Row(
-        "Textual Inversion", train=dict(perception_encoder=False, emotion_lora=False, group_lora=False, lambda_sem=0.0)
+        "Textual Inversion",
+        lambda_sem=0.0,
+        model=dict(perception_encoder=False, emotion_lora=False, group_lora=False),
     ),
-    Row("Shared LoRA", train=dict(shared_lora=True)),
+    Row("Shared LoRA", model=dict(shared_lora=True)),
     Row("EmoGen", captions="attributes"),
     Row("CoEmoGen"),
-    Row("w/o L_SEM", train=dict(lambda_sem=0.0)),
-    Row("w/o emotion-specific LoRAs", train=dict(emotion_lora=False)),
-    Row("w/o polarity-shared LoRAs", train=dict(group_lora=False)),
+    Row("w/o L_SEM", lambda_sem=0.0),
+    Row("w/o emotion-specific LoRAs", model=dict(emotion_lora=False)),
+    Row("w/o polarity-shared LoRAs", model=dict(group_lora=False)),
     Row("w/o CLIP filtering", drop=0.0),
     Row("w/o emotion prior", captions="oracle-no-prior"),
 ]
 
 
-@dataclass
-class BenchSize:
-    images_per_emotion: int
-    train_steps: int
-    generated_per_emotion: int
-    inference_steps: int
-
-
-SIZES = {"default": BenchSize(300, 600, 32, 20), "quick": BenchSize(6, 6, 2, 3)}
+SCALES = {"default": Scale(300, 600, 32, 20), "quick": Scale(6, 6, 2, 3)}
 
 
 def _base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenOutput:
@@ -88,11 +84,11 @@ def _base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenO
 
 
 def paper_table(out: str | Path, quick: bool = False, seed: int = 0, rows: list[str] | None = None) -> dict:
-    size = SIZES["quick" if quick else "default"]
+    scale = SCALES["quick" if quick else "default"]
     out = Path(out)
     tax = Taxonomy.default()
-    world = build_world(out / "world", size.images_per_emotion, seed)
-    items = [it for it in read_dataset(world, tax) if it.split == "train"]
+    stages = StageRunner()
+    world, items = world_train_items(out / "world", scale.images_per_emotion, seed, tax)
     captioners = {
         "oracle": OracleCaptioner(0.2, seed=seed),
         "oracle-no-prior": OracleCaptioner(0.2, seed=seed, emotion_prior=False),
@@ -105,42 +101,31 @@ def paper_table(out: str | Path, quick: bool = False, seed: int = 0, rows: list[
             continue
         slug = row.name.lower().replace(" ", "_").replace("/", "")
         work = out / slug
-        print(f"\n== {row.name} ==", flush=True)
-        if row.captions == "none":
-            for emotion in tax.emotions:
-                save_images(
-                    _base_model_images(emotion, size.generated_per_emotion, size.inference_steps, seed),
-                    work / "generated" / emotion,
-                )
-        else:
-            captions = out / f"captions_{row.captions}.jsonl"
-            run_captioning(items, captioners[row.captions], captions)
-            manifest = work / "manifest.jsonl"
-            filter_captions(captions, manifest, str(POCKET_CLIP), drop=row.drop, seed=seed)
-            run = train(
-                TrainArgs(
+        with stages.stage(row.name):
+            if row.captions == "none":
+                generate = lambda e: _base_model_images(e, scale.generated_per_emotion, scale.inference_steps, seed)  # noqa: E731
+            else:
+                captions = out / f"captions_{row.captions}.jsonl"
+                run_captioning(items, captioners[row.captions], captions)
+                manifest = work / "manifest.jsonl"
+                filter_captions(captions, manifest, str(POCKET_CLIP), drop=row.drop, seed=seed)
+                args = TrainingArguments(
                     manifest=str(manifest),
                     out=str(work / "run"),
-                    max_train_steps=size.train_steps,
+                    max_train_steps=scale.train_steps,
                     seed=seed,
                     checkpointing_steps=0,
                     report_to="none",
-                    method=slug,
-                    **row.train,
+                    lambda_sem=row.lambda_sem,
                 )
+                pipe = CoEmoGenPipeline.from_pretrained(train(args, method=slug, **row.model))
+                generate = lambda e: pipe(  # noqa: E731
+                    e, num_images=scale.generated_per_emotion, seed=seed, num_inference_steps=scale.inference_steps
+                )
+            generate_per_emotion(generate, tax, work / "generated")
+            report = evaluate(
+                work / "generated", world, work / "report", tax, num_pairs=500, seed=seed, networks=networks
             )
-            pipe = CoEmoGenPipeline.from_pretrained(run)
-            for emotion in tax.emotions:
-                save_images(
-                    pipe(
-                        emotion,
-                        num_images=size.generated_per_emotion,
-                        seed=seed,
-                        num_inference_steps=size.inference_steps,
-                    ),
-                    work / "generated" / emotion,
-                )
-        report = evaluate(work / "generated", world, work / "report", tax, num_pairs=500, seed=seed, networks=networks)
         results[row.name] = report["overall"]
         write_table(results, out)  # after every row, so an interrupted run keeps what it measured
     table = write_table(results, out)

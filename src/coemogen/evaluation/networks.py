@@ -1,27 +1,27 @@
-"""The networks behind the five metrics: one small class per role and back-end.
+"""The networks behind the metrics: one small class per role and back-end.
 
-Every network takes float images in [0, 1], shaped (N, 3, image_size, image_size), and carries
-a `name` that the report prints, so a synthetic-world figure is never mistaken for an
-Inception or LPIPS-alex one. Weights files are read with safetensors or
+Every network takes float images in [0, 1], shaped (N, 3, image_size, image_size), has an
+`image_size` and carries a `name` that the report prints, so a synthetic-world figure is never
+mistaken for an Inception or LPIPS-alex one. Weights files are read with safetensors or
 `torch.load(weights_only=True)`; nothing is unpickled.
 
-Roles: FID features, LPIPS feature maps (with per-channel layer weights), emotion logits (Emo-A),
-scene and object probabilities (Sem-C), CLIP image features (Sem-D).
+Roles: FID features (`InceptionFeatures`), LPIPS feature maps with per-channel layer weights
+(`AlexNetLPIPS`), scene and object probabilities for Sem-C (`TorchvisionClassifier`), CLIP image
+features for Sem-D (`ClipFeatures`), and every role from the synthetic world's judges
+(`WorldNetwork`). The Emo-A network for real data is in emotion_head.py.
 """
 
 from __future__ import annotations
 
-import json
+import importlib
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
-from .clip import ClipImagePreprocessor, image_embeds
-from .errors import CoEmoGenError
-from .taxonomy import Taxonomy
+from ..errors import CoEmoGenError
+from ..models.clip import ClipImagePreprocessor, image_embeds
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,9 +48,8 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def _require(module: str, extra: str = "metrics"):
-    import importlib
-
+def _require(module: str, extra: str = "metrics") -> ModuleType:
+    """Import an optional back-end, or say which extra brings it."""
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -98,7 +97,9 @@ class AlexNetLPIPS:
     SHIFT = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
     SCALE = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
 
-    def __init__(self, alexnet_weights: str | Path, lin_weights: str | Path | None = None, image_size: int = 256):
+    def __init__(
+        self, alexnet_weights: str | Path, lin_weights: str | Path | None = None, image_size: int = 256
+    ) -> None:
         torchvision = _require("torchvision")
         net = torchvision.models.alexnet()
         state = load_weights(alexnet_weights)
@@ -157,7 +158,7 @@ class ClipFeatures:
     def __init__(self, clip_model_name_or_path: str | Path) -> None:
         from transformers import CLIPImageProcessor, CLIPModel
 
-        from .loaders import _load
+        from ..models.base import _load
 
         self.model = _load(CLIPModel.from_pretrained, str(clip_model_name_or_path), "a CLIP model").eval()
         processor = _load(CLIPImageProcessor.from_pretrained, str(clip_model_name_or_path), "a CLIP image processor")
@@ -170,100 +171,20 @@ class ClipFeatures:
         return image_embeds(self.model, self.preprocess(pixels))
 
 
-class ClipEmotionHead:
-    """Emo-A for real runs (EmoGen's protocol): a linear layer on L2-normalised CLIP image
-    features, trained on EmoSet by `coemogen emotion-head train`. Returns logits in the order of
-    the head's taxonomy."""
+class WorldNetwork:
+    """One role of the synthetic world's independent CNNs (see world/judges.py, `WorldCNN`):
+    `features` (FID), `maps` (LPIPS form), `emotion` logits (Emo-A), `scene` / `object`
+    probabilities (Sem-C)."""
 
-    def __init__(self, head_dir: str | Path, taxonomy: Taxonomy | None = None) -> None:
-        from safetensors.torch import load_file
-
-        head_dir = Path(head_dir)
-        if not (head_dir / "config.json").is_file():
-            raise CoEmoGenError(f"no emotion head in {head_dir} (train one with `coemogen emotion-head train`)")
-        self.config = json.loads((head_dir / "config.json").read_text())
-        if taxonomy is not None and list(taxonomy.emotions) != self.config["emotions"]:
-            raise CoEmoGenError(f"the emotion head in {head_dir} knows other emotions: {self.config['emotions']}")
-        self.clip = ClipFeatures(self.config["clip"])
-        self.image_size = self.clip.image_size
-        state = load_file(head_dir / "head.safetensors")
-        self.linear = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
-        self.linear.load_state_dict(state)
-        self.name = f"linear head on CLIP image features ({self.config['clip']}; {head_dir})"
+    def __init__(self, model, role: str, name: str) -> None:
+        self.model, self.role, self.name = model, role, name
+        self.image_size = model.config["image_size"]
 
     @torch.no_grad()
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.linear(F.normalize(self.clip(pixels), dim=-1))
-
-
-@torch.no_grad()
-def _clip_features(clip: ClipFeatures, items, batch_size: int, desc: str) -> torch.Tensor:
-    from .data.images import load_rgb, to_tensor
-
-    feats = []
-    for i in tqdm(range(0, len(items), batch_size), desc=desc):
-        pixels = torch.stack([to_tensor(load_rgb(it.path), clip.image_size) for it in items[i : i + batch_size]])
-        feats.append(F.normalize(clip(pixels), dim=-1))
-    return torch.cat(feats)
-
-
-def train_emotion_head(
-    dataset: str | Path,
-    out: str | Path,
-    clip_model_name_or_path: str | Path,
-    taxonomy: Taxonomy,
-    steps: int = 500,
-    learning_rate: float = 1e-2,
-    weight_decay: float = 1e-4,
-    batch_size: int = 64,
-    seed: int = 0,
-) -> dict:
-    """Fit the Emo-A head on the dataset's train split (logistic regression on frozen CLIP
-    features); report accuracy on val and test (or a seeded 10% hold-out when there are none)."""
-    from safetensors.torch import save_file
-
-    from .data.manifest import SkipCounter
-    from .data.readers import read_dataset
-
-    items = read_dataset(dataset, taxonomy, SkipCounter())
-    splits = {s: [it for it in items if it.split == s] for s in ("train", "val", "test")}
-    if not splits["train"]:  # no EmoSet splits: hold out 10% for evaluation
-        g = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(items), generator=g).tolist()
-        cut = max(1, len(items) // 10)
-        splits = {"train": [items[i] for i in order[cut:]], "test": [items[i] for i in order[:cut]]}
-    clip = ClipFeatures(clip_model_name_or_path)
-    feats = {s: _clip_features(clip, its, batch_size, f"CLIP features ({s})") for s, its in splits.items() if its}
-    labels = {s: torch.tensor([taxonomy.index(it.emotion) for it in its]) for s, its in splits.items() if its}
-    torch.manual_seed(seed)
-    linear = torch.nn.Linear(feats["train"].shape[1], len(taxonomy.emotions))
-    opt = torch.optim.AdamW(linear.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    # Class-balanced loss: EmoSet's emotions are far from equally frequent.
-    counts = torch.bincount(labels["train"], minlength=len(taxonomy.emotions)).float()
-    weight = counts.sum() / (counts.clamp(min=1) * len(counts))
-    for _ in tqdm(range(steps), desc="emotion head"):
-        loss = F.cross_entropy(linear(feats["train"] * 10), labels["train"], weight=weight)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    # The head sees normalised features; fold the x10 temperature into the weights.
-    state = {"weight": linear.weight.detach() * 10, "bias": linear.bias.detach()}
-    with torch.no_grad():
-        accuracy = {
-            s: float(((feats[s] @ state["weight"].T + state["bias"]).argmax(1) == labels[s]).float().mean())
-            for s in feats
-        }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, out / "head.safetensors")
-    config = {
-        "clip": str(clip_model_name_or_path),
-        "emotions": list(taxonomy.emotions),
-        "dataset": str(dataset),
-        "steps": steps,
-        "seed": seed,
-        "accuracy": accuracy,
-        "num_images": {s: len(v) for s, v in labels.items()},
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=1))
-    return config
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.role == "features":
+            return self.model.features(pixels)
+        if self.role == "maps":
+            return self.model.feature_maps(pixels)
+        logits = self.model(pixels)[self.role]
+        return logits if self.role == "emotion" else logits.softmax(1)  # Emo-A wants logits, Sem-C probabilities

@@ -1,17 +1,19 @@
 """`coemogen evaluate`: FID, LPIPS, Emo-A, Sem-C, Sem-D per emotion and overall (EmoGen protocol).
 
-Networks (metric_networks.py): for a synthetic-world reference, the world's independent judges
-(emotion classifier, scene and object classifiers, feature network) and the pocket CLIP for
-Sem-D; for real data, Inception FID, LPIPS-alex, a CLIP emotion head, torchvision scene/object
-classifiers and CLIP ViT-L/14. Every report names the networks it used.
+Here: reading the generated images (`load_generated`), choosing the network behind each metric
+(`MetricNetworks`, `build_metric_networks`) and running the metrics (`evaluate`). For a
+synthetic-world reference the networks are the world's independent judges (emotion classifier,
+scene and object classifiers, feature network) and the pocket CLIP for Sem-D; for real data,
+Inception FID, LPIPS-alex, a CLIP emotion head, torchvision scene/object classifiers and CLIP
+ViT-L/14. Every report names the networks it used. The metric objects are in metrics.py, the
+networks in networks.py and emotion_head.py, the written files in report.py.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,19 +21,29 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .data.images import ImageLoadError, load_rgb, to_tensor
-from .data.manifest import SkipCounter
-from .data.readers import read_dataset
-from .errors import CoEmoGenError
-from .loaders import ASSETS, POCKET_CLIP
-from .metric_networks import AlexNetLPIPS, ClipEmotionHead, ClipFeatures, InceptionFeatures, TorchvisionClassifier
-from .metrics import EmotionAccuracy, FrechetDistance, PairwiseDistance, SemanticConsistency
-from .pipeline import image_grid
-from .tables import format_table
-from .taxonomy import Taxonomy
+from ..data.images import ImageLoadError, load_rgb, to_tensor
+from ..data.manifest import SkipCounter
+from ..data.readers import read_dataset
+from ..errors import CoEmoGenError
+from ..models.base import ASSETS, POCKET_CLIP
+from ..taxonomy import Taxonomy
+from .emotion_head import ClipEmotionHead
+from .metrics import (
+    CosineSemanticDiversity,
+    EmotionAccuracy,
+    FrechetDistance,
+    LPIPSDiversity,
+    PolarityAccuracy,
+    SemanticConsistency,
+    SemanticDiversity,
+    TargetProbability,
+)
+from .networks import AlexNetLPIPS, ClipFeatures, InceptionFeatures, TorchvisionClassifier, WorldNetwork
+from .report import write_report
+
+logger = logging.getLogger(__name__)
 
 EVALUATORS = ASSETS / "evaluators"
-METRICS = ("fid", "lpips", "emo_a", "sem_c", "sem_d", "polarity_acc")
 
 
 def load_generated(images_dir: str | Path, taxonomy: Taxonomy, skips: SkipCounter) -> dict[str, list[Image.Image]]:
@@ -61,23 +73,6 @@ def load_generated(images_dir: str | Path, taxonomy: Taxonomy, skips: SkipCounte
     return out
 
 
-class _WorldNetwork:
-    """One role of the world's independent CNNs (see world/evaluators.py)."""
-
-    def __init__(self, model, role: str, name: str) -> None:
-        self.model, self.role, self.name = model, role, name
-        self.image_size = model.config["image_size"]
-
-    @torch.no_grad()
-    def __call__(self, pixels: torch.Tensor):
-        if self.role == "features":
-            return self.model.features(pixels)
-        if self.role == "maps":
-            return self.model.feature_maps(pixels)
-        logits = self.model(pixels)[self.role]
-        return logits if self.role == "emotion" else logits.softmax(1)  # Emo-A wants logits, Sem-C probabilities
-
-
 @dataclass
 class MetricNetworks:
     """Which network computes each metric: `fid` features, `lpips` feature maps (optional
@@ -104,7 +99,7 @@ class MetricNetworks:
         cls, evaluators_dir: str | Path = EVALUATORS, clip_model_name_or_path: str | Path = POCKET_CLIP
     ) -> MetricNetworks:
         """The synthetic world's judges (trained on world images, sharing no weights with CoEmoGen)."""
-        from .world.evaluators import WorldCNN
+        from ..world.judges import WorldCNN
 
         evaluators_dir = Path(evaluators_dir)
         if not (evaluators_dir / "emotion-judge").is_dir():
@@ -112,11 +107,11 @@ class MetricNetworks:
         judge = WorldCNN.load(evaluators_dir / "emotion-judge")
         semantics = WorldCNN.load(evaluators_dir / "semantics")
         return cls(
-            fid=_WorldNetwork(semantics, "features", "world feature network (semantics CNN, pooled last stage)"),
-            lpips=_WorldNetwork(semantics, "maps", "LPIPS form with uniform layer weights on the world semantics CNN"),
-            emotion=_WorldNetwork(judge, "emotion", "world emotion judge (independent CNN)"),
-            scene=_WorldNetwork(semantics, "scene", "world scene judge"),
-            object=_WorldNetwork(semantics, "object", "world object judge"),
+            fid=WorldNetwork(semantics, "features", "world feature network (semantics CNN, pooled last stage)"),
+            lpips=WorldNetwork(semantics, "maps", "LPIPS form with uniform layer weights on the world semantics CNN"),
+            emotion=WorldNetwork(judge, "emotion", "world emotion judge (independent CNN)"),
+            scene=WorldNetwork(semantics, "scene", "world scene judge"),
+            object=WorldNetwork(semantics, "object", "world object judge"),
             clip=ClipFeatures(clip_model_name_or_path),
         )
 
@@ -180,10 +175,17 @@ def build_metric_networks(
     )
 
 
-def _batches(images: list[Image.Image], sizes: set[int], batch: int = 64):
+def _batches(images: list[Image.Image], sizes: set[int], batch: int = 64) -> Iterator[dict[int, torch.Tensor]]:
     """Batches of the same images at every size the networks ask for."""
     for i in range(0, len(images), batch):
         yield {s: torch.stack([to_tensor(im, s) for im in images[i : i + batch]]) for s in sizes}
+
+
+def _groups(taxonomy: Taxonomy) -> list[int]:
+    return [taxonomy.group_index_of(e) for e in taxonomy.emotions]
+
+
+PAIRWISE = ("lpips", "sem_d", "sem_d_cosine")  # diversity within the generated set: need 2 images
 
 
 def evaluate(
@@ -196,7 +198,12 @@ def evaluate(
     max_reference: int = 500,
     networks: MetricNetworks | None = None,
 ) -> dict:
-    """Compute the metrics and write metrics.json, metrics.md and report.html into `out`."""
+    """Compute the metrics per emotion and overall, write metrics.json, metrics.md and report.html
+    into `out` (report.py) and return the report: {"overall", "per_emotion", "settings"}.
+
+    A metric that an emotion has too few images for (FID: 2 generated and 2 reference; LPIPS and
+    Sem-D: 2 generated) is recorded as NaN, with a warning logged and kept in settings["warnings"].
+    """
     taxonomy = taxonomy or Taxonomy.default()
     skips = SkipCounter()
     generated = load_generated(images_dir, taxonomy, skips)
@@ -205,61 +212,92 @@ def evaluate(
     nets = networks or build_metric_networks(reference, taxonomy)
     sizes = {n.image_size for n in (nets.fid, nets.lpips, nets.emotion, nets.scene, nets.object, nets.clip)}
     lpips_weights = getattr(nets.lpips, "layer_weights", None)
-    overall_fid = FrechetDistance()
-    per_emotion, all_emo, all_semc = {}, EmotionAccuracy(_groups(taxonomy)), SemanticConsistency()
+    groups = _groups(taxonomy)
+    # Pooled over every emotion; LPIPS and Sem-D are averaged over the emotions instead.
+    pooled = {
+        "fid": FrechetDistance(),
+        "emo_a": EmotionAccuracy(),
+        "sem_c": SemanticConsistency(),
+        "polarity_acc": PolarityAccuracy(groups),
+        "target_prob": TargetProbability(),
+    }
+    per_emotion: dict[str, dict] = {}
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        logger.warning(message)
+        warnings.append(message)
+
     for emotion, images in tqdm(sorted(generated.items()), desc="evaluate"):
         target = taxonomy.index(emotion)
-        fid, emo, semc = FrechetDistance(), EmotionAccuracy(_groups(taxonomy)), SemanticConsistency()
-        lpips = PairwiseDistance("lpips", num_pairs, seed, lpips_weights)
-        sem_d, sem_d_cos = PairwiseDistance("mse", num_pairs, seed), PairwiseDistance("cosine", num_pairs, seed)
+        metrics = {
+            "fid": FrechetDistance(),
+            "lpips": LPIPSDiversity(num_pairs, seed, lpips_weights),
+            "emo_a": EmotionAccuracy(),
+            "sem_c": SemanticConsistency(),
+            "sem_d": SemanticDiversity(num_pairs, seed),
+            "sem_d_cosine": CosineSemanticDiversity(num_pairs, seed),
+            "polarity_acc": PolarityAccuracy(groups),
+            "target_prob": TargetProbability(),
+        }
+        both = (metrics, pooled)
         for px in _batches(images, sizes):
             feats, logits = nets.fid(px[nets.fid.image_size]), nets.emotion(px[nets.emotion.image_size])
-            fid.update(feats, real=False)
-            overall_fid.update(feats, real=False)
             targets = torch.full((len(logits),), target)
-            for m in (emo, all_emo):
-                m.update(logits, targets)
+            for group in both:
+                group["fid"].update(feats, real=False)
+                for key in ("emo_a", "polarity_acc", "target_prob"):
+                    group[key].update(logits, targets)
             scene, obj = nets.scene(px[nets.scene.image_size]), nets.object(px[nets.object.image_size])
-            for m in (semc, all_semc):
-                m.update(scene, obj)
-            lpips.update(nets.lpips(px[nets.lpips.image_size]))
+            for group in both:
+                group["sem_c"].update(scene, obj)
+            metrics["lpips"].update(nets.lpips(px[nets.lpips.image_size]))
             clip = nets.clip(px[nets.clip.image_size])
-            sem_d.update(clip)
-            sem_d_cos.update(clip)
+            metrics["sem_d"].update(clip)
+            metrics["sem_d_cosine"].update(clip)
         refs = [it for it in test_items if it.emotion == emotion]
         if len(refs) < 2:  # a tiny reference set: fall back to every split of this emotion
             refs = [it for it in ref_items if it.emotion == emotion]
-        refs = refs[:max_reference]
-        ref_images = [load_rgb(it.path) for it in refs]
+        ref_images = [load_rgb(it.path) for it in refs[:max_reference]]
         for px in _batches(ref_images, {nets.fid.image_size}):
             feats = nets.fid(px[nets.fid.image_size])
-            fid.update(feats, real=True)
-            overall_fid.update(feats, real=True)
-        acc = emo.compute()
+            for group in both:
+                group["fid"].update(feats, real=True)
+        missing = set()
+        if len(images) < 2 or len(ref_images) < 2:
+            missing.add("fid")
+            warn(
+                f"{emotion}: FID needs at least 2 generated and 2 reference images, got {len(images)} generated "
+                f"and {len(ref_images)} reference; recorded as NaN"
+            )
+        if len(images) < 2:
+            missing.update(PAIRWISE)
+            warn(f"{emotion}: LPIPS and Sem-D need at least 2 generated images, got {len(images)}; recorded as NaN")
         per_emotion[emotion] = {
-            "fid": fid.compute() if len(ref_images) >= 2 and len(images) >= 2 else float("nan"),
-            "lpips": lpips.compute(),
-            "emo_a": acc["emo_a"],
-            "sem_c": semc.compute(),
-            "sem_d": sem_d.compute(),
-            "sem_d_cosine": sem_d_cos.compute(),
-            "polarity_acc": acc["polarity_acc"],
-            "target_prob": acc["target_prob"],
+            **{key: float("nan") if key in missing else m.compute() for key, m in metrics.items()},
             "num_images": len(images),
             "num_reference": len(ref_images),
         }
-    acc = all_emo.compute()
-    mean = lambda key: sum(m[key] for m in per_emotion.values()) / len(per_emotion)  # noqa: E731
+
+    def mean(key: str) -> float:
+        return sum(m[key] for m in per_emotion.values()) / len(per_emotion)
+
+    fid = pooled["fid"]
+    if fid.num_fake < 2 or fid.num_real < 2:
+        warn(
+            f"overall: FID needs at least 2 generated and 2 reference images, got {fid.num_fake} generated "
+            f"and {fid.num_real} reference; recorded as NaN"
+        )
     overall = {
-        "fid": overall_fid.compute(),
+        "fid": fid.compute() if fid.num_fake >= 2 and fid.num_real >= 2 else float("nan"),
         "fid_mean_per_emotion": mean("fid"),
         "lpips": mean("lpips"),
-        "emo_a": acc["emo_a"],
-        "sem_c": all_semc.compute(),
+        "emo_a": pooled["emo_a"].compute(),
+        "sem_c": pooled["sem_c"].compute(),
         "sem_d": mean("sem_d"),
         "sem_d_cosine": mean("sem_d_cosine"),
-        "polarity_acc": acc["polarity_acc"],
-        "target_prob": acc["target_prob"],
+        "polarity_acc": pooled["polarity_acc"].compute(),
+        "target_prob": pooled["target_prob"].compute(),
         "num_images": sum(len(v) for v in generated.values()),
     }
     report = {
@@ -274,69 +312,8 @@ def evaluate(
             "networks": nets.names(),
             "skipped": skips.total,
             "skip_reasons": dict(skips.reasons),
+            "warnings": warnings,
         },
     }
     write_report(report, generated, out)
     return report
-
-
-def _groups(taxonomy: Taxonomy) -> list[int]:
-    return [taxonomy.group_index_of(e) for e in taxonomy.emotions]
-
-
-def markdown_table(report: dict) -> str:
-    rows = [{"emotion": e, **m} for e, m in report["per_emotion"].items()] + [
-        {"emotion": "overall", **report["overall"]}
-    ]
-    return format_table(rows, ["emotion", *METRICS])
-
-
-def write_report(report: dict, generated: dict[str, list[Image.Image]], out: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(report, indent=1))
-    table = markdown_table(report)
-    (out / "metrics.md").write_text(table + "\n")
-    emotions = list(report["per_emotion"])
-    fig, axes = plt.subplots(1, 5, figsize=(16, 3))
-    for ax, key in zip(axes, METRICS[:5]):
-        ax.bar(emotions, [report["per_emotion"][e][key] for e in emotions], color="tab:blue")
-        ax.set_title(key)
-        ax.tick_params(axis="x", rotation=60, labelsize=7)
-    fig.tight_layout()
-    charts = _png_data(fig)
-    plt.close(fig)
-    sections = []
-    for emotion in emotions:
-        grid = image_grid(generated[emotion][:16], columns=8)
-        sections.append(
-            f"<h3>{emotion}</h3><img src='{_png_data(grid)}' style='image-rendering:pixelated;"
-            f"width:{min(100, 12 * len(generated[emotion][:8]))}%'>"
-        )
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{c.strip()}</td>" for c in line.strip("|").split("|")) + "</tr>"
-        for i, line in enumerate(table.splitlines())
-        if i != 1
-    )
-    html = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>CoEmoGen evaluation</title></head><body>"
-        f"<h1>CoEmoGen evaluation</h1><table border=1 cellpadding=4>{rows}</table>"
-        f"<p>Networks: {json.dumps(report['settings']['networks'])}</p><img src='{charts}' width='100%'>"
-        f"{''.join(sections)}</body></html>"
-    )
-    (out / "report.html").write_text(html)
-    return out
-
-
-def _png_data(obj) -> str:
-    buf = io.BytesIO()
-    if isinstance(obj, Image.Image):
-        obj.save(buf, format="PNG")
-    else:
-        obj.savefig(buf, format="png", dpi=80)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

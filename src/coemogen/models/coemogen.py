@@ -1,68 +1,97 @@
 """The CoEmoGen model: emotion symbol -> descriptor -> visual embedding -> condition, plus HiLoRA.
 
-`CoEmoGen` holds the trainable non-U-Net parts (mapper, visual-perception encoder) and the
-taxonomy; HiLoRA lives inside the base U-Net (see models/hilora.py). `save_run`/`load_run`
+`CoEmoGenConfig` is the model's constructor: the fields recorded from the base models and data
+(`derived`) and the hyper-parameters, each with its help text (the `train` flags are generated
+from them). `CoEmoGen` holds the trainable non-U-Net parts (mapper, visual-perception encoder)
+and the taxonomy; HiLoRA lives inside the base U-Net (models/hilora.py). `save_run` / `load_run`
 write and read a run directory: config.json + safetensors, never pickles.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..errors import CoEmoGenError
+from ..taxonomy import Taxonomy
 from .clusters import EmotionClusters
-from .errors import CoEmoGenError
-from .models.hilora import DEFAULT_TARGETS, adapter_gates, hilora_state_dict, inject_hilora, load_hilora_state_dict
-from .models.mapper import NeuroSymbolicMapper
-from .models.perception import VisualPerceptionEncoder
-from .taxonomy import Taxonomy
+from .hilora import DEFAULT_TARGETS, adapter_gates, hilora_state_dict, inject_hilora, load_hilora_state_dict
+from .mapper import NeuroSymbolicMapper
+from .perception import VisualPerceptionEncoder
 
 CONFIG_NAME = "config.json"
-WEIGHT_FILES = ("mapper", "perception_encoder", "hilora", "clusters")
+REQUIRED_WEIGHTS = ("mapper", "perception_encoder", "hilora")  # clusters.safetensors is written last
+
+
+def derived(help: str):
+    """A config field recorded from the base models or the data at training time (no flag)."""
+    return field(metadata={"help": help, "derived": True})
+
+
+def hparam(default, help: str):
+    """A hyper-parameter: it gets a `coemogen train --<name>` flag."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class CoEmoGenConfig:
     """Everything needed to rebuild a trained model around its base models."""
 
-    taxonomy: dict
-    embed_dim: int
-    image_dim: int
-    pretrained_model_name_or_path: str
-    clip_model_name_or_path: str
-    resolution: int
-    mapper_hidden_dim: int = 512
-    mapper_layers: int = 2
-    lora_rank: int = 4
-    lora_alpha: float = 4.0
-    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    emotion_lora: bool = True  # False: the "w/o emotion-specific LoRAs" ablation
-    group_lora: bool = True  # False: the "w/o polarity-shared LoRAs" ablation
-    shared_lora: bool = False  # True: one LoRA for every emotion (no hierarchy) baseline
-    perception_encoder: bool = True  # False: e^v = mapper(y), one learned token per emotion (textual inversion)
-    image_token_layer: int = -1
-    template: str = "{}"
-    cluster_components: int = 1
-    # Default spread of the cluster samples at inference (1 = the fitted Gaussian, as in the paper);
-    # lower trades diversity for fidelity, like the truncation trick.
-    cluster_temperature: float = 1.0
-    method: str = "coemogen"
+    taxonomy: dict = derived("groups -> emotions, from --taxonomy")
+    embed_dim: int = derived("token-embedding width d0 of the text encoder")
+    image_dim: int = derived("width of the CLIP vision tower's tokens v_i")
+    pretrained_model_name_or_path: str = derived("the base Stable Diffusion 1.x")
+    clip_model_name_or_path: str = derived("the CLIP model (image tokens, L_SEM, filter)")
+    resolution: int = derived("training image resolution")
+    mapper_hidden_dim: int = hparam(512, "hidden width of the neuro-symbolic mapper")
+    mapper_layers: int = hparam(2, "linear layers in the neuro-symbolic mapper (>= 2)")
+    lora_rank: int = hparam(4, "rank of every HiLoRA adapter")
+    lora_alpha: float | None = hparam(None, "LoRA alpha (scaling alpha/rank); default: the rank, i.e. scaling 1")
+    lora_targets: list[str] = hparam(list(DEFAULT_TARGETS), "U-Net linear layers that get HiLoRA adapters")
+    emotion_lora: bool = hparam(True, "false: the 'w/o emotion-specific LoRAs' ablation")
+    group_lora: bool = hparam(True, "false: the 'w/o polarity-shared LoRAs' ablation")
+    shared_lora: bool = hparam(False, "true: one LoRA for every emotion (no hierarchy) baseline")
+    perception_encoder: bool = hparam(
+        True, "false: e^v = mapper(y), one learned token per emotion, no image features (textual inversion)"
+    )
+    image_token_layer: int = hparam(-1, "CLIP vision hidden layer used as the image tokens v_i")
+    template: str = hparam("{}", "prompt template around the placeholder token")
+    cluster_components: int = hparam(1, "Gaussian mixture components per emotion cluster")
+    cluster_temperature: float = hparam(
+        1.0, "default spread of cluster samples at inference (1 = fitted Gaussian, 0 = emotion mean)"
+    )
+    method: str = hparam("coemogen", "name recorded for this configuration (e.g. an ablation's)")
+
+    def __post_init__(self) -> None:
+        if self.lora_alpha is None:
+            self.lora_alpha = float(self.lora_rank)
+        if not self.lora_alpha > 0:
+            raise CoEmoGenError(f"lora_alpha must be positive, got {self.lora_alpha}")
+        if self.mapper_layers < 2:
+            raise CoEmoGenError(f"mapper_layers must be at least 2, got {self.mapper_layers}")
+
+    @classmethod
+    def hyperparameters(cls) -> list:
+        """The fields users choose (each is a `coemogen train` flag)."""
+        return [f for f in fields(cls) if not f.metadata.get("derived")]
 
     def save(self, run_dir: Path) -> None:
         (run_dir / CONFIG_NAME).write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, run_dir: Path) -> CoEmoGenConfig:
-        path = run_dir / CONFIG_NAME
+    def load(cls, run_dir: str | Path) -> CoEmoGenConfig:
+        path = Path(run_dir) / CONFIG_NAME
         if not path.is_file():
             raise CoEmoGenError(f"'{run_dir}' is not a CoEmoGen run directory (no {CONFIG_NAME})")
         data = json.loads(path.read_text())
-        known = {f for f in cls.__dataclass_fields__}
+        known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -77,14 +106,16 @@ class CoEmoGen(nn.Module):
             self.taxonomy.num_emotions, config.embed_dim, config.mapper_hidden_dim, config.mapper_layers
         )
         self.perception_encoder = VisualPerceptionEncoder(config.embed_dim, config.image_dim)
-        membership = torch.zeros(self.taxonomy.num_emotions, self.taxonomy.num_groups)
-        for i, emotion in enumerate(self.taxonomy.emotions):
-            membership[i, self.taxonomy.group_index_of(emotion)] = 1.0
-        self.register_buffer("membership", membership, persistent=False)
+        self.perception_encoder.requires_grad_(config.perception_encoder)  # unused when switched off
+        self.register_buffer("membership", self.taxonomy.membership(), persistent=False)
 
     @property
     def num_adapters(self) -> int:
         return 1 if self.config.shared_lora else self.taxonomy.num_emotions + self.taxonomy.num_groups
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """The parts that learn under this configuration (the encoder is unused when switched off)."""
+        return [self.mapper, self.perception_encoder] if self.config.perception_encoder else [self.mapper]
 
     def one_hot(self, emotion_indices: torch.Tensor) -> torch.Tensor:
         return nn.functional.one_hot(emotion_indices, self.taxonomy.num_emotions).float()
@@ -97,10 +128,12 @@ class CoEmoGen(nn.Module):
                 weights[row, self.taxonomy.index(emotion)] = w
         return weights
 
-    def visual_embedding(self, emotion_weights: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+    def visual_embedding(self, emotion_weights: torch.Tensor, image_tokens: torch.Tensor | None) -> torch.Tensor:
         """e^v = encoder(mapper(y), v): (batch, emotions), (batch, tokens, image_dim) -> (batch, d0)."""
         if not self.config.perception_encoder:
             return self.mapper(emotion_weights)
+        if image_tokens is None:
+            raise CoEmoGenError("the visual-perception encoder needs CLIP image tokens")
         return self.perception_encoder(self.mapper(emotion_weights), image_tokens)
 
     def gates(self, emotion_weights: torch.Tensor) -> torch.Tensor:
@@ -111,15 +144,15 @@ class CoEmoGen(nn.Module):
             emotion_weights, self.membership, float(self.config.emotion_lora), float(self.config.group_lora)
         )
 
-    def inject_into(self, unet: nn.Module):
-        """Add this model's HiLoRA layers to `unet`; returns the gate to set per batch."""
+    def inject_into(self, unet: nn.Module) -> list[str]:
+        """Add this model's HiLoRA layers to `unet`; returns the adapted layers' names."""
         return inject_hilora(
             unet, self.num_adapters, self.config.lora_rank, self.config.lora_alpha, tuple(self.config.lora_targets)
         )
 
 
 def save_run(run_dir: str | Path, model: CoEmoGen, unet: nn.Module, clusters: EmotionClusters | None) -> Path:
-    """Write config.json and mapper/perception_encoder/hilora/clusters safetensors."""
+    """Write config.json, taxonomy.json and mapper/perception_encoder/hilora/clusters safetensors."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model.config.save(run_dir)
@@ -137,18 +170,23 @@ def save_run(run_dir: str | Path, model: CoEmoGen, unet: nn.Module, clusters: Em
 
 
 def load_run(
-    run_dir: str | Path, unet: nn.Module, taxonomy: Taxonomy | None = None, require_clusters: bool = True
+    run_dir: str | Path,
+    unet: nn.Module,
+    taxonomy: Taxonomy | None = None,
+    require_clusters: bool = True,
+    config: CoEmoGenConfig | None = None,
 ) -> tuple[CoEmoGen, EmotionClusters | None]:
-    """Rebuild a saved model, inject and load its HiLoRA into `unet` (safetensors only)."""
+    """Rebuild a saved model, inject and load its HiLoRA into `unet` (safetensors only).
+
+    `config`: the run's config when the caller has read it already."""
     run_dir = Path(run_dir)
-    config = CoEmoGenConfig.load(run_dir)
-    model = CoEmoGen(config)
+    model = CoEmoGen(config or CoEmoGenConfig.load(run_dir))
     if taxonomy is not None and taxonomy != model.taxonomy:
         raise CoEmoGenError(
             f"run '{run_dir}' was trained on the taxonomy {model.taxonomy.to_dict()['groups']}, "
             f"not the requested {taxonomy.to_dict()['groups']}"
         )
-    for name in WEIGHT_FILES[:3]:
+    for name in REQUIRED_WEIGHTS:
         if not (run_dir / f"{name}.safetensors").is_file():
             raise CoEmoGenError(f"run '{run_dir}' is missing {name}.safetensors")
     try:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from .clip import ClipImagePreprocessor
-from .errors import CoEmoGenError
+from ..errors import CoEmoGenError
+from .clip import ClipImagePreprocessor, image_tokens
 
-ASSETS = Path(__file__).parent / "world" / "assets"
+ASSETS = Path(__file__).parent.parent / "world" / "assets"
 POCKET_SD = ASSETS / "pocket-sd"
 POCKET_CLIP = ASSETS / "pocket-clip"
 SHIPPED_RUN = ASSETS / "world-run"
@@ -30,17 +30,26 @@ PRESETS = {
 
 @dataclass
 class BaseModels:
-    """Frozen components CoEmoGen builds on."""
+    """Frozen components CoEmoGen builds on. `clip` is None when loaded for inference only."""
 
     vae: torch.nn.Module
     unet: torch.nn.Module
     text_encoder: torch.nn.Module
     tokenizer: object
     noise_scheduler: object
-    clip: torch.nn.Module
-    clip_preprocess: ClipImagePreprocessor
+    clip: torch.nn.Module | None
+    clip_preprocess: ClipImagePreprocessor | None
     pretrained_model_name_or_path: str
     clip_model_name_or_path: str
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [m for m in (self.vae, self.text_encoder, self.clip, self.unet) if m is not None]
+
+    def image_tokens(self, pixels: torch.Tensor, layer: int = -1) -> torch.Tensor:
+        """CLIP vision tokens v_i (CLS + patches at hidden layer `layer`) of images in [0, 1]."""
+        if self.clip is None:
+            raise CoEmoGenError("CLIP image tokens need the CLIP model (loaded with load_clip=True)")
+        return image_tokens(self.clip, self.clip_preprocess(pixels.to(self.clip.dtype)), layer)
 
 
 def resolve_sources(
@@ -76,11 +85,15 @@ def _load(loader, source: str, what: str, **kwargs):
 
 
 def load_base_models(
-    pretrained_model_name_or_path: str, clip_model_name_or_path: str, dtype: torch.dtype | None = None
+    pretrained_model_name_or_path: str,
+    clip_model_name_or_path: str,
+    dtype: torch.dtype | None = None,
+    load_clip: bool = True,
 ) -> BaseModels:
-    """Load VAE, U-Net, text encoder, tokenizer, noise scheduler and CLIP, all frozen and in eval mode."""
+    """Load VAE, U-Net, text encoder, tokenizer, noise scheduler and (for training) CLIP, all frozen
+    and in eval mode. Inference never uses CLIP: `load_clip=False` skips it (1.7 GB at ViT-L/14)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     sd, clip_src = pretrained_model_name_or_path, clip_model_name_or_path
     what = "a Stable Diffusion 1.x (diffusers format)"
@@ -90,19 +103,24 @@ def load_base_models(
         text_encoder=_load(CLIPTextModel.from_pretrained, sd, what, subfolder="text_encoder"),
         tokenizer=_load(CLIPTokenizer.from_pretrained, sd, what, subfolder="tokenizer"),
         noise_scheduler=_load(DDPMScheduler.from_pretrained, sd, what, subfolder="scheduler"),
-        clip=_load(CLIPModel.from_pretrained, clip_src, "a CLIP model"),
-        clip_preprocess=None,  # type: ignore[arg-type]
+        clip=None,
+        clip_preprocess=None,
         pretrained_model_name_or_path=sd,
         clip_model_name_or_path=clip_src,
     )
-    processor = _load(CLIPImageProcessor.from_pretrained, clip_src, "a CLIP image processor")
-    models.clip_preprocess = ClipImagePreprocessor.from_clip(models.clip, processor)
-    for module in (models.vae, models.unet, models.text_encoder, models.clip):
+    if load_clip:
+        from transformers import CLIPImageProcessor, CLIPModel
+
+        models.clip = _load(CLIPModel.from_pretrained, clip_src, "a CLIP model")
+        processor = _load(CLIPImageProcessor.from_pretrained, clip_src, "a CLIP image processor")
+        models.clip_preprocess = ClipImagePreprocessor.from_clip(models.clip, processor)
+    for module in models.frozen_modules():
         module.requires_grad_(False)
         module.eval()
         if dtype is not None:
             module.to(dtype)
-    if models.text_encoder.config.hidden_size != models.clip.config.text_config.hidden_size:
+    clip_width = models.clip.config.text_config.hidden_size if models.clip is not None else None
+    if clip_width is not None and models.text_encoder.config.hidden_size != clip_width:
         raise CoEmoGenError(
             "the CLIP model's text tower width does not match the SD text encoder's; "
             "L_SEM projects the condition with the CLIP text projection, so they must match"

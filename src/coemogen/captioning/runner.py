@@ -18,9 +18,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .captioners import Captioner
-from .data.manifest import SkipCounter
-from .data.readers import DatasetItem
-from .errors import CoEmoGenError
+from ..data.manifest import SkipCounter
+from ..data.readers import DatasetItem
+from ..errors import CoEmoGenError
 
 logger = logging.getLogger(__name__)
 

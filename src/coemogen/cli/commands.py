@@ -1,0 +1,181 @@
+"""What each `coemogen` command does: parse nothing, import lazily, call the package."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import CoEmoGenError
+
+
+def cmd_world_build(a: argparse.Namespace) -> None:
+    from ..world.dataset import build_world, write_corpus
+
+    path = build_world(a.out, a.images_per_emotion, a.seed, a.size, a.content_noise)
+    if a.corpus:
+        write_corpus(Path(a.out) / "neutral_corpus", a.corpus, a.seed + 1, a.size)
+    print(f"wrote the synthetic world to {path}")
+
+
+def cmd_world_pocket(a: argparse.Namespace) -> None:
+    import json
+
+    from ..world.pocket import build_pocket_models
+
+    facts = build_pocket_models(a.out, a.corpus_size, a.seed)
+    print(json.dumps(facts, indent=1))
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from ..training.config import split_training_flags
+    from ..training.loop import train
+
+    args, hyperparameters = split_training_flags(a)
+    run = train(args, **hyperparameters)
+    print(f"saved run to {run}")
+
+
+def cmd_clusters(a: argparse.Namespace) -> None:
+    from ..training.loop import refit_clusters
+
+    clusters = refit_clusters(a.model, a.manifest, a.components, a.seed, a.temperature)
+    print(f"refitted {clusters.weights.shape[1]}-component clusters in {a.model}")
+
+
+def cmd_generate(a: argparse.Namespace) -> None:
+    from ..pipelines.pipeline_coemogen import CoEmoGenPipeline, save_images
+    from ..taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.load(a.taxonomy) if a.taxonomy else None
+    pipe = CoEmoGenPipeline.from_pretrained(
+        a.model, a.pretrained_model_name_or_path, a.clip_model_name_or_path, a.device, taxonomy
+    )
+    emotions = [e for e in a.emotion.split(";") if e.strip()] or [a.emotion]
+    for spec in emotions:
+        pipe.taxonomy.parse_mix(spec)  # fail on a bad name before any work
+    output = pipe(
+        emotions,
+        num_images=a.num_images,
+        seed=a.seed,
+        template=a.template,
+        num_inference_steps=a.num_inference_steps,
+        guidance_scale=a.guidance_scale,
+        scheduler=a.scheduler,
+        batch_size=a.batch_size,
+        progress=True,
+        cluster_temperature=a.cluster_temperature,
+    )
+    out = save_images(output, a.out)
+    print(f"wrote {len(output.images)} images, metadata and grid.png to {out}")
+
+
+def cmd_caption(a: argparse.Namespace) -> None:
+    import json
+
+    from ..captioning.captioners import make_captioner
+    from ..captioning.runner import run_captioning
+    from ..data.manifest import SkipCounter
+    from ..data.readers import read_dataset
+    from ..tables import format_table
+    from ..taxonomy import Taxonomy
+
+    skips = SkipCounter()
+    items = read_dataset(a.dataset, Taxonomy.load(a.taxonomy), skips, a.skip_unknown_emotions, a.image_dir)
+    if a.split:
+        items = [it for it in items if it.split in a.split]
+    template = Path(a.prompt_template).read_text(encoding="utf-8") if a.prompt_template else None
+    with make_captioner(
+        a.captioner,
+        template,
+        not a.no_emotion_prior,
+        model=a.model,
+        concurrency=a.concurrency,
+        timeout=a.timeout,
+        max_retries=a.max_retries,
+        api_key_env=a.api_key_env,
+        device=a.device,
+        dtype=a.dtype,
+        batch_size=a.batch_size,
+        max_new_tokens=a.max_new_tokens,
+        hallucination_rate=a.hallucination_rate,
+        seed=a.seed,
+    ) as captioner:
+        summary = run_captioning(items, captioner, a.out, a.shard, skips)
+    rows = [{"emotion": e, "written": n} for e, n in sorted(summary["per_emotion"].items())]
+    print(format_table(rows, ["emotion", "written"]))
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_emotion"}, indent=1))
+    if summary["written"] + summary["already_done"] == 0:
+        raise CoEmoGenError("no caption could be produced")
+
+
+def cmd_caption_merge(a: argparse.Namespace) -> None:
+    from ..captioning.runner import merge_shards
+
+    print(f"merged {merge_shards(a.parts, a.out)} records into {a.out}")
+
+
+def cmd_filter(a: argparse.Namespace) -> None:
+    from ..captioning.filtering import filter_captions
+    from ..models.base import resolve_sources
+
+    clip = resolve_sources(None, a.clip_model_name_or_path, a.preset)[1]
+    filter_captions(a.captions, a.out, clip, a.drop, a.batch_size, a.device, a.seed)
+
+
+def cmd_world_judges(a: argparse.Namespace) -> None:
+    import json
+
+    from ..world.judges import build_evaluators
+
+    print(json.dumps(build_evaluators(a.out, a.test_world, a.images_per_emotion, a.seed, a.steps), indent=1))
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from ..evaluation.evaluate import build_metric_networks, evaluate
+    from ..evaluation.report import markdown_table
+    from ..taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.load(a.taxonomy)
+    networks = build_metric_networks(
+        a.reference,
+        taxonomy,
+        fid=a.fid_features,
+        inception_weights=a.inception_weights,
+        lpips=a.lpips_net,
+        alexnet_weights=a.alexnet_weights,
+        lpips_lin_weights=a.lpips_lin_weights,
+        lpips_size=a.lpips_size,
+        emotion_classifier=a.emotion_classifier,
+        scene_classifier=a.scene_classifier,
+        object_classifier=a.object_classifier,
+        clip_model_name_or_path=a.clip_model_name_or_path,
+        evaluators=a.evaluators,
+    )
+    report = evaluate(a.images, a.reference, a.out, taxonomy, a.num_pairs, a.seed, a.max_reference, networks)
+    print(markdown_table(report))
+    print(f"wrote {a.out}/metrics.json, metrics.md and report.html")
+
+
+def cmd_emotion_head(a: argparse.Namespace) -> None:
+    import json
+
+    from ..evaluation.emotion_head import train_emotion_head
+    from ..taxonomy import Taxonomy
+
+    config = train_emotion_head(
+        a.dataset, a.out, a.clip_model_name_or_path, Taxonomy.load(a.taxonomy), a.steps, seed=a.seed
+    )
+    print(json.dumps(config["accuracy"], indent=1))
+    print(f"wrote {a.out}/head.safetensors and config.json")
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from ..experiments.demo import run_demo
+
+    run_demo(a.out, a.quick, a.seed, cluster_temperature=a.cluster_temperature)
+
+
+def cmd_bench_paper_table(a: argparse.Namespace) -> None:
+    from ..experiments.paper_table import paper_table
+
+    paper_table(a.out, a.quick, a.seed, a.rows)

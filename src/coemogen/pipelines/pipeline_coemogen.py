@@ -1,0 +1,280 @@
+"""CoEmoGenPipeline: emotion (or mix) -> images, on the diffusers pipeline contract.
+
+`__call__` reads top to bottom in numbered steps: check inputs, parse the emotions, sample visual
+embeddings from the emotion clusters, encode them through the frozen text encoder, prepare the
+initial latents, denoise with classifier-free guidance under each sample's HiLoRA adapters, decode.
+Inference needs no CLIP model: the clusters already live in the text encoder's token space.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..data.images import image_grid
+from ..errors import CoEmoGenError
+from ..models.base import SHIPPED_RUN, BaseModels, load_base_models
+from ..models.clusters import EmotionClusters
+from ..models.coemogen import CoEmoGen, CoEmoGenConfig, load_run
+from ..models.conditioning import EmotionConditioner, check_template
+from ..models.hilora import adapter_weights
+from ..taxonomy import Taxonomy
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "dpm": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+    "ddpm": "DDPMScheduler",
+}
+
+
+def make_scheduler(name: str, base_scheduler_config):
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise CoEmoGenError(f"unknown scheduler '{name}'; choose from {', '.join(SCHEDULERS)}")
+    return getattr(diffusers, SCHEDULERS[name]).from_config(base_scheduler_config)
+
+
+@dataclass
+class CoEmoGenOutput:
+    images: list[Image.Image]
+    metadata: list[dict]
+
+
+class CoEmoGenPipeline:
+    """Generate emotion-evoking images from a trained run (the Python API behind `coemogen generate`).
+
+    Built from in-memory modules (`CoEmoGenPipeline(base, model, clusters)`, as training does for its
+    validation images) or from a run directory (`from_pretrained`). `clusters` may be None when every
+    call passes `visual_embeds`.
+    """
+
+    def __init__(
+        self, base: BaseModels, model: CoEmoGen, clusters: EmotionClusters | None, device: str | torch.device = "cpu"
+    ) -> None:
+        self.base, self.model, self.clusters, self.device = base, model, clusters, torch.device(device)
+        self.conditioner = EmotionConditioner(base.tokenizer, base.text_encoder)
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        return self.model.taxonomy
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        run_dir: str | Path | None = None,
+        pretrained_model_name_or_path: str | None = None,
+        clip_model_name_or_path: str | None = None,
+        device: str | None = None,
+        taxonomy: Taxonomy | None = None,
+        torch_dtype: torch.dtype | None = None,
+    ) -> CoEmoGenPipeline:
+        """Load a run directory (default: the shipped synthetic-world run) and its base models.
+
+        The base models recorded in the run are used unless overridden (e.g. a local SD1.5 copy).
+        `clip_model_name_or_path` is accepted for symmetry with training and recorded only:
+        inference does not load CLIP.
+        """
+        run_dir = Path(run_dir) if run_dir is not None else SHIPPED_RUN
+        if not run_dir.is_dir():
+            raise CoEmoGenError(f"run directory not found: {run_dir}")
+        config = CoEmoGenConfig.load(run_dir)
+        base = load_base_models(
+            pretrained_model_name_or_path or config.pretrained_model_name_or_path,
+            clip_model_name_or_path or config.clip_model_name_or_path,
+            torch_dtype,
+            load_clip=False,
+        )
+        model, clusters = load_run(run_dir, base.unet, taxonomy, config=config)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        for module in (base.unet, base.vae, base.text_encoder, model):
+            module.to(device)
+        model.eval()
+        return cls(base, model, clusters, device)
+
+    def check_inputs(
+        self,
+        specs: list[str],
+        num_images: int,
+        template: str,
+        num_inference_steps: int,
+        guidance_scale: float,
+        generator,
+        visual_embeds: torch.Tensor | None,
+    ) -> None:
+        if num_images < 1:
+            raise CoEmoGenError(f"num_images must be at least 1, got {num_images}")
+        if not specs:
+            raise CoEmoGenError("no emotion given")
+        if num_inference_steps < 1:
+            raise CoEmoGenError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if guidance_scale < 0:
+            raise CoEmoGenError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        check_template(template)
+        if isinstance(generator, list) and len(generator) != num_images:
+            raise CoEmoGenError(f"got {len(generator)} generators for {num_images} images; pass one per image")
+        if visual_embeds is None and self.clusters is None:
+            raise CoEmoGenError("this pipeline has no emotion clusters; pass visual_embeds")
+        if visual_embeds is not None and visual_embeds.shape != (num_images, self.model.config.embed_dim):
+            raise CoEmoGenError(
+                f"visual_embeds must be ({num_images}, {self.model.config.embed_dim}), "
+                f"got {tuple(visual_embeds.shape)}"
+            )
+
+    def sample_visual_embeddings(
+        self, mixes: list[dict[str, float]], generators: list[torch.Generator], temperature: float = 1.0
+    ) -> tuple[torch.Tensor, list[dict[str, int]]]:
+        """One e^v per image: for a mix, the weighted sum of samples from each emotion's cluster."""
+        rows, components = [], []
+        for mix, g in zip(mixes, generators):
+            vec = torch.zeros(self.clusters.means.shape[-1])
+            picked = {}
+            for emotion, weight in mix.items():
+                sample, component = self.clusters.sample(self.taxonomy.index(emotion), g, temperature)
+                vec += weight * sample
+                picked[emotion] = component
+            rows.append(vec)
+            components.append(picked)
+        return torch.stack(rows), components
+
+    def prepare_latents(self, generators: list[torch.Generator], dtype: torch.dtype) -> torch.Tensor:
+        """Initial noise, one draw per image from its own generator (CPU, so results match across devices)."""
+        unet = self.base.unet
+        shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+        return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device, dtype)
+
+    def denoise(
+        self,
+        scheduler,
+        latents: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        gates: torch.Tensor,
+        num_inference_steps: int,
+        guidance_scale: float,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Classifier-free guided sampling; each sample's adapters apply to both guidance halves.
+
+        When every sample shares one gate vector, the adapters are merged into the weights for the
+        loop (the same maths, no LoRA cost per step) and unmerged afterwards.
+        """
+        from tqdm import tqdm
+
+        unet = self.base.unet
+        scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        latents = latents * scheduler.init_noise_sigma
+        guided = guidance_scale > 1
+        context = torch.cat([uncond.expand_as(cond), cond]) if guided else cond
+        with adapter_weights(unet, gates, merge=True):
+            for t in tqdm(scheduler.timesteps, desc="denoise", disable=not progress, leave=False):
+                model_in = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
+                pred = unet(model_in, t, encoder_hidden_states=context).sample
+                if guided:
+                    pred_uncond, pred_cond = pred.chunk(2)
+                    pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+                latents = scheduler.step(pred, t, latents).prev_sample
+        return latents
+
+    def decode_latents(self, latents: torch.Tensor) -> list[Image.Image]:
+        vae = self.base.vae
+        images = vae.decode(latents / vae.config.scaling_factor).sample
+        arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a) for a in arr]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        emotion: str | list[str],
+        num_images: int = 1,
+        seed: int = 0,
+        template: str | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 5.0,
+        scheduler: str = "dpm",
+        batch_size: int = 16,
+        progress: bool = False,
+        cluster_temperature: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        visual_embeds: torch.Tensor | None = None,
+    ) -> CoEmoGenOutput:
+        """`emotion`: a name, a mix "amusement:0.5,awe:0.5", or a list (one per image, cycled).
+
+        Randomness: with `seed` alone, image i draws its cluster sample and its initial noise from
+        two generators seeded seed + i, so an image does not depend on how many others are made
+        with it. `generator` (one for all images, used in turn, or a list with one per image) draws
+        each image's cluster sample and then its noise instead. `cluster_temperature` defaults to the
+        run's. `visual_embeds` (num_images, d0) replaces the cluster samples (training's validation
+        images use the embeddings of real images).
+        """
+        # 1. Check inputs and fill defaults from the run's configuration.
+        specs = [emotion] if isinstance(emotion, str) else list(emotion)
+        template = template or self.model.config.template
+        self.check_inputs(specs, num_images, template, num_inference_steps, guidance_scale, generator, visual_embeds)
+        if cluster_temperature is None:
+            cluster_temperature = self.model.config.cluster_temperature
+        # 2. Parse each image's emotion mix.
+        mixes = [self.taxonomy.parse_mix(specs[i % len(specs)]) for i in range(num_images)]
+        # 3. Per-image generators for the cluster samples and the initial noise.
+        if generator is None:
+            cluster_generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
+            noise_generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
+        else:
+            cluster_generators = noise_generators = generator if isinstance(generator, list) else [generator] * num_images
+        sched = make_scheduler(scheduler, self.base.noise_scheduler.config)
+        dtype = self.base.unet.dtype
+        uncond = self.conditioner.encode_text([""])[0].to(self.device, dtype)
+        images, metadata = [], []
+        for start in range(0, num_images, batch_size):
+            idx = list(range(start, min(num_images, start + batch_size)))
+            batch_mixes = [mixes[i] for i in idx]
+            # 4. Visual embeddings e^v: samples from the emotion clusters (or the given ones).
+            if visual_embeds is None:
+                ev, components = self.sample_visual_embeddings(
+                    batch_mixes, [cluster_generators[i] for i in idx], cluster_temperature
+                )
+            else:
+                ev, components = visual_embeds[idx].cpu(), [None] * len(idx)
+            # 5. The condition: e^v in the placeholder slot through the frozen text encoder.
+            cond, _ = self.conditioner.encode_embeddings(ev.to(self.device, dtype), template)
+            # 6. Each sample's HiLoRA adapters: its emotions' and their groups'.
+            gates = self.model.gates(self.model.mix_weights(batch_mixes).to(self.device))
+            # 7. Initial latents.
+            latents = self.prepare_latents([noise_generators[i] for i in idx], dtype)
+            # 8. Denoise with classifier-free guidance, then 9. decode.
+            latents = self.denoise(sched, latents, cond, uncond, gates, num_inference_steps, guidance_scale, progress)
+            images += self.decode_latents(latents)
+            for i, comp in zip(idx, components):
+                metadata.append(
+                    {
+                        "index": i,
+                        "emotion": max(mixes[i], key=mixes[i].get),
+                        "weights": mixes[i],
+                        "seed": seed + i if generator is None else None,
+                        "cluster_component": comp,
+                        "template": template,
+                        "scheduler": scheduler,
+                        "num_inference_steps": num_inference_steps,
+                        "guidance_scale": guidance_scale,
+                        "cluster_temperature": cluster_temperature,
+                    }
+                )
+        return CoEmoGenOutput(images, metadata)
+
+
+def save_images(output: CoEmoGenOutput, out_dir: str | Path, prefix: str = "") -> Path:
+    """Write PNGs, one metadata JSON per image and a grid."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image, meta in zip(output.images, output.metadata):
+        stem = f"{prefix}{meta['emotion']}_{meta['index']:04d}"
+        image.save(out_dir / f"{stem}.png")
+        (out_dir / f"{stem}.json").write_text(json.dumps(meta, indent=1))
+    image_grid(output.images).save(out_dir / f"{prefix}grid.png")
+    return out_dir

@@ -1,0 +1,109 @@
+"""Training configuration, defined once.
+
+`TrainingArguments` holds how to train (data, optimiser, schedule, checkpoints, logging); the model's
+hyper-parameters live in `CoEmoGenConfig`. `add_training_flags` generates every `coemogen train`
+flag from the two dataclasses (names, types, defaults and help), and `split_training_flags` turns
+parsed flags back into the two objects, so a new field is a new flag with no other edit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+
+from ..models.coemogen import CoEmoGenConfig
+
+
+def arg(default, help: str, choices: tuple | None = None, aliases: tuple[str, ...] = ()):
+    metadata = {"help": help, "choices": choices, "aliases": aliases}
+    if default is MISSING:
+        return field(metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainingArguments:
+    """How to train CoEmoGen on a manifest; the model's hyper-parameters are `CoEmoGenConfig`'s."""
+
+    manifest: str = arg(MISSING, "training manifest (JSONL or CSV: image, emotion, caption)")
+    out: str = arg(MISSING, "run directory")
+    pretrained_model_name_or_path: str | None = arg(
+        None, "Stable Diffusion 1.x hub id or local diffusers directory (default: the pocket SD)"
+    )
+    clip_model_name_or_path: str | None = arg(None, "CLIP hub id or local directory (default: the pocket CLIP)")
+    preset: str | None = arg(
+        None, "pocket (default) or sd15 = stable-diffusion-v1-5 + openai/clip-vit-large-patch14", ("pocket", "sd15")
+    )
+    taxonomy: str | None = arg(None, "mikels (default), artemis, emoart, or a JSON/YAML taxonomy file")
+    resolution: int | None = arg(None, "training resolution (default: the U-Net sample size times the VAE factor)")
+    train_batch_size: int = arg(8, "samples per process and micro-step")
+    gradient_accumulation_steps: int = arg(1, "micro-steps per optimiser step")
+    max_train_steps: int = arg(1000, "optimiser steps")
+    learning_rate: float = arg(1e-3, "AdamW learning rate")
+    weight_decay: float = arg(1e-2, "AdamW decoupled weight decay")
+    lambda_sem: float = arg(1.0, "weight of L_SEM (0 = the w/o L_SEM ablation)")
+    mixed_precision: str = arg("no", "frozen weights in fp16/bf16; trainable ones stay fp32", ("no", "fp16", "bf16"))
+    gradient_checkpointing: bool = arg(False, "recompute U-Net activations in backward (less memory)")
+    seed: int = arg(0, "seed of initial weights, sample order and every random draw")
+    checkpointing_steps: int = arg(500, "save a resumable checkpoint every N steps (0: never)")
+    checkpoints_total_limit: int | None = arg(None, "keep only the newest N checkpoints")
+    resume_from_checkpoint: str | None = arg(None, "'latest' or a checkpoint directory")
+    validation_steps: int | None = arg(None, "write a validation grid every N steps (and a final one)")
+    report_to: str = arg("tensorboard", "where to log losses and validation grids", ("tensorboard", "none"))
+    dataloader_num_workers: int = arg(0, "image-loading worker processes")
+
+
+def _flag_type(hint):
+    """argparse type (and nargs) for a field's type hint: int, str | None, list[str], ..."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
+    base = args[0]
+    if typing.get_origin(base) is list:
+        return typing.get_args(base)[0], "+"
+    return base, None
+
+
+def parse_bool(text: str) -> bool:
+    if text.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if text.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got '{text}'")
+
+
+def _add_fields(parser: argparse._ActionsContainer, cls: type, dataclass_fields) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclass_fields:
+        kind, nargs = _flag_type(hints[f.name])
+        names = [f"--{f.name}", *f.metadata.get("aliases", ())]
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        kwargs = {"help": f.metadata["help"], "dest": f.name}
+        if default is MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = default
+            if default is not None:
+                kwargs["help"] += f" (default: {default})"
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if kind is bool and f.name == "gradient_checkpointing":
+            kwargs["action"] = "store_true"  # the diffusers convention for this flag
+        else:
+            kwargs["type"] = parse_bool if kind is bool else kind
+            if nargs:
+                kwargs["nargs"] = nargs
+        parser.add_argument(*names, **kwargs)
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """Every TrainingArguments field and every CoEmoGenConfig hyper-parameter as a flag."""
+    _add_fields(parser, TrainingArguments, fields(TrainingArguments))
+    _add_fields(parser.add_argument_group("model (CoEmoGenConfig)"), CoEmoGenConfig, CoEmoGenConfig.hyperparameters())
+
+
+def split_training_flags(namespace: argparse.Namespace) -> tuple[TrainingArguments, dict]:
+    """Parsed flags -> (TrainingArguments, CoEmoGenConfig hyper-parameters)."""
+    values = vars(namespace)
+    args = TrainingArguments(**{f.name: values[f.name] for f in fields(TrainingArguments)})
+    return args, {f.name: values[f.name] for f in CoEmoGenConfig.hyperparameters()}

@@ -1,0 +1,345 @@
+"""`coemogen train`: fit the mapper, visual-perception encoder and HiLoRA on a manifest.
+
+`train` reads in four named steps: load the components (frozen base models, the CoEmoGen model
+with its HiLoRA, the optimiser), build the data, run the loop, finalise (fit the emotion clusters,
+save the run). One step of the loop: encode images (frozen VAE and CLIP), build conditions,
+predict noise under each sample's adapters, add L_SEM, step. Built on accelerate, so
+`accelerate launch -m coemogen.cli train ...` runs it on many GPUs.
+
+Determinism: initial weights come from the seed alone (the global RNG is left as it was), and the
+sample order and every random draw of step s come from (seed, s), so a run resumed from a
+checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
+
+from ..data.images import image_grid
+from ..data.manifest import ManifestRecord, SkipCounter, read_manifest
+from ..errors import CoEmoGenError
+from ..models.base import BaseModels, load_base_models, resolve_sources
+from ..models.clip import text_embeds
+from ..models.clusters import EmotionClusters
+from ..models.coemogen import CoEmoGen, CoEmoGenConfig, load_run, save_run
+from ..models.conditioning import EmotionConditioner, check_template
+from ..models.hilora import adapter_weights, hilora_layers
+from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
+from ..taxonomy import Taxonomy
+from .checkpoints import find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .config import TrainingArguments
+from .data import BalancedBatchSampler, ManifestDataset, collate, drop_unreadable
+
+logger = logging.getLogger(__name__)
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class CoEmoGenTrainingModule(nn.Module):
+    """Frozen base models + trainable CoEmoGen parts; forward returns the losses of one batch.
+
+    Call it (and its backward) inside `adapter_weights(unet, model.gates(...))`: the adapters each
+    sample trains are selected explicitly by the caller.
+    """
+
+    def __init__(self, model: CoEmoGen, base: BaseModels, lambda_sem: float) -> None:
+        super().__init__()
+        self.model, self.unet, self.vae = model, base.unet, base.vae
+        self.text_encoder, self.clip = base.text_encoder, base.clip
+        self.base, self.lambda_sem = base, lambda_sem
+        self.conditioner = EmotionConditioner(base.tokenizer, base.text_encoder)
+
+    @torch.no_grad()
+    def frozen_features(self, pixels: torch.Tensor, captions: list[str], generator: torch.Generator):
+        """Sampled VAE latents, CLIP image tokens (None without the encoder) and caption embeddings."""
+        posterior = self.vae.encode((pixels * 2 - 1).to(self.vae.dtype)).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
+        latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
+        config = self.model.config
+        tokens = self.base.image_tokens(pixels, config.image_token_layer) if config.perception_encoder else None
+        ids = self.base.tokenizer(
+            captions, padding="max_length", max_length=self.conditioner.max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(pixels.device)
+        return latents, tokens, text_embeds(self.clip, ids)
+
+    def forward(
+        self, pixels: torch.Tensor, labels: torch.Tensor, captions: list[str], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        latents, tokens, caption_embeds = self.frozen_features(pixels, captions, generator)
+        visual = self.model.visual_embedding(self.model.one_hot(labels), None if tokens is None else tokens.float())
+        cond, pooled = self.conditioner.encode_embeddings(visual.to(self.text_encoder.dtype), self.model.config.template)
+        scheduler = self.base.noise_scheduler
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(labels),), generator=generator)
+        t = t.to(latents.device)
+        noisy = scheduler.add_noise(latents, noise, t)
+        if scheduler.config.prediction_type == "epsilon":
+            target = noise
+        elif scheduler.config.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, t)
+        else:
+            raise CoEmoGenError(f"unsupported prediction type {scheduler.config.prediction_type}")
+        pred = self.unet(noisy, t, encoder_hidden_states=cond).sample
+        l_ldm = F.mse_loss(pred.float(), target.float())
+        condition = self.clip.text_projection(pooled.to(self.clip.dtype)).float()
+        l_sem = (1 - F.cosine_similarity(condition, caption_embeds.float(), dim=-1)).mean()
+        return {"loss": l_ldm + self.lambda_sem * l_sem, "l_ldm": l_ldm, "l_sem": l_sem}
+
+
+def trainable_parameters(model: CoEmoGen, unet: nn.Module) -> dict[str, nn.Parameter]:
+    """What the optimiser updates: the mapper, the encoder when it is used, every HiLoRA adapter."""
+    params = {
+        f"model.{name}.{k}": p
+        for name, module in model.named_children()
+        if module in model.trainable_modules()
+        for k, p in module.named_parameters()
+    }
+    for name, layer in hilora_layers(unet):
+        params[f"unet.{name}.lora_A"] = layer.lora_A
+        params[f"unet.{name}.lora_B"] = layer.lora_B
+    return params
+
+
+@dataclass
+class Components:
+    base: BaseModels
+    model: CoEmoGen
+    params: dict[str, nn.Parameter]
+    optimizer: torch.optim.Optimizer
+
+
+def load_components(args: TrainingArguments, taxonomy: Taxonomy, device: torch.device, **hyperparameters) -> Components:
+    """Frozen base models (cast to the mixed-precision dtype), the model with its HiLoRA, AdamW."""
+    sd, clip = resolve_sources(args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset)
+    base = load_base_models(sd, clip)
+    vae_factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
+    config = CoEmoGenConfig(
+        taxonomy=taxonomy.to_dict(),
+        embed_dim=base.text_encoder.config.hidden_size,
+        image_dim=base.clip.config.vision_config.hidden_size,
+        pretrained_model_name_or_path=sd,
+        clip_model_name_or_path=clip,
+        resolution=args.resolution or base.unet.config.sample_size * vae_factor,
+        **hyperparameters,
+    )
+    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
+        torch.manual_seed(args.seed)
+        model = CoEmoGen(config)
+        model.inject_into(base.unet)
+    params = trainable_parameters(model, base.unet)
+    for p in params.values():
+        p.requires_grad_(True)
+    for module in base.frozen_modules():
+        module.to(device)
+    weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
+    if weight_dtype != torch.float32:
+        for module in (base.vae, base.text_encoder, base.clip):
+            module.to(weight_dtype)
+        # Cast the frozen U-Net weights only: the HiLoRA parameters stay in fp32 for the optimiser.
+        for name, p in base.unet.named_parameters():
+            if not name.endswith(("lora_A", "lora_B")):
+                p.data = p.data.to(weight_dtype)
+    if args.gradient_checkpointing:
+        base.unet.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(list(params.values()), lr=args.learning_rate, weight_decay=args.weight_decay)
+    return Components(base, model.to(device), params, optimizer)
+
+
+def read_records(manifest: str | Path, taxonomy: Taxonomy) -> tuple[list[ManifestRecord], SkipCounter]:
+    skips = SkipCounter()
+    records = drop_unreadable(read_manifest(manifest, taxonomy, skips), skips)
+    if not records:
+        raise CoEmoGenError(f"no usable records in {manifest} ({skips.total} skipped: {dict(skips.reasons)})")
+    return records, skips
+
+
+@torch.no_grad()
+def embed_records(
+    model: CoEmoGen, base: BaseModels, dataset: ManifestDataset, device, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Visual embeddings e^v of every training image under its own emotion (for the clusters)."""
+    out, labels = [], []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="fit clusters", leave=False):
+        batch = collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
+        pixels = batch["pixels"].to(device)
+        config = model.config
+        tokens = base.image_tokens(pixels, config.image_token_layer).float() if config.perception_encoder else None
+        out.append(model.visual_embedding(model.one_hot(batch["labels"].to(device)), tokens).cpu())
+        labels.append(batch["labels"])
+    return torch.cat(out), torch.cat(labels)
+
+
+@torch.no_grad()
+def validation_grid(model: CoEmoGen, base: BaseModels, dataset: ManifestDataset, seed: int, device):
+    """One image per emotion from the generation pipeline, e^v from the emotion's first training image."""
+    firsts = {}
+    for i, r in enumerate(dataset.records):
+        firsts.setdefault(r.emotion, i)
+    order = [firsts[e] for e in model.taxonomy.emotions if e in firsts]
+    batch = collate([dataset[i] for i in order])
+    pixels = batch["pixels"].to(device)
+    config = model.config
+    tokens = base.image_tokens(pixels, config.image_token_layer).float() if config.perception_encoder else None
+    visual = model.visual_embedding(model.one_hot(batch["labels"].to(device)), tokens)
+    pipeline = CoEmoGenPipeline(base, model, clusters=None, device=device)
+    emotions = [dataset.records[i].emotion for i in order]
+    output = pipeline(emotions, num_images=len(order), seed=seed, num_inference_steps=20, visual_embeds=visual)
+    return image_grid(output.images)
+
+
+def train(args: TrainingArguments, **hyperparameters) -> Path:
+    """Run training; returns the run directory (config, safetensors weights, clusters).
+
+    `hyperparameters`: CoEmoGenConfig fields (lora_rank, shared_lora, ...); the rest keep their defaults.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    out = Path(args.out)
+    known = {f.name for f in CoEmoGenConfig.hyperparameters()}
+    if set(hyperparameters) - known:
+        raise CoEmoGenError(f"unknown model hyper-parameters {sorted(set(hyperparameters) - known)}")
+    check_template(hyperparameters.get("template", "{}"))
+    if args.mixed_precision not in WEIGHT_DTYPES:
+        raise CoEmoGenError(f"--mixed_precision must be no, fp16 or bf16, not '{args.mixed_precision}'")
+
+    # 1. Data records and the accelerator (mixed precision is our own autocast below).
+    taxonomy = Taxonomy.load(args.taxonomy)
+    records, skips = read_records(args.manifest, taxonomy)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    )
+    if args.mixed_precision == "fp16" and accelerator.device.type != "cuda":
+        raise CoEmoGenError("--mixed_precision fp16 needs a CUDA device; use bf16 on this machine")
+
+    # 2. Components: frozen base models, the model and its HiLoRA, the optimiser; resume.
+    parts = load_components(args, taxonomy, accelerator.device, **hyperparameters)
+    model, base, params, optimizer = parts.model, parts.base, parts.params, parts.optimizer
+    global_step = 0
+    if args.resume_from_checkpoint:
+        path = find_checkpoint(out, args.resume_from_checkpoint)
+        if path is None:
+            logger.warning("no checkpoint in %s; starting a new run", out)
+        else:
+            global_step = load_checkpoint(path, params, optimizer)
+            accelerator.print(f"resumed from {path} at step {global_step}")
+
+    # 3. Data: this process's share of balanced batches, from where the run left off.
+    dataset = ManifestDataset(records, taxonomy, model.config.resolution)
+    sampler = BalancedBatchSampler(
+        dataset.labels(),
+        args.train_batch_size,
+        args.seed,
+        start=global_step * args.gradient_accumulation_steps,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers
+    )
+    module, optimizer = accelerator.prepare(CoEmoGenTrainingModule(model, base, args.lambda_sem), optimizer)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        settings = {**asdict(args), **asdict(model.config)}
+        accelerator.init_trackers("coemogen", config={k: str(v) for k, v in settings.items()})
+        (out / "training_args.json").write_text(json.dumps(asdict(args), indent=1))
+        per_emotion = {e: sum(r.emotion == e for r in records) for e in taxonomy.emotions}
+        summary = {"records": len(records), "skipped": skips.total, "skip_reasons": dict(skips.reasons)}
+        (out / "data_summary.json").write_text(json.dumps({**summary, "per_emotion": per_emotion}, indent=1))
+
+    # 4. The loop.
+    weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
+    autocast = torch.autocast(accelerator.device.type, dtype=weight_dtype, enabled=weight_dtype != torch.float32)
+    scaler = torch.amp.GradScaler(accelerator.device.type, enabled=args.mixed_precision == "fp16")
+    bar = tqdm(
+        total=args.max_train_steps, initial=global_step, desc="train", disable=not accelerator.is_local_main_process
+    )
+    micro_step = global_step * args.gradient_accumulation_steps
+    batches = iter(loader)
+    while global_step < args.max_train_steps:
+        batch = next(batches)
+        labels = batch["labels"].to(accelerator.device)
+        generator = torch.Generator().manual_seed(
+            args.seed * 1_000_003 + micro_step * accelerator.num_processes + accelerator.process_index
+        )
+        # Backward stays inside the adapter selection: gradient checkpointing re-runs the U-Net there.
+        with accelerator.accumulate(module), adapter_weights(base.unet, model.gates(model.one_hot(labels))):
+            with autocast:
+                losses = module(batch["pixels"].to(accelerator.device), labels, batch["captions"], generator)
+            accelerator.backward(scaler.scale(losses["loss"]))
+            if accelerator.sync_gradients:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+        micro_step += 1
+        if not accelerator.sync_gradients:
+            continue
+        global_step += 1
+        bar.update(1)
+        logs = {k: v.detach().item() for k, v in losses.items()}
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", l_sem=f"{logs['l_sem']:.3f}")
+        accelerator.log(logs, step=global_step)
+        if not math.isfinite(logs["loss"]):
+            raise CoEmoGenError(f"loss became {logs['loss']} at step {global_step}; lower --learning_rate or use fp32")
+        if accelerator.is_main_process:
+            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+                save_checkpoint(out / f"checkpoint-{global_step}", params, optimizer, global_step)
+                prune_checkpoints(out, args.checkpoints_total_limit)
+            if args.validation_steps and global_step % args.validation_steps == 0:
+                grid = validation_grid(model, base, dataset, args.seed, accelerator.device)
+                (out / "validation").mkdir(exist_ok=True)
+                grid.save(out / "validation" / f"step-{global_step:06d}.png")
+                if args.report_to == "tensorboard":
+                    import numpy as np
+
+                    accelerator.get_tracker("tensorboard").writer.add_image(
+                        "validation", np.asarray(grid), global_step, dataformats="HWC"
+                    )
+    bar.close()
+    accelerator.wait_for_everyone()
+
+    # 5. Finalise: fit the emotion clusters on the trained embeddings, save the run.
+    if accelerator.is_main_process:
+        model.eval()
+        embeddings, labels = embed_records(model, base, dataset, accelerator.device)
+        clusters = EmotionClusters.fit(
+            embeddings, labels, taxonomy.num_emotions, model.config.cluster_components, seed=args.seed
+        )
+        save_run(out, model, base.unet, clusters)
+        if args.validation_steps != 0:  # 0 switches every validation image off
+            validation_grid(model, base, dataset, args.seed, accelerator.device).save(out / "final_grid.png")
+    accelerator.end_training()
+    return out
+
+
+def refit_clusters(
+    run_dir: str | Path, manifest: str | Path, components: int = 1, seed: int = 0, temperature: float | None = None
+) -> EmotionClusters:
+    """Refit a trained run's emotion clusters (e.g. another number of mixture components), and
+    optionally set the run's default sampling temperature."""
+    run_dir = Path(run_dir)
+    config = CoEmoGenConfig.load(run_dir)
+    base = load_base_models(config.pretrained_model_name_or_path, config.clip_model_name_or_path)
+    model, _ = load_run(run_dir, base.unet, require_clusters=False, config=config)
+    records, _ = read_records(manifest, model.taxonomy)
+    dataset = ManifestDataset(records, model.taxonomy, config.resolution)
+    embeddings, labels = embed_records(model.eval(), base, dataset, "cpu")
+    clusters = EmotionClusters.fit(embeddings, labels, model.taxonomy.num_emotions, components, seed=seed)
+    save_file(clusters.state_dict(), run_dir / "clusters.safetensors")
+    config.cluster_components = components
+    if temperature is not None:
+        config.cluster_temperature = temperature
+    config.save(run_dir)
+    return clusters
+
