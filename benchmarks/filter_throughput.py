@@ -16,7 +16,8 @@ from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 from coemogen.captioning.filtering import clip_scores
 from coemogen.models.base import POCKET_CLIP
 from coemogen.models.clip import ClipImagePreprocessor
-from coemogen.world.scenes import CONTENT, describe, render, sample_scene
+from coemogen.world.renderer import render
+from coemogen.world.scenes import CONTENT, describe, sample_scene
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ from coemogen.taxonomy import Taxonomy
 from coemogen.world.dataset import build_world, neutral_specs, read_truth
 from coemogen.world.judges import WorldCNN, _load_split
 from coemogen.world.pocket import _images_to_tensor, finetune_decoder
-from coemogen.world.scenes import describe, render
+from coemogen.world.renderer import render
+from coemogen.world.scenes import describe
 
 
 def main() -> None:

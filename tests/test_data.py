@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coemogen.captioners import AttributeCaptioner, HFCaptioner, OpenAICaptioner, OracleCaptioner, build_prompt
 from PIL import Image
 
-from coemogen.captioners import AttributeCaptioner, HFCaptioner, OpenAICaptioner, OracleCaptioner, build_prompt
 from coemogen.captioning import merge_shards, read_finished, run_captioning
 from coemogen.data.images import ImageLoadError, load_rgb
 from coemogen.data.manifest import SkipCounter

@@ -182,38 +182,6 @@ def test_generate_rejects_bad_emotions_cleanly(tmp_path, capsys):
     assert "malformed emotion mix" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_demo_quick_end_to_end(tmp_path):
-    from coemogen.experiments.demo import run_demo
-
-    result = run_demo(tmp_path / "demo", quick=True)
-    report = json.loads((tmp_path / "demo" / "report" / "metrics.json").read_text())
-    assert set(report["per_emotion"]) == set(CONTENT)
-    for key in ("fid", "lpips", "emo_a", "sem_c", "sem_d", "polarity_acc"):
-        assert key in report["overall"]
-    assert (tmp_path / "demo" / "report" / "report.html").stat().st_size > 1000
-    assert all((tmp_path / "demo" / f"grid_{e}.png").is_file() for e in CONTENT)
-    assert result["filter"]["kept"] > 0
-    # the demo samples as the shipped run does, and its run directory says so
-    shipped = json.loads((SHIPPED_RUN / "config.json").read_text())["cluster_temperature"]
-    assert json.loads((tmp_path / "demo" / "run" / "config.json").read_text())["cluster_temperature"] == shipped
-    meta = json.loads(next((tmp_path / "demo" / "generated" / "awe").glob("*.json")).read_text())
-    assert meta["cluster_temperature"] == shipped
-
-
-def test_paper_table_quick_gives_the_same_numbers_twice(tmp_path):
-    from coemogen.experiments.paper_table import paper_table
-
-    rows = ["Stable Diffusion", "CoEmoGen", "w/o L_SEM"]
-    first = paper_table(tmp_path / "a", quick=True, seed=0, rows=rows)
-    second = paper_table(tmp_path / "b", quick=True, seed=0, rows=rows)
-    assert list(first) == rows and first == second
-    assert json.loads((tmp_path / "a" / "paper_table.json").read_text()) == json.loads(
-        (tmp_path / "b" / "paper_table.json").read_text()
-    )
-    assert first["CoEmoGen"] != first["w/o L_SEM"]  # the rows really are different configurations
-
-
 def test_decoder_finetune_keeps_the_latent_space():
     import torch
 

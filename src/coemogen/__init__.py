@@ -31,7 +31,7 @@ _EXPORTS = {
     "TrainingArguments": "coemogen.training.config",
     "train": "coemogen.training.loop",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["CoEmoGen", "CoEmoGenConfig", "CoEmoGenPipeline", "Taxonomy", "TrainingArguments", "load_run", "train"]
 
 if TYPE_CHECKING:
     from .models.coemogen import CoEmoGen, CoEmoGenConfig, load_run

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..models.clip import image_embeds, text_embeds
 from ..data.images import ImageLoadError, load_rgb, to_tensor
 from ..data.manifest import SkipCounter
 from ..errors import CoEmoGenError
+from ..models.clip import image_embeds, text_embeds
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ def filter_captions(
     """Score, filter and write the manifest, `<out>.summary.json` and `<out>.hist.png`."""
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-    from ..models.clip import ClipImagePreprocessor
     from ..models.base import _load
+    from ..models.clip import ClipImagePreprocessor
     from ..tables import format_table
 
     if not 0 <= drop < 1:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .captioners import Captioner
 from ..data.manifest import SkipCounter
 from ..data.readers import DatasetItem
 from ..errors import CoEmoGenError
+from .captioners import Captioner
 
 logger = logging.getLogger(__name__)
 

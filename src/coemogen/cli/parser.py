@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..training.config import add_training_flags, parse_bool
+from ..training.config import add_training_flags
 from . import commands
 
 

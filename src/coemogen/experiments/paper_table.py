@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -83,6 +84,13 @@ def _base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenO
     return CoEmoGenOutput(images, [{"index": i, "emotion": emotion, "seed": seed} for i in range(n)])
 
 
+def _row_images(pipe: CoEmoGenPipeline | None, scale: Scale, seed: int, emotion: str) -> CoEmoGenOutput:
+    """A trained row's images of `emotion`, or (no pipeline) the base model prompted with it."""
+    if pipe is None:
+        return _base_model_images(emotion, scale.generated_per_emotion, scale.inference_steps, seed)
+    return pipe(emotion, num_images=scale.generated_per_emotion, seed=seed, num_inference_steps=scale.inference_steps)
+
+
 def paper_table(out: str | Path, quick: bool = False, seed: int = 0, rows: list[str] | None = None) -> dict:
     scale = SCALES["quick" if quick else "default"]
     out = Path(out)
@@ -102,9 +110,8 @@ def paper_table(out: str | Path, quick: bool = False, seed: int = 0, rows: list[
         slug = row.name.lower().replace(" ", "_").replace("/", "")
         work = out / slug
         with stages.stage(row.name):
-            if row.captions == "none":
-                generate = lambda e: _base_model_images(e, scale.generated_per_emotion, scale.inference_steps, seed)  # noqa: E731
-            else:
+            pipe = None
+            if row.captions != "none":
                 captions = out / f"captions_{row.captions}.jsonl"
                 run_captioning(items, captioners[row.captions], captions)
                 manifest = work / "manifest.jsonl"
@@ -119,10 +126,7 @@ def paper_table(out: str | Path, quick: bool = False, seed: int = 0, rows: list[
                     lambda_sem=row.lambda_sem,
                 )
                 pipe = CoEmoGenPipeline.from_pretrained(train(args, method=slug, **row.model))
-                generate = lambda e: pipe(  # noqa: E731
-                    e, num_images=scale.generated_per_emotion, seed=seed, num_inference_steps=scale.inference_steps
-                )
-            generate_per_emotion(generate, tax, work / "generated")
+            generate_per_emotion(partial(_row_images, pipe, scale, seed), tax, work / "generated")
             report = evaluate(
                 work / "generated", world, work / "report", tax, num_pairs=500, seed=seed, networks=networks
             )

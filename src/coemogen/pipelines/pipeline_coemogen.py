@@ -123,8 +123,7 @@ class CoEmoGenPipeline:
             raise CoEmoGenError("this pipeline has no emotion clusters; pass visual_embeds")
         if visual_embeds is not None and visual_embeds.shape != (num_images, self.model.config.embed_dim):
             raise CoEmoGenError(
-                f"visual_embeds must be ({num_images}, {self.model.config.embed_dim}), "
-                f"got {tuple(visual_embeds.shape)}"
+                f"visual_embeds must be ({num_images}, {self.model.config.embed_dim}), got {tuple(visual_embeds.shape)}"
             )
 
     def sample_visual_embeddings(
@@ -226,7 +225,9 @@ class CoEmoGenPipeline:
             cluster_generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
             noise_generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
         else:
-            cluster_generators = noise_generators = generator if isinstance(generator, list) else [generator] * num_images
+            cluster_generators = noise_generators = (
+                generator if isinstance(generator, list) else [generator] * num_images
+            )
         sched = make_scheduler(scheduler, self.base.noise_scheduler.config)
         dtype = self.base.unet.dtype
         uncond = self.conditioner.encode_text([""])[0].to(self.device, dtype)

@@ -42,4 +42,4 @@ def fit(
         opt.step()
         if sched is not None:
             sched.step()
-    return float(loss)
+    return float(loss.detach())

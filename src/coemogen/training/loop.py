@@ -76,7 +76,9 @@ class CoEmoGenTrainingModule(nn.Module):
     ) -> dict[str, torch.Tensor]:
         latents, tokens, caption_embeds = self.frozen_features(pixels, captions, generator)
         visual = self.model.visual_embedding(self.model.one_hot(labels), None if tokens is None else tokens.float())
-        cond, pooled = self.conditioner.encode_embeddings(visual.to(self.text_encoder.dtype), self.model.config.template)
+        cond, pooled = self.conditioner.encode_embeddings(
+            visual.to(self.text_encoder.dtype), self.model.config.template
+        )
         scheduler = self.base.noise_scheduler
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(labels),), generator=generator)
@@ -342,4 +344,3 @@ def refit_clusters(
         config.cluster_temperature = temperature
     config.save(run_dir)
     return clusters
-

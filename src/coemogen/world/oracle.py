@@ -6,7 +6,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-from ..captioning.captioners import CaptionResult, Captioner
+from ..captioning.captioners import Captioner, CaptionResult
 from ..data.readers import DatasetItem
 from .dataset import read_truth
 from .scenes import OBJECTS, SCENES, visible_words
