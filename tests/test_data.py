@@ -8,16 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from coemogen.captioners import AttributeCaptioner, HFCaptioner, OpenAICaptioner, OracleCaptioner, build_prompt
 from PIL import Image
 
-from coemogen.captioning import merge_shards, read_finished, run_captioning
+from coemogen.captioning.captioners import AttributeCaptioner, HFCaptioner, OpenAICaptioner, build_prompt
+from coemogen.captioning.runner import merge_shards, read_finished, run_captioning
 from coemogen.data.images import ImageLoadError, load_rgb
 from coemogen.data.manifest import SkipCounter
 from coemogen.data.readers import DatasetItem, read_dataset
 from coemogen.errors import CoEmoGenError
 from coemogen.taxonomy import Taxonomy
 from coemogen.testing import ChatCompletionsServer, build_tiny_captioner
+from coemogen.world.oracle import OracleCaptioner
 
 TAX = Taxonomy.default()
 
@@ -286,7 +287,7 @@ def test_caption_command_exit_codes(tiny_world, tmp_path):
 
 
 def test_filter_drops_bottom_share_per_emotion(tiny_world, tiny_models, tmp_path):
-    from coemogen.filtering import filter_captions, keep_mask
+    from coemogen.captioning.filtering import filter_captions, keep_mask
 
     assert keep_mask([0.1, 0.5, 0.3, 0.9, 0.2], ["a", "a", "a", "a", "b"], 0.5) == [False, True, False, True, True]
     items = read_dataset(tiny_world, TAX)

@@ -378,8 +378,7 @@ def test_per_image_generators_do_not_depend_on_batching(trained_run):
     # equal up to the last bit of batched convolutions (a pixel level or two after rounding)
     assert np.abs(to_a(a).astype(int) - to_a(b).astype(int)).max() <= 2
     c = pipe("awe", num_images=3, generator=torch.Generator().manual_seed(10), num_inference_steps=2)
-    assert np.array_equal(to_a(a)[0], to_a(c)[0])  # one shared generator: image 0 draws first, the same
-    assert np.abs(to_a(a)[1:].astype(int) - to_a(c)[1:].astype(int)).max() > 10
+    assert np.abs(to_a(a).astype(int) - to_a(c).astype(int)).max() > 10  # one shared generator: other draws
     with pytest.raises(CoEmoGenError, match="one per image"):
         pipe("awe", num_images=3, generator=gens()[:2])
 
