@@ -208,9 +208,9 @@ class CoEmoGenPipeline:
         Randomness: with `seed` alone, image i draws its cluster sample and its initial noise from
         two generators seeded seed + i, so an image does not depend on how many others are made
         with it. `generator` replaces them: a list with one per image (image i's cluster sample, then
-        its noise), or one generator shared by all images (a batch's cluster samples, then its noises). `cluster_temperature` defaults to the
-        run's. `visual_embeds` (num_images, d0) replaces the cluster samples (training's validation
-        images use the embeddings of real images).
+        its noise), or one generator shared by all images (a batch's cluster samples, then its
+        noises). `cluster_temperature` defaults to the run's. `visual_embeds` (num_images, d0)
+        replaces the cluster samples (training's validation images use the embeddings of real images).
         """
         # 1. Check inputs and fill defaults from the run's configuration.
         specs = [emotion] if isinstance(emotion, str) else list(emotion)
