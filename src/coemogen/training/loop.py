@@ -44,6 +44,14 @@ logger = logging.getLogger(__name__)
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+@torch.no_grad()
+def encoder_tokens(model: CoEmoGen, base: BaseModels, pixels: torch.Tensor) -> torch.Tensor | None:
+    """The CLIP image tokens v_i the visual-perception encoder reads (fp32), or None without the encoder."""
+    if not model.config.perception_encoder:
+        return None
+    return base.image_tokens(pixels, model.config.image_token_layer).float()
+
+
 class CoEmoGenTrainingModule(nn.Module):
     """Frozen base models + trainable CoEmoGen parts; forward returns the losses of one batch.
 
@@ -64,8 +72,7 @@ class CoEmoGenTrainingModule(nn.Module):
         posterior = self.vae.encode((pixels * 2 - 1).to(self.vae.dtype)).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
         latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
-        config = self.model.config
-        tokens = self.base.image_tokens(pixels, config.image_token_layer) if config.perception_encoder else None
+        tokens = encoder_tokens(self.model, self.base, pixels)
         ids = self.base.tokenizer(
             captions, padding="max_length", max_length=self.conditioner.max_length, truncation=True, return_tensors="pt"
         ).input_ids.to(pixels.device)
@@ -75,7 +82,7 @@ class CoEmoGenTrainingModule(nn.Module):
         self, pixels: torch.Tensor, labels: torch.Tensor, captions: list[str], generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         latents, tokens, caption_embeds = self.frozen_features(pixels, captions, generator)
-        visual = self.model.visual_embedding(self.model.one_hot(labels), None if tokens is None else tokens.float())
+        visual = self.model.visual_embedding(self.model.one_hot(labels), tokens)
         cond, pooled = self.conditioner.encode_embeddings(
             visual.to(self.text_encoder.dtype), self.model.config.template
         )
@@ -173,9 +180,8 @@ def embed_records(
     for start in tqdm(range(0, len(dataset), batch_size), desc="fit clusters", leave=False):
         batch = collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
         pixels = batch["pixels"].to(device)
-        config = model.config
-        tokens = base.image_tokens(pixels, config.image_token_layer).float() if config.perception_encoder else None
-        out.append(model.visual_embedding(model.one_hot(batch["labels"].to(device)), tokens).cpu())
+        weights = model.one_hot(batch["labels"].to(device))
+        out.append(model.visual_embedding(weights, encoder_tokens(model, base, pixels)).cpu())
         labels.append(batch["labels"])
     return torch.cat(out), torch.cat(labels)
 
@@ -189,9 +195,7 @@ def validation_grid(model: CoEmoGen, base: BaseModels, dataset: ManifestDataset,
     order = [firsts[e] for e in model.taxonomy.emotions if e in firsts]
     batch = collate([dataset[i] for i in order])
     pixels = batch["pixels"].to(device)
-    config = model.config
-    tokens = base.image_tokens(pixels, config.image_token_layer).float() if config.perception_encoder else None
-    visual = model.visual_embedding(model.one_hot(batch["labels"].to(device)), tokens)
+    visual = model.visual_embedding(model.one_hot(batch["labels"].to(device)), encoder_tokens(model, base, pixels))
     pipeline = CoEmoGenPipeline(base, model, clusters=None, device=device)
     emotions = [dataset.records[i].emotion for i in order]
     output = pipeline(emotions, num_images=len(order), seed=seed, num_inference_steps=20, visual_embeds=visual)
