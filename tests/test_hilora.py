@@ -162,3 +162,36 @@ def test_inject_targets_attention_projections_and_cfg_doubling(tiny_models):
     torch.testing.assert_close(doubled[:2], separate, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(doubled[2:], separate, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(separate, base, atol=1e-4)  # the adapters were applied
+
+
+def test_gathered_form_equals_dense_form_in_values_and_gradients():
+    tax = Taxonomy.default()
+    labels = torch.tensor([0, 5, 7, 5])
+    gates = adapter_gates(torch.nn.functional.one_hot(labels, 8).float(), _membership(tax))
+    gates[3] = adapter_gates(torch.tensor([[0, 0, 0, 0, 0, 0.3, 0.7, 0]]), _membership(tax))[0]  # a mix row
+    x = torch.randn(8, 7, 6)  # two copies of the gate rows, as classifier-free guidance makes
+    results = {}
+    for form in ("dense", "gathered"):
+        layer = _layer()
+        with adapter_weights(_model(layer), gates):
+            if form == "dense":
+                layer.selected = None  # force the dense form the selection would otherwise skip
+            else:
+                index, values = layer.selected
+                assert index.shape == (4, 3) and values.shape == (4, 3)  # the mix row uses 3 adapters
+            y = layer(x)
+            (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results[form] = (y.detach(), layer.lora_A.grad, layer.lora_B.grad)
+    for dense, gathered in zip(results["dense"], results["gathered"]):
+        torch.testing.assert_close(gathered, dense, rtol=1e-5, atol=1e-6)
+    grad_A = results["gathered"][1].view(10, 4, 6)
+    unused = sorted(set(range(10)) - set(gates.nonzero()[:, 1].tolist()))
+    assert unused and all(torch.count_nonzero(grad_A[a]) == 0 for a in unused)
+
+
+def test_sparse_selection_only_when_some_adapter_is_unused_everywhere():
+    from coemogen.models.hilora import sparse_selection
+
+    assert sparse_selection(torch.ones(2, 3)) is None
+    index, values = sparse_selection(torch.tensor([[0.0, 2.0, 0.0], [0.5, 0.0, 0.0]]))
+    assert index.tolist() == [[1], [0]] and values.tolist() == [[2.0], [0.5]]

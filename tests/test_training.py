@@ -54,7 +54,7 @@ def _module(tiny_models, **config):
 
 def _step(module, model, batch, seed):
     with adapter_weights(module.unet, model.gates(model.one_hot(batch["labels"]))):
-        losses = module(batch["pixels"], batch["labels"], batch["captions"], torch.Generator().manual_seed(seed))
+        losses = module(batch, torch.Generator().manual_seed(seed))
         losses["loss"].backward()
     return losses
 
@@ -131,7 +131,7 @@ def test_training_forward_without_adapter_selection_is_refused(tiny_models, tiny
     tax = Taxonomy.default()
     batch = collate([ManifestDataset(read_manifest(tiny_world / "manifest.jsonl", tax), tax, 32)[i] for i in (0, 4)])
     with pytest.raises(RuntimeError, match="no adapter selected"):
-        module(batch["pixels"], batch["labels"], batch["captions"], torch.Generator().manual_seed(0))
+        module(batch, torch.Generator().manual_seed(0))
 
 
 def test_initial_weights_come_from_the_seed_not_the_global_rng(tiny_models, tiny_world, tmp_path):

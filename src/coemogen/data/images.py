@@ -46,13 +46,17 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageLoadError(f"unreadable image: {err}") from None
 
 
-def to_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
-    """Resize (shorter side) + centre crop to `resolution`; float (3, H, W) in [0, 1]."""
+def to_tensor(image: Image.Image, resolution: int, crop: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor:
+    """Resize (shorter side) + crop to `resolution`; float (3, H, W) in [0, 1].
+
+    `crop`: where the square sits along the longer side, (x, y) in [0, 1]; (0.5, 0.5) is the centre.
+    """
     w, h = image.size
     scale = resolution / min(w, h)
     if (w, h) != (resolution, resolution):
         image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
-        left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+        left = round((image.width - resolution) * crop[0])
+        top = round((image.height - resolution) * crop[1])
         image = image.crop((left, top, left + resolution, top + resolution))
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 

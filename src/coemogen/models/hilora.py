@@ -9,6 +9,12 @@ gets a gate vector over adapters (one-hot emotion + its group, or mixing weights
 is two small GEMMs whatever the batch mixes; a gate of zero blocks both the forward signal and
 the gradient, so unselected adapters receive exactly zero gradient.
 
+When every sample selects only a few adapters (training: its emotion's and its group's, 2 of 10),
+the dense form would still project every token through all ten A matrices. The gathered form
+multiplies each sample only by its selected adapters' rows (a batched GEMM of rank k*rank); it is
+the same sum without the zero terms, and the unselected adapters' gradient is still exactly zero.
+`adapter_weights` picks it whenever the gates are sparse.
+
 Adapter selection is explicit, as in peft: `with adapter_weights(unet, gates): ...` selects each
 sample's adapters for every HiLoRA layer and restores the previous selection on exit.
 """
@@ -30,7 +36,8 @@ class HiLoRALinear(nn.Module):
     """A frozen nn.Linear plus `num_adapters` rank-`rank` LoRAs selected per sample by `gates`.
 
     State (set only through `adapter_weights`): `gates`, a (rows, num_adapters) tensor or None;
-    `merged_gate`, the gate row folded into the base weight, or None.
+    `selected`, the (adapter indices, gate values) of each row, both (rows, k), when the gathered
+    form is used, else None; `merged_gate`, the gate row folded into the base weight, or None.
     """
 
     def __init__(self, base: nn.Linear, num_adapters: int, rank: int, alpha: float) -> None:
@@ -47,6 +54,7 @@ class HiLoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, num_adapters * rank))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.gates: torch.Tensor | None = None
+        self.selected: tuple[torch.Tensor, torch.Tensor] | None = None
         self.merged_gate: torch.Tensor | None = None
         self._unmerged_weight: torch.Tensor | None = None
 
@@ -67,12 +75,23 @@ class HiLoRALinear(nn.Module):
                 f"HiLoRA gates have {gates.shape[0]} rows but the batch has {x.shape[0]} samples; "
                 "the batch must be a whole multiple of the gate rows"
             )
-        if gates.shape[0] != x.shape[0]:  # classifier-free guidance stacks [uncond, cond] copies
-            gates = gates.repeat(x.shape[0] // gates.shape[0], 1)
-        gates = gates.to(self.lora_A.dtype).repeat_interleave(self.rank, dim=1)
+        copies = x.shape[0] // gates.shape[0]  # classifier-free guidance stacks [uncond, cond] copies
+        if self.selected is not None:
+            index, values = (t.repeat(copies, 1) for t in self.selected)
+            return out + self._gathered(x, index, values).to(out.dtype)
+        gates = gates.repeat(copies, 1).to(self.lora_A.dtype).repeat_interleave(self.rank, dim=1)
         gates = gates.view(gates.shape[0], *([1] * (x.dim() - 2)), gates.shape[1])
         h = F.linear(x.to(self.lora_A.dtype), self.lora_A) * gates
         return out + (F.linear(h, self.lora_B) * self.scaling).to(out.dtype)
+
+    def _gathered(self, x: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """scaling * B_s (g_s * (A_s x)) with only sample s's selected adapters (index, values: (batch, k))."""
+        batch, k, r = x.shape[0], index.shape[1], self.rank
+        A = self.lora_A.view(self.num_adapters, r, -1)[index].reshape(batch, k * r, -1)  # (batch, k*r, in)
+        B = self.lora_B.view(-1, self.num_adapters, r).permute(1, 2, 0)[index].reshape(batch, k * r, -1)
+        h = torch.bmm(x.reshape(batch, -1, x.shape[-1]).to(A.dtype), A.transpose(1, 2))  # (batch, tokens, k*r)
+        h = h * values.to(h.dtype).repeat_interleave(r, dim=1).unsqueeze(1)
+        return (torch.bmm(h, B) * self.scaling).reshape(*x.shape[:-1], -1)
 
     @torch.no_grad()
     def merge(self, gate_row: torch.Tensor) -> None:
@@ -117,18 +136,29 @@ def adapter_weights(model: nn.Module, gates: torch.Tensor, merge: bool = False) 
     if merged and not bool((gates == merged[0].merged_gate.to(gates)).all()):
         raise RuntimeError("HiLoRA layers are merged with another gate; leave that adapter_weights block first")
     merge_now = merge and not merged and bool((gates == gates[:1]).all())
-    previous = [layer.gates for layer in layers]
+    selected = None if merge_now else sparse_selection(gates)
+    previous = [(layer.gates, layer.selected) for layer in layers]
     for layer in layers:
-        layer.gates = gates
+        layer.gates, layer.selected = gates, selected
         if merge_now:
             layer.merge(gates[0])
     try:
         yield
     finally:
-        for layer, old in zip(layers, previous):
-            layer.gates = old
+        for layer, (old_gates, old_selected) in zip(layers, previous):
+            layer.gates, layer.selected = old_gates, old_selected
             if merge_now:
                 layer.unmerge()
+
+
+def sparse_selection(gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(adapter indices, gate values), each (rows, k), of the k = most non-zero gates of any row;
+    None when some row uses every adapter (the dense form is then as cheap)."""
+    k = int((gates != 0).sum(dim=1).max())
+    if k == gates.shape[1]:
+        return None
+    index = gates.abs().topk(max(k, 1), dim=1).indices
+    return index, gates.gather(1, index)
 
 
 def inject_hilora(

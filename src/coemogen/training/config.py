@@ -16,8 +16,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from ..models.coemogen import CoEmoGenConfig
 
 
-def arg(default, help: str, choices: tuple | None = None, aliases: tuple[str, ...] = ()):
-    metadata = {"help": help, "choices": choices, "aliases": aliases}
+def arg(default, help: str, choices: tuple | None = None, aliases: tuple[str, ...] = (), switch: bool = False):
+    """A documented field; `switch=True` makes a bool a flag without a value (`--allow_tf32`), as in diffusers."""
+    metadata = {"help": help, "choices": choices, "aliases": aliases, "switch": switch}
     if default is MISSING:
         return field(metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -45,14 +46,21 @@ class TrainingArguments:
     weight_decay: float = arg(1e-2, "AdamW decoupled weight decay")
     lambda_sem: float = arg(1.0, "weight of L_SEM (0 = the w/o L_SEM ablation)")
     mixed_precision: str = arg("no", "frozen weights in fp16/bf16; trainable ones stay fp32", ("no", "fp16", "bf16"))
-    gradient_checkpointing: bool = arg(False, "recompute U-Net activations in backward (less memory)")
+    gradient_checkpointing: bool = arg(False, "recompute U-Net activations in backward (less memory)", switch=True)
+    cache: str | None = arg(None, "feature cache from `coemogen cache` (latents, caption embeddings, image tokens)")
+    random_flip: bool = arg(False, "mirror each training image with probability 1/2", switch=True)
+    center_crop: bool = arg(False, "centre-crop images to the resolution (default: a random crop)", switch=True)
+    allow_tf32: bool = arg(False, "TF32 matmuls and convolutions on Ampere and newer GPUs", switch=True)
+    use_8bit_adam: bool = arg(False, "bitsandbytes 8-bit AdamW (default on CUDA: fused AdamW)", switch=True)
+    channels_last: bool = arg(False, "U-Net activations in channels-last memory format", switch=True)
+    compile_unet: bool = arg(False, "torch.compile the U-Net (slow first steps)", aliases=("--compile",), switch=True)
     seed: int = arg(0, "seed of initial weights, sample order and every random draw")
     checkpointing_steps: int = arg(500, "save a resumable checkpoint every N steps (0: never)")
     checkpoints_total_limit: int | None = arg(None, "keep only the newest N checkpoints")
     resume_from_checkpoint: str | None = arg(None, "'latest' or a checkpoint directory")
     validation_steps: int | None = arg(None, "write a validation grid every N steps (and a final one)")
     report_to: str = arg("tensorboard", "where to log losses and validation grids", ("tensorboard", "none"))
-    dataloader_num_workers: int = arg(0, "image-loading worker processes")
+    dataloader_num_workers: int = arg(0, "data-loading worker processes (pinned memory on CUDA)")
 
 
 def _flag_type(hint):
@@ -87,8 +95,8 @@ def _add_fields(parser: argparse._ActionsContainer, cls: type, dataclass_fields)
                 kwargs["help"] += f" (default: {default})"
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
-        if kind is bool and f.name == "gradient_checkpointing":
-            kwargs["action"] = "store_true"  # the diffusers convention for this flag
+        if f.metadata.get("switch"):
+            kwargs["action"] = "store_true"
         else:
             kwargs["type"] = parse_bool if kind is bool else kind
             if nargs:

@@ -11,24 +11,67 @@ from ..taxonomy import Taxonomy
 
 
 class ManifestDataset(torch.utils.data.Dataset):
-    """Images (float, [0, 1], square) with emotion indices and captions."""
+    """Images (float, [0, 1], square) with emotion indices and captions.
 
-    def __init__(self, records: list[ManifestRecord], taxonomy: Taxonomy, resolution: int) -> None:
+    Indexed by record (centre crop) or, from the training sampler, by (record, draw): with
+    `center_crop=False` the crop position is random, drawn from (seed, draw) so a resumed run
+    crops exactly as the uninterrupted one (the diffusers `--center_crop` meaning).
+    """
+
+    def __init__(
+        self,
+        records: list[ManifestRecord],
+        taxonomy: Taxonomy,
+        resolution: int,
+        center_crop: bool = True,
+        seed: int = 0,
+    ) -> None:
         self.records, self.taxonomy, self.resolution = records, taxonomy, resolution
+        self.center_crop, self.seed = center_crop, seed
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict:
+    def crop(self, draw: int | None) -> tuple[float, float]:
+        if self.center_crop or draw is None:
+            return (0.5, 0.5)
+        x, y = torch.rand(2, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + draw)).tolist()
+        return (x, y)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        i, draw = item if isinstance(item, tuple) else (item, None)
         r = self.records[i]
         return {
-            "pixels": to_tensor(load_rgb(r.image), self.resolution),
+            "pixels": to_tensor(load_rgb(r.image), self.resolution, self.crop(draw)),
             "label": self.taxonomy.index(r.emotion),
             "caption": r.caption,
         }
 
     def labels(self) -> list[int]:
         return [self.taxonomy.index(r.emotion) for r in self.records]
+
+
+class CachedDataset(torch.utils.data.Dataset):
+    """Rows of a feature cache (coemogen/training/cache.py), plus the images themselves when the
+    visual-perception encoder needs image tokens the cache does not hold."""
+
+    def __init__(self, cache, images: ManifestDataset, load_pixels: bool) -> None:
+        self.cache, self.images, self.load_pixels = cache, images, load_pixels
+        self.records = images.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        i = item[0] if isinstance(item, tuple) else item
+        r = self.records[i]
+        row = {"label": self.images.taxonomy.index(r.emotion), "caption": r.caption, **self.cache.row(i)}
+        if self.load_pixels:
+            row["pixels"] = self.images[item]["pixels"]
+        return row
+
+    def labels(self) -> list[int]:
+        return self.images.labels()
 
 
 def drop_unreadable(records: list[ManifestRecord], skips: SkipCounter) -> list[ManifestRecord]:
@@ -79,10 +122,12 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
             self._cache = {epoch: [order[j] for j in torch.randperm(len(order), generator=g).tolist()]}
         return self._cache[epoch]
 
-    def batch(self, micro_step: int) -> list[int]:
+    def batch(self, micro_step: int) -> list[tuple[int, int]]:
+        """(record index, draw) pairs; the draw numbers every sample drawn in the run, across processes."""
         first = (micro_step * self.num_processes + self.process_index) * self.batch_size
         return [
-            self.epoch_order(p // self.epoch_len)[p % self.epoch_len] for p in range(first, first + self.batch_size)
+            (self.epoch_order(p // self.epoch_len)[p % self.epoch_len], p)
+            for p in range(first, first + self.batch_size)
         ]
 
     def __iter__(self):
@@ -93,8 +138,8 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
 
 
 def collate(items: list[dict]) -> dict:
-    return {
-        "pixels": torch.stack([it["pixels"] for it in items]),
-        "labels": torch.tensor([it["label"] for it in items]),
-        "captions": [it["caption"] for it in items],
-    }
+    """Stack every tensor field; labels become a tensor and captions stay a list."""
+    batch = {k: torch.stack([it[k] for it in items]) for k, v in items[0].items() if isinstance(v, torch.Tensor)}
+    batch["labels"] = torch.tensor([it["label"] for it in items])
+    batch["captions"] = [it["caption"] for it in items]
+    return batch

@@ -29,59 +29,81 @@ from ..data.images import image_grid
 from ..data.manifest import ManifestRecord, SkipCounter, read_manifest
 from ..errors import CoEmoGenError
 from ..models.base import BaseModels, load_base_models, resolve_sources
-from ..models.clip import text_embeds
 from ..models.clusters import EmotionClusters
 from ..models.coemogen import CoEmoGen, CoEmoGenConfig, load_run, save_run
 from ..models.conditioning import EmotionConditioner, check_template
 from ..models.hilora import adapter_weights, hilora_layers
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
+from .cache import CacheFingerprint, FeatureCache, compute_features
 from .checkpoints import find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainingArguments
-from .data import BalancedBatchSampler, ManifestDataset, collate, drop_unreadable
+from .data import BalancedBatchSampler, CachedDataset, ManifestDataset, collate, drop_unreadable
 
 logger = logging.getLogger(__name__)
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @torch.no_grad()
-def encoder_tokens(model: CoEmoGen, base: BaseModels, pixels: torch.Tensor) -> torch.Tensor | None:
-    """The CLIP image tokens v_i the visual-perception encoder reads (fp32), or None without the encoder."""
+def encoder_tokens(model: CoEmoGen, base: BaseModels, batch: dict, prefix: str = "") -> torch.Tensor | None:
+    """The CLIP image tokens v_i the visual-perception encoder reads (fp32): from the feature cache
+    when the batch holds them, else computed from its pixels; None without the encoder."""
     if not model.config.perception_encoder:
         return None
+    if f"{prefix}image_tokens" in batch:
+        return batch[f"{prefix}image_tokens"].float()
+    if base.clip is None:
+        raise CoEmoGenError(
+            "the visual-perception encoder needs CLIP image tokens: not in the cache, and CLIP released"
+        )
+    pixels = batch["pixels"].to(next(base.clip.parameters()).device)
     return base.image_tokens(pixels, model.config.image_token_layer).float()
 
 
 class CoEmoGenTrainingModule(nn.Module):
     """Frozen base models + trainable CoEmoGen parts; forward returns the losses of one batch.
 
-    Call it (and its backward) inside `adapter_weights(unet, model.gates(...))`: the adapters each
-    sample trains are selected explicitly by the caller.
+    A batch holds images (`pixels`) or rows of a feature cache (`latent_mean`, `caption_embeds`,
+    ...), or both when the cache lacks the image tokens. Call it (and its backward) inside
+    `adapter_weights(unet, model.gates(...))`: the adapters each sample trains are selected
+    explicitly by the caller.
     """
 
-    def __init__(self, model: CoEmoGen, base: BaseModels, lambda_sem: float) -> None:
+    def __init__(self, model: CoEmoGen, base: BaseModels, lambda_sem: float, random_flip: bool = False) -> None:
         super().__init__()
         self.model, self.unet, self.vae = model, base.unet, base.vae
-        self.text_encoder, self.clip = base.text_encoder, base.clip
-        self.base, self.lambda_sem = base, lambda_sem
+        self.text_encoder = base.text_encoder
+        self.base, self.lambda_sem, self.random_flip = base, lambda_sem, random_flip
         self.conditioner = EmotionConditioner(base.tokenizer, base.text_encoder)
 
     @torch.no_grad()
-    def frozen_features(self, pixels: torch.Tensor, captions: list[str], generator: torch.Generator):
-        """Sampled VAE latents, CLIP image tokens (None without the encoder) and caption embeddings."""
-        posterior = self.vae.encode((pixels * 2 - 1).to(self.vae.dtype)).latent_dist
-        noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
-        latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
-        tokens = encoder_tokens(self.model, self.base, pixels)
-        ids = self.base.tokenizer(
-            captions, padding="max_length", max_length=self.conditioner.max_length, truncation=True, return_tensors="pt"
-        ).input_ids.to(pixels.device)
-        return latents, tokens, text_embeds(self.clip, ids)
+    def frozen_features(self, batch: dict, generator: torch.Generator):
+        """Sampled VAE latents, CLIP image tokens (None without the encoder) and caption embeddings,
+        each sample mirrored with probability 1/2 under `random_flip`."""
+        device = self.vae.device
+        flips = torch.rand(len(batch["labels"]), generator=generator) < 0.5 if self.random_flip else None
+        if "pixels" in batch:
+            batch = {**batch, "pixels": batch["pixels"].to(device)}
+            if flips is not None:
+                mask = flips.to(device).view(-1, 1, 1, 1)
+                batch["pixels"] = torch.where(mask, batch["pixels"].flip(-1), batch["pixels"])
+        if "latent_mean" in batch:
+            features = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            if flips is not None:
+                for name in [k for k in features if f"flipped_{k}" in features]:
+                    mask = flips.to(device).view(-1, *[1] * (features[name].dim() - 1))
+                    features[name] = torch.where(mask, features[f"flipped_{name}"], features[name])
+        else:
+            features = compute_features(self.base, batch["pixels"], batch["captions"], False, None)
+        mean, std = features["latent_mean"], features["latent_std"]
+        noise = torch.randn(mean.shape, generator=generator).to(mean)
+        latents = (mean + std * noise) * self.vae.config.scaling_factor
+        tokens = encoder_tokens(self.model, self.base, {**batch, **features})
+        return latents.to(self.vae.dtype), tokens, features["caption_embeds"]
 
-    def forward(
-        self, pixels: torch.Tensor, labels: torch.Tensor, captions: list[str], generator: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        latents, tokens, caption_embeds = self.frozen_features(pixels, captions, generator)
+    def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        latents, tokens, caption_embeds = self.frozen_features(batch, generator)
+        labels = batch["labels"].to(latents.device)
         visual = self.model.visual_embedding(self.model.one_hot(labels), tokens)
         cond, pooled = self.conditioner.encode_embeddings(
             visual.to(self.text_encoder.dtype), self.model.config.template
@@ -99,9 +121,13 @@ class CoEmoGenTrainingModule(nn.Module):
             raise CoEmoGenError(f"unsupported prediction type {scheduler.config.prediction_type}")
         pred = self.unet(noisy, t, encoder_hidden_states=cond).sample
         l_ldm = F.mse_loss(pred.float(), target.float())
-        condition = self.clip.text_projection(pooled.to(self.clip.dtype)).float()
+        condition = self.text_projection(pooled).float()
         l_sem = (1 - F.cosine_similarity(condition, caption_embeds.float(), dim=-1)).mean()
         return {"loss": l_ldm + self.lambda_sem * l_sem, "l_ldm": l_ldm, "l_sem": l_sem}
+
+    def text_projection(self, pooled: torch.Tensor) -> torch.Tensor:
+        projection = self.base.text_projection
+        return projection(pooled.to(projection.weight.dtype))
 
 
 def trainable_parameters(model: CoEmoGen, unet: nn.Module) -> dict[str, nn.Parameter]:
@@ -126,8 +152,30 @@ class Components:
     optimizer: torch.optim.Optimizer
 
 
-def load_components(args: TrainingArguments, taxonomy: Taxonomy, device: torch.device, **hyperparameters) -> Components:
-    """Frozen base models (cast to the mixed-precision dtype), the model with its HiLoRA, AdamW."""
+def make_optimizer(args: TrainingArguments, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    """AdamW: bitsandbytes' 8-bit one on request, the fused kernel on CUDA, else the default."""
+    if args.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise CoEmoGenError("--use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from None
+        return bnb.optim.AdamW8bit(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay, fused=fused or None)
+
+
+def load_components(
+    args: TrainingArguments,
+    taxonomy: Taxonomy,
+    device: torch.device,
+    cache: tuple[FeatureCache, list[ManifestRecord]] | None = None,
+    **hyperparameters,
+) -> Components:
+    """Frozen base models (cast to the mixed-precision dtype), the model with its HiLoRA, AdamW.
+
+    `cache`: a feature cache and the manifest's records, checked against this run's fingerprint.
+    When the cache holds every CLIP output the run needs, the CLIP towers are released (only the
+    text projection, for L_SEM, stays)."""
     sd, clip = resolve_sources(args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset)
     base = load_base_models(sd, clip)
     vae_factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
@@ -140,6 +188,11 @@ def load_components(args: TrainingArguments, taxonomy: Taxonomy, device: torch.d
         resolution=args.resolution or base.unet.config.sample_size * vae_factor,
         **hyperparameters,
     )
+    if cache is not None:
+        features, manifest_records = cache
+        features.check(cache_fingerprint(args, base, config, manifest_records), cache_command(args, config))
+        if features.has_image_tokens or not config.perception_encoder:
+            base.release_clip()
     with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
         torch.manual_seed(args.seed)
         model = CoEmoGen(config)
@@ -152,15 +205,42 @@ def load_components(args: TrainingArguments, taxonomy: Taxonomy, device: torch.d
     weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
     if weight_dtype != torch.float32:
         for module in (base.vae, base.text_encoder, base.clip):
-            module.to(weight_dtype)
+            if module is not None:
+                module.to(weight_dtype)
         # Cast the frozen U-Net weights only: the HiLoRA parameters stay in fp32 for the optimiser.
         for name, p in base.unet.named_parameters():
             if not name.endswith(("lora_A", "lora_B")):
                 p.data = p.data.to(weight_dtype)
     if args.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
-    optimizer = torch.optim.AdamW(list(params.values()), lr=args.learning_rate, weight_decay=args.weight_decay)
+    if args.channels_last:
+        base.unet.to(memory_format=torch.channels_last)
+    if args.compile_unet:
+        base.unet.compile()  # in place: adapter_weights still finds the HiLoRA layers
+    optimizer = make_optimizer(args, list(params.values()), torch.device(device))
     return Components(base, model.to(device), params, optimizer)
+
+
+def cache_fingerprint(
+    args: TrainingArguments, base: BaseModels, config: CoEmoGenConfig, records: list[ManifestRecord]
+) -> CacheFingerprint:
+    """The fingerprint a feature cache for this run must have (image tokens: the encoder's layer)."""
+    layer = config.image_token_layer if config.perception_encoder else None
+    return CacheFingerprint.of(base, base.clip.config, records, config.resolution, args.random_flip, layer)
+
+
+def cache_command(args: TrainingArguments, config: CoEmoGenConfig) -> str:
+    """The `coemogen cache` command that builds the cache this run needs."""
+    flip = " --random_flip" if args.random_flip else ""
+    tokens = (
+        f" --cache_image_tokens --image_token_layer {config.image_token_layer}" if config.perception_encoder else ""
+    )
+    return (
+        f"coemogen cache --manifest {args.manifest} --out {args.cache}.new"
+        f" --pretrained_model_name_or_path {config.pretrained_model_name_or_path}"
+        f" --clip_model_name_or_path {config.clip_model_name_or_path} --resolution {config.resolution}{flip}{tokens}"
+        f", then pass --cache {args.cache}.new"
+    )
 
 
 def read_records(manifest: str | Path, taxonomy: Taxonomy) -> tuple[list[ManifestRecord], SkipCounter]:
@@ -173,29 +253,31 @@ def read_records(manifest: str | Path, taxonomy: Taxonomy) -> tuple[list[Manifes
 
 @torch.no_grad()
 def embed_records(
-    model: CoEmoGen, base: BaseModels, dataset: ManifestDataset, device, batch_size: int = 64
+    model: CoEmoGen, base: BaseModels, dataset: ManifestDataset | CachedDataset, device, batch_size: int = 64
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Visual embeddings e^v of every training image under its own emotion (for the clusters)."""
     out, labels = [], []
     for start in tqdm(range(0, len(dataset), batch_size), desc="fit clusters", leave=False):
         batch = collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
-        pixels = batch["pixels"].to(device)
         weights = model.one_hot(batch["labels"].to(device))
-        out.append(model.visual_embedding(weights, encoder_tokens(model, base, pixels)).cpu())
+        tokens = encoder_tokens(model, base, batch)
+        out.append(model.visual_embedding(weights, None if tokens is None else tokens.to(device)).cpu())
         labels.append(batch["labels"])
     return torch.cat(out), torch.cat(labels)
 
 
 @torch.no_grad()
-def validation_grid(model: CoEmoGen, base: BaseModels, dataset: ManifestDataset, seed: int, device):
+def validation_grid(model: CoEmoGen, base: BaseModels, dataset: ManifestDataset | CachedDataset, seed: int, device):
     """One image per emotion from the generation pipeline, e^v from the emotion's first training image."""
     firsts = {}
     for i, r in enumerate(dataset.records):
         firsts.setdefault(r.emotion, i)
     order = [firsts[e] for e in model.taxonomy.emotions if e in firsts]
     batch = collate([dataset[i] for i in order])
-    pixels = batch["pixels"].to(device)
-    visual = model.visual_embedding(model.one_hot(batch["labels"].to(device)), encoder_tokens(model, base, pixels))
+    tokens = encoder_tokens(model, base, batch)
+    visual = model.visual_embedding(
+        model.one_hot(batch["labels"].to(device)), None if tokens is None else tokens.to(device)
+    )
     pipeline = CoEmoGenPipeline(base, model, clusters=None, device=device)
     emotions = [dataset.records[i].emotion for i in order]
     output = pipeline(emotions, num_images=len(order), seed=seed, num_inference_steps=20, visual_embeds=visual)
@@ -218,9 +300,20 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
     if args.mixed_precision not in WEIGHT_DTYPES:
         raise CoEmoGenError(f"--mixed_precision must be no, fp16 or bf16, not '{args.mixed_precision}'")
 
-    # 1. Data records and the accelerator (mixed precision is our own autocast below).
+    # 1. Data records (the cache's, when training from one) and the accelerator (mixed precision
+    # is our own autocast below).
     taxonomy = Taxonomy.load(args.taxonomy)
-    records, skips = read_records(args.manifest, taxonomy)
+    if args.cache:
+        if not args.center_crop:
+            raise CoEmoGenError("a feature cache holds centre crops: pass --center_crop with --cache")
+        features = FeatureCache(args.cache)
+        skips = SkipCounter()
+        manifest_records = read_manifest(args.manifest, taxonomy, skips)
+        records = [ManifestRecord(Path(r["image"]), r["emotion"], r["caption"]) for r in features.records()]
+    else:
+        records, skips = read_records(args.manifest, taxonomy)
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
@@ -230,7 +323,8 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
         raise CoEmoGenError("--mixed_precision fp16 needs a CUDA device; use bf16 on this machine")
 
     # 2. Components: frozen base models, the model and its HiLoRA, the optimiser; resume.
-    parts = load_components(args, taxonomy, accelerator.device, **hyperparameters)
+    cache = (features, manifest_records) if args.cache else None
+    parts = load_components(args, taxonomy, accelerator.device, cache, **hyperparameters)
     model, base, params, optimizer = parts.model, parts.base, parts.params, parts.optimizer
     global_step = 0
     if args.resume_from_checkpoint:
@@ -242,7 +336,10 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
             accelerator.print(f"resumed from {path} at step {global_step}")
 
     # 3. Data: this process's share of balanced batches, from where the run left off.
-    dataset = ManifestDataset(records, taxonomy, model.config.resolution)
+    dataset = ManifestDataset(records, taxonomy, model.config.resolution, args.center_crop, args.seed)
+    if args.cache:
+        needs_pixels = model.config.perception_encoder and not features.has_image_tokens
+        dataset = CachedDataset(features, dataset, load_pixels=needs_pixels)
     sampler = BalancedBatchSampler(
         dataset.labels(),
         args.train_batch_size,
@@ -252,9 +349,15 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
         process_index=accelerator.process_index,
     )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=args.dataloader_num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+        persistent_workers=args.dataloader_num_workers > 0,
     )
-    module, optimizer = accelerator.prepare(CoEmoGenTrainingModule(model, base, args.lambda_sem), optimizer)
+    training_module = CoEmoGenTrainingModule(model, base, args.lambda_sem, args.random_flip)
+    module, optimizer = accelerator.prepare(training_module, optimizer)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         settings = {**asdict(args), **asdict(model.config)}
@@ -282,7 +385,7 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
         # Backward stays inside the adapter selection: gradient checkpointing re-runs the U-Net there.
         with accelerator.accumulate(module), adapter_weights(base.unet, model.gates(model.one_hot(labels))):
             with autocast:
-                losses = module(batch["pixels"].to(accelerator.device), labels, batch["captions"], generator)
+                losses = module(batch, generator)
             accelerator.backward(scaler.scale(losses["loss"]))
             if accelerator.sync_gradients:
                 scaler.step(optimizer)
