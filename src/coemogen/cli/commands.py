@@ -35,6 +35,16 @@ def cmd_train(a: argparse.Namespace) -> None:
     print(f"saved run to {run}")
 
 
+def cmd_cache(a: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
+    from ..training.cache import run_cache_command
+
+    state = PartialState()
+    run_cache_command(a, state.process_index, state.num_processes, state.device)
+    state.wait_for_everyone()
+
+
 def cmd_clusters(a: argparse.Namespace) -> None:
     from ..training.loop import refit_clusters
 
@@ -179,3 +189,21 @@ def cmd_bench_paper_table(a: argparse.Namespace) -> None:
     from ..experiments.paper_table import paper_table
 
     paper_table(a.out, a.quick, a.seed, a.rows)
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from ..export import export_run, push_to_hub
+    from ..tables import format_table
+
+    items = export_run(a.out, a.model, a.emotions, a.num_embeddings, a.seed, a.license, a.metrics)
+    rows = [{"emotion": i.spec, "folder": str(i.directory), "LoRA rank": i.rank, "prompt": i.prompt} for i in items]
+    print(format_table(rows, ["emotion", "folder", "LoRA rank", "prompt"]))
+    if a.push_to_hub:
+        print(f"uploaded to {push_to_hub(a.out, a.push_to_hub, a.hub_token, a.private)}")
+
+
+def cmd_web(a: argparse.Namespace) -> None:
+    from ..web import WebLimits, launch
+
+    limits = WebLimits(max_images=a.max_images, max_steps=a.max_steps, concurrency=a.concurrency, max_queue=a.max_queue)
+    launch(a.model, limits, a.host, a.port, a.device)

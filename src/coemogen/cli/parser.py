@@ -95,6 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=commands.cmd_filter)
 
+    p = sub.add_parser("cache", help="precompute VAE latents, caption embeddings and CLIP image tokens for training")
+    p.add_argument("--manifest", required=True, help="training manifest (the one `coemogen train` will read)")
+    p.add_argument("--out", required=True, help="cache directory (resumable: re-run to finish it)")
+    _add_model_sources(p)
+    p.add_argument("--taxonomy", help="mikels (default), artemis, emoart, or a JSON/YAML taxonomy file")
+    p.add_argument("--resolution", type=int, help="training resolution (default: the U-Net's)")
+    p.add_argument("--random_flip", action="store_true", help="also cache each image's mirror image")
+    p.add_argument(
+        "--cache_image_tokens", action="store_true", help="also cache the CLIP image tokens v_i (half precision)"
+    )
+    p.add_argument("--image_token_layer", type=int, default=-1, help="CLIP hidden layer of the tokens (default: last)")
+    p.add_argument("--shard_size", type=int, default=256, help="records per shard file")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.set_defaults(func=commands.cmd_cache)
+
     p = sub.add_parser("train", help="train CoEmoGen on a manifest (JSONL: image, emotion, caption)")
     add_training_flags(p)
     p.set_defaults(func=commands.cmd_train)
@@ -176,6 +191,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rows", nargs="+", help="only these rows (names as in the table)")
     p.set_defaults(func=commands.cmd_bench_paper_table)
+
+    p = sub.add_parser("export", help="a run's emotions as LoRA + embedding files for diffusers, A1111, ComfyUI")
+    p.add_argument("--model", help="run directory (default: the shipped synthetic-world run)")
+    p.add_argument("--out", required=True, help="export folder: one sub-folder per emotion and a root model card")
+    p.add_argument(
+        "--emotions", nargs="+", help="names or mixes 'fear:0.7,sadness:0.3' (default: every emotion of the run)"
+    )
+    p.add_argument(
+        "--num-embeddings",
+        "--num_embeddings",
+        type=int,
+        default=4,
+        help="cluster samples exported besides the mean; sample k is the one `generate --seed SEED+k` draws",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the first sampled embedding")
+    p.add_argument("--license", help="model-card license (default: creativeml-openrail-m; pocket SD: apache-2.0)")
+    p.add_argument("--metrics", help="a `coemogen evaluate` metrics.json (or its folder) to quote in the model cards")
+    p.add_argument("--push_to_hub", "--push-to-hub", metavar="REPO_ID", help="then upload the folder to this Hub repo")
+    p.add_argument("--hub_token", "--hub-token", help="Hub token (default: the logged-in one)")
+    p.add_argument("--private", action="store_true", help="create the Hub repository private")
+    p.set_defaults(func=commands.cmd_export)
+
+    p = sub.add_parser("web", help="the Gradio web app on a run (default: the shipped synthetic-world run)")
+    p.add_argument("--model", help="run directory (default: the shipped synthetic-world run)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the app to the network")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device")
+    p.add_argument("--max-images", type=int, default=8, help="images per request at most")
+    p.add_argument("--max-steps", type=int, default=50, help="denoising steps per request at most")
+    p.add_argument(
+        "--concurrency", type=int, default=1, help="generations at once (each holds its own copy of the model)"
+    )
+    p.add_argument("--max-queue", type=int, default=16, help="requests waiting at most; more are refused")
+    p.set_defaults(func=commands.cmd_web)
 
     p = sub.add_parser("demo", help="the whole pipeline on the synthetic world")
     p.add_argument("--out", default="coemogen-demo")

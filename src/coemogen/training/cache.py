@@ -136,10 +136,13 @@ class FeatureCache:
 
     def check(self, expected: CacheFingerprint, rebuild_hint: str) -> None:
         """Refuse a stale or foreign cache, naming each differing part. Image tokens may be absent
-        (they are then computed on the fly) but not from another layer."""
+        (they are then computed on the fly) but not from another layer; mirror images may be
+        cached for a run that does not flip."""
         mine = asdict(self.fingerprint)
         if mine["image_token_layer"] is None or expected.image_token_layer is None:
             mine["image_token_layer"] = expected.image_token_layer
+        if mine["random_flip"] and not expected.random_flip:
+            mine["random_flip"] = False
         diffs = CacheFingerprint(**mine).differences(expected)
         if diffs:
             raise CoEmoGenError(
