@@ -71,6 +71,91 @@ def build_tiny_models(
     return out / "sd", out / "clip"
 
 
+# The published shapes: stable-diffusion-v1-5's unet/ and vae/ config.json, openai/clip-vit-large-patch14's
+# config.json (whose text tower is SD1.5's text encoder).
+SD15_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+SD15_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+VIT_L14_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+)
+VIT_L14_VISION = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=14,
+    hidden_act="quick_gelu",
+)
+
+
+def build_sd15_shaped_models(out: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """Random-weight models in the exact SD1.5 / CLIP ViT-L/14 shapes (860M-parameter U-Net, 24-layer
+    vision tower), written like `build_tiny_models`; nothing is downloaded. The tokenizer is the
+    pocket one (its ids fit the 49,408-token embedding). Returns (sd_dir, clip_dir); reuses them
+    when already written."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    from .models.base import POCKET_SD
+
+    out = Path(out)
+    sd_dir, clip_dir = out / "sd", out / "clip"
+    if (sd_dir / "model_index.json").is_file() and (clip_dir / "config.json").is_file():
+        return sd_dir, clip_dir
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(POCKET_SD, subfolder="tokenizer")
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    clip = CLIPModel(CLIPConfig(text_config={**VIT_L14_TEXT, **ids}, vision_config=VIT_L14_VISION, projection_dim=768))
+    clip.save_pretrained(clip_dir)
+    tokenizer.save_pretrained(clip_dir)
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(clip_dir)
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1
+    )
+    StableDiffusionPipeline(
+        vae=AutoencoderKL(**SD15_VAE),
+        text_encoder=text_encoder_from_clip(clip),
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**SD15_UNET),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(sd_dir)
+    return sd_dir, clip_dir
+
+
 class ChatCompletionsServer:
     """A local OpenAI-style chat-completions server for tests and benchmarks.
 

@@ -53,30 +53,35 @@ def cmd_clusters(a: argparse.Namespace) -> None:
 
 
 def cmd_generate(a: argparse.Namespace) -> None:
-    from ..pipelines.pipeline_coemogen import CoEmoGenPipeline, save_images
+    from ..pipelines.pipeline_coemogen import CoEmoGenPipeline, generate_to_folders
     from ..taxonomy import Taxonomy
 
     taxonomy = Taxonomy.load(a.taxonomy) if a.taxonomy else None
     pipe = CoEmoGenPipeline.from_pretrained(
         a.model, a.pretrained_model_name_or_path, a.clip_model_name_or_path, a.device, taxonomy
     )
-    emotions = [e for e in a.emotion.split(";") if e.strip()] or [a.emotion]
-    for spec in emotions:
-        pipe.taxonomy.parse_mix(spec)  # fail on a bad name before any work
-    output = pipe(
-        emotions,
-        num_images=a.num_images,
+    out = Path(a.out)
+    if a.emotion == "all":  # the paper's evaluation set: num_images of every emotion, one folder each
+        jobs = [(e, out / e) for e in pipe.taxonomy.emotions]
+    else:
+        emotions = [e for e in a.emotion.split(";") if e.strip()] or [a.emotion]
+        for spec in emotions:
+            pipe.taxonomy.parse_mix(spec)  # fail on a bad name before any work
+        jobs = [(emotions, out)]
+    made = generate_to_folders(
+        pipe,
+        jobs,
+        a.num_images,
         seed=a.seed,
+        batch_size=a.batch_size,
         template=a.template,
         num_inference_steps=a.num_inference_steps,
         guidance_scale=a.guidance_scale,
         scheduler=a.scheduler,
-        batch_size=a.batch_size,
-        progress=True,
         cluster_temperature=a.cluster_temperature,
     )
-    out = save_images(output, a.out)
-    print(f"wrote {len(output.images)} images, metadata and grid.png to {out}")
+    kept = a.num_images * len(jobs) - made
+    print(f"wrote {made} images ({kept} already there), metadata and grid.png to {out}")
 
 
 def cmd_caption(a: argparse.Namespace) -> None:

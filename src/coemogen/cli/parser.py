@@ -127,9 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--emotion",
         required=True,
-        help="name, mix 'amusement:0.5,awe:0.5', or several separated by ';' (cycled over images)",
+        help="name, mix 'amusement:0.5,awe:0.5', several separated by ';' (cycled over images), "
+        "or 'all': --num-images of every emotion, one folder each (the paper's evaluation set)",
     )
-    p.add_argument("--num-images", "--num_images", type=int, default=8)
+    p.add_argument(
+        "--num-images",
+        "--num_images",
+        type=int,
+        default=8,
+        help="images (per emotion with 'all'); images already in --out are kept, so a re-run completes the set",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--template", help="prompt template, e.g. 'a photo of {} bag' (emotion transfer)")

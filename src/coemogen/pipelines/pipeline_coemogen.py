@@ -202,6 +202,7 @@ class CoEmoGenPipeline:
         cluster_temperature: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         visual_embeds: torch.Tensor | None = None,
+        first_index: int = 0,
     ) -> CoEmoGenOutput:
         """`emotion`: a name, a mix "amusement:0.5,awe:0.5", or a list (one per image, cycled).
 
@@ -211,6 +212,7 @@ class CoEmoGenPipeline:
         its noise), or one generator shared by all images (a batch's cluster samples, then its
         noises). `cluster_temperature` defaults to the run's. `visual_embeds` (num_images, d0)
         replaces the cluster samples (training's validation images use the embeddings of real images).
+        `first_index=k` makes images k, k+1, ... of the same seeded sequence (resuming a large set).
         """
         # 1. Check inputs and fill defaults from the run's configuration.
         specs = [emotion] if isinstance(emotion, str) else list(emotion)
@@ -219,11 +221,12 @@ class CoEmoGenPipeline:
         if cluster_temperature is None:
             cluster_temperature = self.model.config.cluster_temperature
         # 2. Parse each image's emotion mix.
-        mixes = [self.taxonomy.parse_mix(specs[i % len(specs)]) for i in range(num_images)]
+        indices = range(first_index, first_index + num_images)
+        mixes = [self.taxonomy.parse_mix(specs[i % len(specs)]) for i in indices]
         # 3. Per-image generators for the cluster samples and the initial noise.
         if generator is None:
-            cluster_generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
-            noise_generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
+            cluster_generators = [torch.Generator().manual_seed(seed + i) for i in indices]
+            noise_generators = [torch.Generator().manual_seed(seed + i) for i in indices]
         else:
             cluster_generators = noise_generators = (
                 generator if isinstance(generator, list) else [generator] * num_images
@@ -254,10 +257,10 @@ class CoEmoGenPipeline:
             for i, comp in zip(idx, components):
                 metadata.append(
                     {
-                        "index": i,
+                        "index": first_index + i,
                         "emotion": max(mixes[i], key=mixes[i].get),
                         "weights": mixes[i],
-                        "seed": seed + i if generator is None else None,
+                        "seed": seed + first_index + i if generator is None else None,
                         "cluster_component": comp,
                         "template": template,
                         "scheduler": scheduler,
@@ -269,13 +272,84 @@ class CoEmoGenPipeline:
         return CoEmoGenOutput(images, metadata)
 
 
+def save_image(image: Image.Image, meta: dict, out_dir: Path, prefix: str = "") -> Path:
+    """Write one image and then its metadata JSON, each to a temporary file renamed into place: an
+    image whose JSON exists is complete (what `completed_indices` counts on after a kill)."""
+    stem = out_dir / f"{prefix}{meta['emotion']}_{meta['index']:04d}"
+    tmp = stem.with_name(stem.name + ".tmp.png")
+    image.save(tmp)
+    tmp.replace(stem.with_suffix(".png"))
+    tmp = stem.with_name(stem.name + ".tmp.json")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(stem.with_suffix(".json"))
+    return stem.with_suffix(".png")
+
+
 def save_images(output: CoEmoGenOutput, out_dir: str | Path, prefix: str = "") -> Path:
     """Write PNGs, one metadata JSON per image and a grid."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for image, meta in zip(output.images, output.metadata):
-        stem = f"{prefix}{meta['emotion']}_{meta['index']:04d}"
-        image.save(out_dir / f"{stem}.png")
-        (out_dir / f"{stem}.json").write_text(json.dumps(meta, indent=1))
+        save_image(image, meta, out_dir, prefix)
     image_grid(output.images).save(out_dir / f"{prefix}grid.png")
     return out_dir
+
+
+def completed_indices(out_dir: Path) -> dict[int, Path]:
+    """Index -> PNG of every complete image in `out_dir` (its metadata JSON written after it)."""
+    done = {}
+    for meta_file in out_dir.glob("*_[0-9][0-9][0-9][0-9]*.json"):
+        png = meta_file.with_suffix(".png")
+        if png.is_file() and not meta_file.name.endswith(".tmp.json"):
+            done[int(meta_file.stem.rsplit("_", 1)[1])] = png
+    return done
+
+
+def generate_to_folders(
+    pipe: CoEmoGenPipeline,
+    jobs: list[tuple[str | list[str], Path]],
+    num_images: int,
+    seed: int = 0,
+    batch_size: int = 16,
+    grid_size: int = 64,
+    **call_kwargs,
+) -> int:
+    """Make `num_images` images for each (emotion spec(s), folder) job, in batches, with one progress
+    bar over all images. Each image is written as soon as it is made; images already complete in a
+    folder are kept and not made again (they are the same images: image i depends only on seed + i),
+    so a killed run re-run completes the set. Returns how many images were made now."""
+    from tqdm import tqdm
+
+    plans = []
+    for spec, folder in jobs:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        done = completed_indices(folder)
+        missing = [i for i in range(num_images) if i not in done]
+        plans.append((spec, folder, missing))
+    total = num_images * len(jobs)
+    todo = sum(len(m) for _, _, m in plans)
+    bar = tqdm(total=total, initial=total - todo, desc="generate", unit="img")
+    for spec, folder, missing in plans:
+        for chunk in _contiguous_chunks(missing, batch_size):
+            output = pipe(
+                spec, num_images=len(chunk), seed=seed, batch_size=batch_size, first_index=chunk[0], **call_kwargs
+            )
+            for image, meta in zip(output.images, output.metadata):
+                save_image(image, meta, folder)
+            bar.update(len(chunk))
+        shown = sorted(completed_indices(folder).items())[:grid_size]
+        image_grid([Image.open(png).convert("RGB") for _, png in shown]).save(folder / "grid.png")
+    bar.close()
+    return todo
+
+
+def _contiguous_chunks(indices: list[int], size: int) -> list[list[int]]:
+    """Split sorted indices into runs of consecutive numbers of at most `size`."""
+    chunks: list[list[int]] = []
+    for i in indices:
+        if chunks and chunks[-1][-1] == i - 1 and len(chunks[-1]) < size:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks

@@ -1,0 +1,270 @@
+"""Training-step throughput and peak memory at the paper's shapes, with random weights (nothing downloaded).
+
+Variants, each one full optimiser step on a batch that mixes every emotion:
+  coemogen         CoEmoGen's step from images: VAE encode, CLIP image tokens and caption embedding, U-Net with HiLoRA
+  coemogen_cached  the same step from a feature cache (`coemogen cache --cache_image_tokens`): no VAE or CLIP forward
+  lora_recipe      the diffusers text-to-image LoRA recipe: VAE encode + text encoder + U-Net with a peft rank-8 LoRA
+  hilora_unet      the U-Net alone with HiLoRA (10 adapters x rank 4, each sample its emotion's and group's)
+  lora_unet        the U-Net alone with a peft rank-8 LoRA (same inputs): hilora_unet / lora_unet is the adapter cost
+
+Each (variant, batch) runs in its own child process, one after the other in one invocation, so the peak
+memory (CUDA max allocated, or peak RSS on the CPU) is that variant's alone; times are medians over
+`--repeats` steps after warm-up. Ratios are printed at the end.
+
+Usage: python benchmarks/train_step.py --shape sd15 [--resolution 256] [--batch 1 4 8] [--repeats 3]
+           [--mixed_precision bf16] [--gradient_checkpointing] [--compile] [--models DIR] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+VARIANTS = ["coemogen", "coemogen_cached", "lora_recipe", "hilora_unet", "lora_unet"]
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+CAPTIONS = [
+    "a person laughing at a clown in a sunny park",
+    "a vast mountain range under a starry night sky",
+    "a cat asleep on a warm windowsill",
+    "a crowd cheering at a fireworks show",
+    "a man shouting at a broken car in the rain",
+    "rotten food in a dirty kitchen sink",
+    "a dark alley with a shadow behind a door",
+    "an empty chair beside a grave in the fog",
+]
+
+
+def model_dirs(shape: str, models: str | None) -> tuple[str, str]:
+    from coemogen.models.base import POCKET_CLIP, POCKET_SD
+    from coemogen.testing import build_sd15_shaped_models
+
+    if shape == "pocket":
+        return str(POCKET_SD), str(POCKET_CLIP)
+    root = Path(models or Path(tempfile.gettempdir()) / "coemogen-sd15-random")
+    return tuple(str(p) for p in build_sd15_shaped_models(root))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def make_step(variant: str, a: argparse.Namespace, sd: str, clip: str, device: torch.device):
+    """Build one variant's models and batch; return a function doing one optimiser step."""
+    from coemogen.models.hilora import adapter_weights
+    from coemogen.taxonomy import Taxonomy
+    from coemogen.training.cache import compute_features
+    from coemogen.training.config import TrainingArguments
+    from coemogen.training.loop import WEIGHT_DTYPES, CoEmoGenTrainingModule, load_components
+
+    taxonomy = Taxonomy.default()
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(a.batch) % taxonomy.num_emotions
+    pixels = torch.rand(a.batch, 3, a.resolution, a.resolution, generator=g).to(device)
+    captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(a.batch)]
+    dtype = WEIGHT_DTYPES[a.mixed_precision]
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    args = TrainingArguments(
+        manifest="-",
+        out="-",
+        pretrained_model_name_or_path=sd,
+        clip_model_name_or_path=clip,
+        resolution=a.resolution,
+        mixed_precision=a.mixed_precision,
+        gradient_checkpointing=a.gradient_checkpointing,
+        compile_unet=a.compile,
+        learning_rate=1e-4,
+    )
+
+    if variant in ("coemogen", "coemogen_cached", "hilora_unet"):
+        parts = load_components(args, taxonomy, device)
+        module = CoEmoGenTrainingModule(parts.model, parts.base, lambda_sem=1.0)
+        gates = parts.model.gates(parts.model.one_hot(labels.to(device)))
+        batch = {"pixels": pixels, "labels": labels, "captions": captions}
+        if variant == "coemogen_cached":
+            with torch.no_grad(), autocast:
+                features = compute_features(parts.base, pixels, captions, False, parts.model.config.image_token_layer)
+            batch = {"labels": labels, "captions": captions, **features}
+            parts.base.release_clip()  # as training from a full cache does
+        unet, optimizer = parts.base.unet, parts.optimizer
+
+        if variant == "hilora_unet":
+            latents, cond = unet_inputs(a, unet, device, dtype)
+
+            def step():
+                with adapter_weights(unet, gates), autocast:
+                    unet_step(unet, latents, cond, dtype)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            return step
+
+        def step():
+            with adapter_weights(unet, gates):
+                with autocast:
+                    loss = module(batch, torch.Generator().manual_seed(1))["loss"]
+                loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return step
+
+    from peft import LoraConfig
+
+    from coemogen.models.base import load_base_models
+
+    base = load_base_models(sd, clip, load_clip=False)
+    for m in (base.vae, base.text_encoder, base.unet):
+        m.to(device, dtype)
+    base.unet.add_adapter(LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    params = [p for p in base.unet.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()  # trainable LoRA weights in fp32, as the diffusers recipe casts them
+    if a.gradient_checkpointing:
+        base.unet.enable_gradient_checkpointing()
+    if a.compile:
+        base.unet.compile()
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda" or None)
+    unet = base.unet
+    if variant == "lora_unet":
+        latents, cond = unet_inputs(a, unet, device, dtype)
+
+        def step():
+            with autocast:
+                unet_step(unet, latents, cond, dtype)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return step
+
+    ids = base.tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    ids = ids.input_ids.to(device)
+
+    def step():  # diffusers examples/text_to_image/train_text_to_image_lora.py, one step
+        with autocast:
+            with torch.no_grad():
+                latents = base.vae.encode((pixels * 2 - 1).to(dtype)).latent_dist.sample()
+                latents = latents * base.vae.config.scaling_factor
+                cond = base.text_encoder(ids)[0]
+            unet_step(unet, latents, cond, dtype)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def unet_inputs(a, unet, device, dtype):
+    g = torch.Generator().manual_seed(0)
+    size = a.resolution // 8
+    latents = torch.randn(a.batch, 4, size, size, generator=g).to(device, dtype)
+    cond = torch.randn(a.batch, 77, unet.config.cross_attention_dim, generator=g).to(device, dtype)
+    return latents, cond
+
+
+def unet_step(unet, latents, cond, dtype):
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, 1000, (len(latents),), device=latents.device)
+    pred = unet(latents + noise, t, encoder_hidden_states=cond).sample
+    F.mse_loss(pred.float(), noise.float()).backward()
+
+
+def run_child(a: argparse.Namespace) -> dict:
+    device = torch.device(a.device)
+    sd, clip = model_dirs(a.shape, a.models)
+    step = make_step(a.child, a, sd, clip, device)
+    times = []
+    for i in range(a.warmup + a.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= a.warmup:
+            times.append(time.perf_counter() - t0)
+    s = statistics.median(times)
+    return {
+        "variant": a.child,
+        "batch": a.batch,
+        "s_per_step": round(s, 4),
+        "samples_per_s": round(a.batch / s, 3),
+        "peak_mb": round(peak_memory_mb(device)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="sd15", choices=["sd15", "pocket"])
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", help="folder for the random-weight SD1.5-shaped models (built once)")
+    parser.add_argument("--out", help="also write the results as JSON")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    if a.child:
+        a.batch = a.batch[0]
+        print("RESULT " + json.dumps(run_child(a)), flush=True)
+        return
+
+    model_dirs(a.shape, a.models)  # build the random-weight models once, before the children
+    common = ["--shape", a.shape, "--resolution", str(a.resolution), "--repeats", str(a.repeats)]
+    common += ["--warmup", str(a.warmup), "--mixed_precision", a.mixed_precision, "--device", a.device]
+    common += ["--gradient_checkpointing"] * a.gradient_checkpointing + ["--compile"] * a.compile
+    common += ["--models", a.models] if a.models else []
+    results = []
+    for batch in a.batch:
+        for variant in a.variants:
+            cmd = [sys.executable, __file__, "--child", variant, "--batch", str(batch), *common]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                row = {"variant": variant, "batch": batch, "error": proc.stderr.strip().splitlines()[-1:]}
+            else:
+                row = json.loads(lines[-1][7:])
+            results.append(row)
+            print(json.dumps(row), flush=True)
+
+    settings = f"shape={a.shape} resolution={a.resolution} device={a.device} mixed_precision={a.mixed_precision}"
+    settings += f" gradient_checkpointing={a.gradient_checkpointing} compile={a.compile} repeats={a.repeats}"
+    print(f"\n{settings}  torch {torch.__version__}")
+    print("| batch | variant | s/step | samples/s | peak memory (MB) |\n|---|---|---|---|---|")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['batch']} | {r['variant']} | failed: {r['error']} | | |")
+        else:
+            print(f"| {r['batch']} | {r['variant']} | {r['s_per_step']} | {r['samples_per_s']} | {r['peak_mb']} |")
+    by = {(r["variant"], r["batch"]): r.get("s_per_step") for r in results}
+    for batch in a.batch:
+        ratios = {
+            "uncached / cached CoEmoGen step (speed-up of the cache, target >= 1.3)": ("coemogen", "coemogen_cached"),
+            "cached CoEmoGen step / LoRA recipe step (target <= 1.10)": ("coemogen_cached", "lora_recipe"),
+            "HiLoRA U-Net step / peft LoRA-r8 U-Net step (target <= 1.05)": ("hilora_unet", "lora_unet"),
+        }
+        for label, (x, y) in ratios.items():
+            if by.get((x, batch)) and by.get((y, batch)):
+                print(f"batch {batch}: {label}: {by[(x, batch)] / by[(y, batch)]:.3f}")
+    if a.out:
+        Path(a.out).write_text(json.dumps({"settings": settings, "torch": torch.__version__, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
