@@ -37,10 +37,11 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 def cmd_cache(a: argparse.Namespace) -> None:
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     from ..training.cache import run_cache_command
 
-    state = PartialState()
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it
     run_cache_command(a, state.process_index, state.num_processes, state.device)
     state.wait_for_everyone()
 

@@ -1,0 +1,114 @@
+"""Two-process training on the CPU (gloo), as `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu
+--num_processes 2` runs it (accelerate's own `--cpu` flag starts a single process)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+WORKER = Path(__file__).parent / "helpers" / "ddp_train.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(tiny_models, world, out, *flags):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
+    cmd += [
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+    ]
+    cmd += [str(WORKER), "--manifest", str(world / "manifest.jsonl"), "--out", str(out)]
+    cmd += ["--pretrained_model_name_or_path", str(tiny_models[0]), "--clip_model_name_or_path", str(tiny_models[1])]
+    cmd += ["--train_batch_size", "4", "--report_to", "none", "--validation_steps", "0", "--mapper_hidden_dim", "32"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*cmd, *flags], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_models, tiny_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    ranks = _launch(tiny_models, tiny_world, out, "--max_train_steps", "4", "--checkpointing_steps", "2")
+    return out, ranks
+
+
+def test_processes_draw_different_balanced_samples_and_end_identical(two_process_run):
+    _, (rank0, rank1) = two_process_run
+    draws0 = {d for batch in rank0["drawn"][:4] for _, d, _ in batch}
+    draws1 = {d for batch in rank1["drawn"][:4] for _, d, _ in batch}
+    assert len(draws0) == len(draws1) == 16 and not draws0 & draws1  # 4 steps x 4 samples, disjoint
+    # Together the 2 x 4 x 4 = 32 draws are one balanced epoch of the 32-image world: 4 per emotion.
+    labels = Counter(label for r in (rank0, rank1) for batch in r["drawn"][:4] for _, _, label in batch)
+    assert sorted(labels.values()) == [4] * 8
+    assert rank0["weights_sha256"] == rank1["weights_sha256"]
+
+
+def test_resume_latest_under_two_processes_matches_the_uninterrupted_run(
+    two_process_run, tiny_models, tiny_world, tmp_path
+):
+    full, _ = two_process_run
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copytree(full / "checkpoint-2", out / "checkpoint-2")  # as if killed after step 2
+    ranks = _launch(tiny_models, tiny_world, out, "--max_train_steps", "4", "--resume_from_checkpoint", "latest")
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    for name in ("hilora", "mapper"):
+        a, b = load_file(full / f"{name}.safetensors"), load_file(out / f"{name}.safetensors")
+        assert all((a[k] == b[k]).all() for k in a), name
+
+
+def test_ablation_configuration_trains_under_two_processes(tiny_models, tiny_world, tmp_path):
+    flags = ["--max_train_steps", "2", "--checkpointing_steps", "0", "--perception_encoder", "false"]
+    ranks = _launch(tiny_models, tiny_world, tmp_path / "run", *flags, "--group_lora", "false")
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["perception_encoder"] is False and config["group_lora"] is False
+
+
+def test_cache_under_two_processes_equals_the_single_process_cache(tiny_models, tiny_world, tmp_path):
+    argv = ["cache", "--manifest", str(tiny_world / "manifest.jsonl"), "--shard_size", "12", "--cache_image_tokens"]
+    argv += ["--pretrained_model_name_or_path", str(tiny_models[0]), "--clip_model_name_or_path", str(tiny_models[1])]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
+    cmd += [
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*cmd, "-m", "coemogen.cli", *argv, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "process 0: wrote 2 shards" in proc.stdout and "process 1: wrote 1 shards" in proc.stdout
+    from coemogen.cli import main
+
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert sorted(f.name for f in one.iterdir()) == sorted(f.name for f in two.iterdir())
+    for name in ("cache.json", "records.jsonl"):
+        assert (one / name).read_bytes() == (two / name).read_bytes()
+    for shard in one.glob("shard-*.safetensors"):  # equal up to float summation order (1 vs 2 threads)
+        a, b = load_file(shard), load_file(two / shard.name)
+        assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
