@@ -7,9 +7,10 @@ Variants, each one full optimiser step on a batch that mixes every emotion:
   hilora_unet      the U-Net alone with HiLoRA (10 adapters x rank 4, each sample its emotion's and group's)
   lora_unet        the U-Net alone with a peft rank-8 LoRA (same inputs): hilora_unet / lora_unet is the adapter cost
 
-Each (variant, batch) runs in its own child process, one after the other in one invocation, so the peak
-memory (CUDA max allocated, or peak RSS on the CPU) is that variant's alone; times are medians over
-`--repeats` steps after warm-up. Ratios are printed at the end.
+The batch is read from images on disk and, for coemogen_cached, from a cache made by `coemogen cache`
+beforehand, exactly as training reads them. Each (variant, batch) runs in its own child process, one
+after the other in one invocation, so the peak memory (CUDA max allocated, or peak RSS on the CPU) is
+that variant's alone; times are medians over `--repeats` steps after warm-up. Ratios are printed last.
 
 Usage: python benchmarks/train_step.py --shape sd15 [--resolution 256] [--batch 1 4 8] [--repeats 3]
            [--mixed_precision bf16] [--gradient_checkpointing] [--compile] [--models DIR] [--out results.json]
@@ -61,23 +62,48 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def write_batch_data(root: Path, batch: int, resolution: int, sd: str, clip: str) -> Path:
+    """`batch` random images mixing every emotion, their manifest, and a feature cache made by
+    `coemogen cache --cache_image_tokens` (in a child process, so its memory is not counted)."""
+    from PIL import Image
+
+    from coemogen.taxonomy import Taxonomy
+
+    root.mkdir(parents=True, exist_ok=True)
+    emotions = Taxonomy.default().emotions
+    g = torch.Generator().manual_seed(0)
+    lines = []
+    for i in range(batch):
+        pixels = (torch.rand(resolution, resolution, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(root / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "emotion": emotions[i % 8], "caption": CAPTIONS[i % 8]}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    if not (root / "cache" / "cache.json").is_file():
+        cmd = [sys.executable, "-m", "coemogen.cli", "cache", "--manifest", str(root / "manifest.jsonl")]
+        cmd += ["--out", str(root / "cache"), "--resolution", str(resolution), "--cache_image_tokens"]
+        cmd += ["--pretrained_model_name_or_path", sd, "--clip_model_name_or_path", clip, "--batch_size", "1"]
+        subprocess.run(cmd, check=True, capture_output=True)
+    return root
+
+
 def make_step(variant: str, a: argparse.Namespace, sd: str, clip: str, device: torch.device):
-    """Build one variant's models and batch; return a function doing one optimiser step."""
+    """Build one variant's models and batch as training does; return a function doing one optimiser step."""
+    from coemogen.data.manifest import read_manifest
     from coemogen.models.hilora import adapter_weights
     from coemogen.taxonomy import Taxonomy
-    from coemogen.training.cache import compute_features
+    from coemogen.training.cache import FeatureCache
     from coemogen.training.config import TrainingArguments
+    from coemogen.training.data import CachedDataset, ManifestDataset, collate
     from coemogen.training.loop import WEIGHT_DTYPES, CoEmoGenTrainingModule, load_components
 
     taxonomy = Taxonomy.default()
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(a.batch) % taxonomy.num_emotions
-    pixels = torch.rand(a.batch, 3, a.resolution, a.resolution, generator=g).to(device)
-    captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(a.batch)]
+    data = Path(a.data)
+    records = read_manifest(data / "manifest.jsonl", taxonomy)
+    images = ManifestDataset(records, taxonomy, a.resolution)
     dtype = WEIGHT_DTYPES[a.mixed_precision]
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     args = TrainingArguments(
-        manifest="-",
+        manifest=str(data / "manifest.jsonl"),
         out="-",
         pretrained_model_name_or_path=sd,
         clip_model_name_or_path=clip,
@@ -86,18 +112,19 @@ def make_step(variant: str, a: argparse.Namespace, sd: str, clip: str, device: t
         gradient_checkpointing=a.gradient_checkpointing,
         compile_unet=a.compile,
         learning_rate=1e-4,
+        center_crop=True,
     )
 
     if variant in ("coemogen", "coemogen_cached", "hilora_unet"):
-        parts = load_components(args, taxonomy, device)
+        cache = None
+        if variant == "coemogen_cached":  # only CLIP's text projection is loaded, as in training
+            features = FeatureCache(data / "cache")
+            cache = (features, records)
+            images = CachedDataset(features, images, load_pixels=False)
+        parts = load_components(args, taxonomy, device, cache)
         module = CoEmoGenTrainingModule(parts.model, parts.base, lambda_sem=1.0)
-        gates = parts.model.gates(parts.model.one_hot(labels.to(device)))
-        batch = {"pixels": pixels, "labels": labels, "captions": captions}
-        if variant == "coemogen_cached":
-            with torch.no_grad(), autocast:
-                features = compute_features(parts.base, pixels, captions, False, parts.model.config.image_token_layer)
-            batch = {"labels": labels, "captions": captions, **features}
-            parts.base.release_clip()  # as training from a full cache does
+        batch = collate([images[i] for i in range(len(images))])
+        gates = parts.model.gates(parts.model.one_hot(batch["labels"].to(device)))
         unet, optimizer = parts.base.unet, parts.optimizer
 
         if variant == "hilora_unet":
@@ -149,7 +176,9 @@ def make_step(variant: str, a: argparse.Namespace, sd: str, clip: str, device: t
 
         return step
 
-    ids = base.tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    batch = collate([images[i] for i in range(len(images))])
+    pixels = batch["pixels"].to(device)
+    ids = base.tokenizer(batch["captions"], padding="max_length", max_length=77, truncation=True, return_tensors="pt")
     ids = ids.input_ids.to(device)
 
     def step():  # diffusers examples/text_to_image/train_text_to_image_lora.py, one step
@@ -219,21 +248,24 @@ def main() -> None:
     parser.add_argument("--models", help="folder for the random-weight SD1.5-shaped models (built once)")
     parser.add_argument("--out", help="also write the results as JSON")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.child:
         a.batch = a.batch[0]
         print("RESULT " + json.dumps(run_child(a)), flush=True)
         return
 
-    model_dirs(a.shape, a.models)  # build the random-weight models once, before the children
+    sd, clip = model_dirs(a.shape, a.models)  # build the random-weight models once, before the children
+    scratch = Path(tempfile.mkdtemp(prefix="coemogen-train-step-"))
     common = ["--shape", a.shape, "--resolution", str(a.resolution), "--repeats", str(a.repeats)]
     common += ["--warmup", str(a.warmup), "--mixed_precision", a.mixed_precision, "--device", a.device]
     common += ["--gradient_checkpointing"] * a.gradient_checkpointing + ["--compile"] * a.compile
     common += ["--models", a.models] if a.models else []
     results = []
     for batch in a.batch:
+        data = write_batch_data(scratch / f"batch{batch}-{a.resolution}", batch, a.resolution, sd, clip)
         for variant in a.variants:
-            cmd = [sys.executable, __file__, "--child", variant, "--batch", str(batch), *common]
+            cmd = [sys.executable, __file__, "--child", variant, "--batch", str(batch), "--data", str(data), *common]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not lines:

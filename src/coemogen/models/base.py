@@ -42,15 +42,12 @@ class BaseModels:
     pretrained_model_name_or_path: str
     clip_model_name_or_path: str
 
-    text_projection: torch.nn.Module | None = None  # CLIP's, for L_SEM; kept by `release_clip`
+    clip_config: object | None = None  # the CLIP model's configuration, also when only its projection is loaded
+    text_projection: torch.nn.Module | None = None  # CLIP's text projection, for L_SEM
 
     def frozen_modules(self) -> list[torch.nn.Module]:
-        return [m for m in (self.vae, self.text_encoder, self.clip, self.unet, self.text_projection) if m is not None]
-
-    def release_clip(self) -> None:
-        """Drop the CLIP towers, keeping the text projection (training from a cache that holds
-        every CLIP output: 1.7 GB less at ViT-L/14)."""
-        self.clip, self.clip_preprocess = None, None
+        modules = (self.vae, self.text_encoder, self.clip, self.unet, self.text_projection)
+        return list({id(m): m for m in modules if m is not None}.values())
 
     def image_tokens(self, pixels: torch.Tensor, layer: int = -1) -> torch.Tensor:
         """CLIP vision tokens v_i (CLS + patches at hidden layer `layer`) of images in [0, 1]."""
@@ -95,10 +92,12 @@ def load_base_models(
     pretrained_model_name_or_path: str,
     clip_model_name_or_path: str,
     dtype: torch.dtype | None = None,
-    load_clip: bool = True,
+    load_clip: bool | str = True,
 ) -> BaseModels:
     """Load VAE, U-Net, text encoder, tokenizer, noise scheduler and (for training) CLIP, all frozen
-    and in eval mode. Inference never uses CLIP: `load_clip=False` skips it (1.7 GB at ViT-L/14)."""
+    and in eval mode. Inference never uses CLIP: `load_clip=False` skips it (1.7 GB at ViT-L/14);
+    `load_clip="text_projection"` reads only its configuration and text projection (training from a
+    feature cache that holds every CLIP output)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -115,22 +114,40 @@ def load_base_models(
         pretrained_model_name_or_path=sd,
         clip_model_name_or_path=clip_src,
     )
-    if load_clip:
+    if load_clip == "text_projection":
+        models.clip_config, models.text_projection = _load(load_text_projection, clip_src, "a CLIP model")
+    elif load_clip:
         from transformers import CLIPImageProcessor, CLIPModel
 
         models.clip = _load(CLIPModel.from_pretrained, clip_src, "a CLIP model")
         processor = _load(CLIPImageProcessor.from_pretrained, clip_src, "a CLIP image processor")
         models.clip_preprocess = ClipImagePreprocessor.from_clip(models.clip, processor)
-        models.text_projection = models.clip.text_projection
+        models.clip_config, models.text_projection = models.clip.config, models.clip.text_projection
     for module in models.frozen_modules():
         module.requires_grad_(False)
         module.eval()
         if dtype is not None:
             module.to(dtype)
-    clip_width = models.clip.config.text_config.hidden_size if models.clip is not None else None
+    clip_width = models.clip_config.text_config.hidden_size if models.clip_config is not None else None
     if clip_width is not None and models.text_encoder.config.hidden_size != clip_width:
         raise CoEmoGenError(
             "the CLIP model's text tower width does not match the SD text encoder's; "
             "L_SEM projects the condition with the CLIP text projection, so they must match"
         )
     return models
+
+
+def load_text_projection(clip_source: str) -> tuple[object, torch.nn.Linear]:
+    """A CLIP model's configuration and its text projection, read from its safetensors weights
+    without loading the towers."""
+    from safetensors import safe_open
+    from transformers import CLIPConfig
+    from transformers.utils import cached_file
+
+    config = CLIPConfig.from_pretrained(clip_source)
+    weights = cached_file(clip_source, "model.safetensors")
+    with safe_open(weights, framework="pt") as f:
+        weight = f.get_tensor("text_projection.weight")
+    projection = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    projection.weight.data.copy_(weight)
+    return config, projection

@@ -48,10 +48,20 @@ def records_digest(records: list[ManifestRecord]) -> str:
     return h.hexdigest()
 
 
+IGNORED_CONFIG_KEYS = {"dtype", "torch_dtype", "transformers_version"}  # how it was loaded, not what it is
+
+
 def _config_digest(config) -> str:
     """Digest of a model configuration (diffusers FrozenDict or transformers PretrainedConfig)."""
-    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    values = {k: v for k, v in values.items() if not k.startswith("_") and k not in {"transformers_version"}}
+
+    def architecture(values):
+        if not isinstance(values, dict):
+            return values
+        return {
+            k: architecture(v) for k, v in values.items() if not str(k).startswith("_") and k not in IGNORED_CONFIG_KEYS
+        }
+
+    values = architecture(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -168,10 +178,10 @@ def bytes_per_record(base: BaseModels, resolution: int, random_flip: bool, image
     factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
     latent = base.vae.config.latent_channels * (resolution // factor) ** 2 * 4 * 2  # mean + std, fp32
     copies = 2 if random_flip else 1
-    text = base.clip.config.projection_dim * 4
+    text = base.clip_config.projection_dim * 4
     total = latent * copies + text
     if image_tokens:
-        vision = base.clip.config.vision_config
+        vision = base.clip_config.vision_config
         tokens = (vision.image_size // vision.patch_size) ** 2 + 1
         total += tokens * vision.hidden_size * 2 * copies
     return total
@@ -295,7 +305,7 @@ def run_cache_command(args, process_index: int = 0, num_processes: int = 1, devi
         module.to(device)
     resolution = args.resolution or base.unet.config.sample_size * 2 ** (len(base.vae.config.block_out_channels) - 1)
     layer = args.image_token_layer if args.cache_image_tokens else None
-    fingerprint = CacheFingerprint.of(base, base.clip.config, manifest_records, resolution, args.random_flip, layer)
+    fingerprint = CacheFingerprint.of(base, base.clip_config, manifest_records, resolution, args.random_flip, layer)
     per_record = bytes_per_record(base, resolution, args.random_flip, layer is not None)
     if process_index == 0:
         print(

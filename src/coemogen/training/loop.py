@@ -174,15 +174,17 @@ def load_components(
     """Frozen base models (cast to the mixed-precision dtype), the model with its HiLoRA, AdamW.
 
     `cache`: a feature cache and the manifest's records, checked against this run's fingerprint.
-    When the cache holds every CLIP output the run needs, the CLIP towers are released (only the
-    text projection, for L_SEM, stays)."""
+    When the cache holds every CLIP output the run needs, only CLIP's text projection (for L_SEM)
+    is loaded, not its towers."""
     sd, clip = resolve_sources(args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset)
-    base = load_base_models(sd, clip)
+    encoder = hyperparameters.get("perception_encoder", True)
+    cache_has_tokens = cache is not None and (cache[0].has_image_tokens or not encoder)
+    base = load_base_models(sd, clip, load_clip="text_projection" if cache_has_tokens else True)
     vae_factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
     config = CoEmoGenConfig(
         taxonomy=taxonomy.to_dict(),
         embed_dim=base.text_encoder.config.hidden_size,
-        image_dim=base.clip.config.vision_config.hidden_size,
+        image_dim=base.clip_config.vision_config.hidden_size,
         pretrained_model_name_or_path=sd,
         clip_model_name_or_path=clip,
         resolution=args.resolution or base.unet.config.sample_size * vae_factor,
@@ -191,8 +193,6 @@ def load_components(
     if cache is not None:
         features, manifest_records = cache
         features.check(cache_fingerprint(args, base, config, manifest_records), cache_command(args, config))
-        if features.has_image_tokens or not config.perception_encoder:
-            base.release_clip()
     with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
         torch.manual_seed(args.seed)
         model = CoEmoGen(config)
@@ -204,7 +204,7 @@ def load_components(
         module.to(device)
     weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
     if weight_dtype != torch.float32:
-        for module in (base.vae, base.text_encoder, base.clip):
+        for module in (base.vae, base.text_encoder, base.clip, base.text_projection):
             if module is not None:
                 module.to(weight_dtype)
         # Cast the frozen U-Net weights only: the HiLoRA parameters stay in fp32 for the optimiser.
@@ -226,7 +226,7 @@ def cache_fingerprint(
 ) -> CacheFingerprint:
     """The fingerprint a feature cache for this run must have (image tokens: the encoder's layer)."""
     layer = config.image_token_layer if config.perception_encoder else None
-    return CacheFingerprint.of(base, base.clip.config, records, config.resolution, args.random_flip, layer)
+    return CacheFingerprint.of(base, base.clip_config, records, config.resolution, args.random_flip, layer)
 
 
 def cache_command(args: TrainingArguments, config: CoEmoGenConfig) -> str:
