@@ -156,6 +156,40 @@ def build_sd15_shaped_models(out: str | Path, seed: int = 0) -> tuple[Path, Path
     return sd_dir, clip_dir
 
 
+def build_untrained_run(sd: str | Path, clip: str | Path, out: str | Path, seed: int = 0) -> Path:
+    """A run directory with freshly initialised CoEmoGen weights for these base models and emotion
+    clusters around the text encoder's token embeddings (speed and memory benchmarks at real shapes)."""
+    from transformers import CLIPConfig
+
+    from .models.base import load_base_models
+    from .models.clusters import EmotionClusters
+    from .models.coemogen import CoEmoGen, CoEmoGenConfig, save_run
+    from .taxonomy import Taxonomy
+
+    out = Path(out)
+    if (out / "clusters.safetensors").is_file():
+        return out
+    base = load_base_models(str(sd), str(clip), load_clip=False)
+    taxonomy = Taxonomy.default()
+    config = CoEmoGenConfig(
+        taxonomy=taxonomy.to_dict(),
+        embed_dim=base.text_encoder.config.hidden_size,
+        image_dim=CLIPConfig.from_pretrained(str(clip)).vision_config.hidden_size,
+        pretrained_model_name_or_path=str(sd),
+        clip_model_name_or_path=str(clip),
+        resolution=base.unet.config.sample_size * 2 ** (len(base.vae.config.block_out_channels) - 1),
+    )
+    torch.manual_seed(seed)
+    model = CoEmoGen(config)
+    model.inject_into(base.unet)
+    tokens = base.text_encoder.get_input_embeddings().weight.detach()
+    picks = torch.randint(0, len(tokens), (16 * taxonomy.num_emotions,))
+    clusters = EmotionClusters.fit(
+        tokens[picks], torch.arange(len(picks)) % taxonomy.num_emotions, taxonomy.num_emotions
+    )
+    return save_run(out, model, base.unet, clusters)
+
+
 class ChatCompletionsServer:
     """A local OpenAI-style chat-completions server for tests and benchmarks.
 
