@@ -395,3 +395,44 @@ def test_public_api():
     assert coemogen.Taxonomy is Taxonomy and callable(coemogen.load_run)
     with pytest.raises(AttributeError):
         coemogen.NotAThing  # noqa: B018
+
+
+def test_random_crops_come_from_the_draw_and_centre_crop_is_the_centre(tmp_path):
+    from PIL import Image
+
+    from coemogen.data.manifest import ManifestRecord
+
+    wide = np.zeros((32, 96, 3), dtype=np.uint8)
+    wide[:, :, 0] = np.arange(96, dtype=np.uint8)[None, :] * 2  # red encodes the column
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    records = [ManifestRecord(tmp_path / "wide.png", "awe", "a wide image")]
+    random_crops = ManifestDataset(records, Taxonomy.default(), 32, center_crop=False, seed=1)
+    left_edges = {round(float(random_crops[(0, d)]["pixels"][0, 0, 0]) * 255 / 2) for d in range(20)}
+    assert len(left_edges) > 5 and all(0 <= x <= 64 for x in left_edges)
+    assert torch.equal(random_crops[(0, 7)]["pixels"], random_crops[(0, 7)]["pixels"])  # the draw decides
+    centre = ManifestDataset(records, Taxonomy.default(), 32, center_crop=True)
+    assert round(float(centre[(0, 7)]["pixels"][0, 0, 0]) * 255 / 2) == 32
+    assert torch.equal(random_crops[0]["pixels"], centre[0]["pixels"])  # no draw (clusters, validation): centre
+
+
+def test_fast_path_flags_reach_the_components(tiny_models, tiny_world, tmp_path, monkeypatch):
+    import sys
+
+    from coemogen.training.loop import load_components
+
+    args = _args(tiny_models, tiny_world, tmp_path / "run", channels_last=True)
+    parts = load_components(args, Taxonomy.default(), torch.device("cpu"), mapper_hidden_dim=32)
+    conv = parts.base.unet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert isinstance(parts.optimizer, torch.optim.AdamW)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as where bitsandbytes is not installed
+    with pytest.raises(CoEmoGenError, match="pip install bitsandbytes"):
+        load_components(_args(tiny_models, tiny_world, tmp_path / "r2", use_8bit_adam=True), Taxonomy.default(), "cpu")
+
+
+def test_switch_flags_take_no_value():
+    from coemogen.cli.parser import build_parser
+
+    argv = ["train", "--manifest", "m", "--out", "o", "--random_flip", "--center_crop", "--allow_tf32", "--compile"]
+    a = build_parser().parse_args(argv)
+    assert a.random_flip and a.center_crop and a.allow_tf32 and a.compile_unet and not a.use_8bit_adam
