@@ -39,10 +39,10 @@ step() {  # $1: seconds allowed, $2: results name, then train_step.py flags
 if [ "$SHAPE" = sd15 ]; then
   $PY -c "from coemogen.testing import build_sd15_shaped_models as b; b('$MODELS')" || exit 1
 fi
-step 240 train_step_bf16 --batch $BATCHES --variants coemogen coemogen_cached lora_recipe
+step 180 train_step_bf16 --batch $BATCHES --variants coemogen coemogen_cached lora_recipe
 step 60 unet_only_bf16 --batch "$BIG" --variants hilora_unet lora_unet
 step 60 train_step_bf16_gc --batch "$BIG" --gradient_checkpointing --variants coemogen_cached lora_recipe
-step 150 train_step_bf16_gc_compile --batch "$BIG" --gradient_checkpointing --compile --warmup 3 \
+step 120 train_step_bf16_gc_compile --batch "$BIG" --gradient_checkpointing --compile --warmup 3 \
   --variants coemogen_cached lora_recipe
 if [ "$SHAPE" = sd15 ]; then
   timeout 90 $PY benchmarks/generation_overhead.py --shape sd15 --models "$MODELS" --dtype bfloat16 \
