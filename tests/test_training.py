@@ -425,6 +425,8 @@ def test_fast_path_flags_reach_the_components(tiny_models, tiny_world, tmp_path,
     conv = parts.base.unet.conv_in.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     assert isinstance(parts.optimizer, torch.optim.AdamW)
+    processors = {type(p).__name__ for p in parts.base.unet.attn_processors.values()}
+    assert processors == {"AttnProcessor2_0"}  # PyTorch's scaled-dot-product attention
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as where bitsandbytes is not installed
     with pytest.raises(CoEmoGenError, match="pip install bitsandbytes"):
         load_components(_args(tiny_models, tiny_world, tmp_path / "r2", use_8bit_adam=True), Taxonomy.default(), "cpu")
