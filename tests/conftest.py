@@ -30,3 +30,21 @@ def tiny_world(tmp_path_factory):
     ]
     (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def shipped_pipeline():
+    """The shipped world run's CoEmoGenPipeline on the CPU, loaded once (export and web tests)."""
+    from coemogen import CoEmoGenPipeline
+
+    return CoEmoGenPipeline.from_pretrained(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread for a module that generates with the pocket models: they are too small for a
+    second thread to help, and one thread does not collapse when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

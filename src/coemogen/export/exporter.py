@@ -1,0 +1,172 @@
+"""`coemogen export`: a trained run's emotions as files that diffusers, A1111 and ComfyUI load.
+
+One folder per emotion (or mix) under the export root, plus a root model card:
+
+    awe/
+      awe.safetensors                   LoRA, kohya keys (A1111, Forge, ComfyUI, InvokeAI, diffusers)
+      pytorch_lora_weights.safetensors  LoRA, diffusers/peft keys
+      embeddings/awe_mean.safetensors   embedding, A1111 form; also awe_seed0, awe_seed1, ...
+      learned_embeds/awe_mean.safetensors  embedding, diffusers form; the same tokens
+      README.md, USAGE.md               model card, usage in the three ecosystems
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import CoEmoGenError
+from ..models.base import SHIPPED_RUN
+from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
+from .card import ExportedEmotion, default_license, emotion_card, index_card, usage
+from .embeddings import cluster_mean, save_embedding
+from .lora import save_kohya_lora, save_peft_lora, unet_lora_factors
+
+
+def export_name(mix: dict[str, float]) -> str:
+    """A file stem and prompt word for a mix: "awe"; "fear70_sadness30" for a mix (percent weights)."""
+
+    def slug(emotion: str) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", emotion.lower()).strip("-")
+
+    if len(mix) == 1:
+        return slug(next(iter(mix)))
+    return "_".join(f"{slug(e)}{round(w * 100)}" for e, w in mix.items())
+
+
+def mix_spec(mix: dict[str, float]) -> str:
+    """The normalised mix as `coemogen generate --emotion` takes it: "awe", "fear:0.7,sadness:0.3"."""
+    return next(iter(mix)) if len(mix) == 1 else ",".join(f"{e}:{w:g}" for e, w in mix.items())
+
+
+def describe_mix(pipeline: CoEmoGenPipeline, mix: dict[str, float]) -> str:
+    """The emotions and their groups, for people: "awe (positive)", "fear 70% + sadness 30% (negative)"."""
+    taxonomy = pipeline.taxonomy
+    emotions = next(iter(mix)) if len(mix) == 1 else " + ".join(f"{e} {w:.0%}" for e, w in mix.items())
+    groups = dict.fromkeys(taxonomy.group_of(e) for e in mix)
+    return f"{emotions} ({' + '.join(groups)})"
+
+
+def adapter_names(pipeline: CoEmoGenPipeline) -> list[str]:
+    """The HiLoRA adapters in gate order: the emotions', then the groups' (or the one shared adapter)."""
+    taxonomy = pipeline.taxonomy
+    if pipeline.model.config.shared_lora:
+        return ["shared"]
+    return [*taxonomy.emotions, *taxonomy.group_names]
+
+
+def export_emotion(
+    pipeline: CoEmoGenPipeline,
+    spec: str,
+    out: str | Path,
+    num_embeddings: int = 4,
+    seed: int = 0,
+) -> ExportedEmotion:
+    """Write one emotion's (or mix's) LoRA in both key formats and its embeddings in both forms into
+    `out/<name>/`. Sample k is the embedding `coemogen generate --seed <seed + k>` draws for its first
+    image (the run's cluster temperature); the mean is the cluster mean."""
+    if num_embeddings < 0:
+        raise CoEmoGenError(f"--num-embeddings must be >= 0, got {num_embeddings}")
+    if pipeline.clusters is None:
+        raise CoEmoGenError("this run has no emotion clusters to export embeddings from")
+    model, config = pipeline.model, pipeline.model.config
+    mix = pipeline.taxonomy.parse_mix(spec)
+    name = export_name(mix)
+    directory = Path(out) / name
+
+    # The LoRA: the gate vector a batch of this mix uses, folded into plain LoRA factors.
+    gate_row = model.gates(model.mix_weights([mix]))[0]
+    factors = unet_lora_factors(pipeline.base.unet, gate_row)
+    rank = next(iter(factors.values()))[0].shape[0]
+    adapters = {a: round(g, 6) for a, g in zip(adapter_names(pipeline), gate_row.tolist()) if g}
+
+    # The embeddings: the cluster mean and samples drawn exactly as the pipeline draws them.
+    temperature = config.cluster_temperature
+    generators = [torch.Generator().manual_seed(seed + k) for k in range(num_embeddings)]
+    samples = pipeline.sample_visual_embeddings([mix] * num_embeddings, generators, temperature)[0]
+    mean_token = f"{name}_mean"
+    sample_tokens = [f"{name}_seed{seed + k}" for k in range(num_embeddings)]
+    item = ExportedEmotion(
+        name=name,
+        spec=mix_spec(mix),
+        description=describe_mix(pipeline, mix),
+        directory=directory,
+        rank=rank,
+        adapters=adapters,
+        mean_token=mean_token,
+        sample_tokens=sample_tokens,
+        prompt=config.template.replace("{}", mean_token),
+        temperature=temperature,
+    )
+    for token, vector in zip(
+        [mean_token, *sample_tokens], [cluster_mean(pipeline.clusters, pipeline.taxonomy, mix), *samples]
+    ):
+        save_embedding(vector, token, directory / "embeddings", directory / "learned_embeds")
+
+    save_kohya_lora(
+        factors,
+        directory / f"{name}.safetensors",
+        title=f"CoEmoGen {item.spec}",
+        resolution=config.resolution,
+        prediction_type=pipeline.base.noise_scheduler.config.get("prediction_type", "epsilon"),
+        extra_metadata={
+            "modelspec.trigger_phrase": item.prompt,
+            "modelspec.description": f"CoEmoGen HiLoRA adapters {', '.join(adapters)} as one rank-{rank} LoRA",
+            "coemogen.emotion": item.spec,
+            "coemogen.adapters": json.dumps(adapters),
+            "coemogen.base_model": config.pretrained_model_name_or_path,
+        },
+    )
+    save_peft_lora(factors, directory)
+    return item
+
+
+def export_run(
+    out: str | Path,
+    run_dir: str | Path | None = None,
+    emotions: list[str] | None = None,
+    num_embeddings: int = 4,
+    seed: int = 0,
+    license: str | None = None,
+    metrics: str | Path | None = None,
+    pipeline: CoEmoGenPipeline | None = None,
+) -> list[ExportedEmotion]:
+    """Export `emotions` (default: every emotion of the run) of a run (default: the shipped one) into
+    `out`, each with its model card and usage file, and a root card listing them.
+
+    `metrics`: a `coemogen evaluate` metrics.json (or its folder) to quote in the cards;
+    `pipeline`: the run already loaded (it must be `run_dir`'s)."""
+    run_dir = Path(run_dir) if run_dir is not None else SHIPPED_RUN
+    pipeline = pipeline or CoEmoGenPipeline.from_pretrained(run_dir, device="cpu")
+    config = pipeline.model.config
+    specs = emotions or list(pipeline.taxonomy.emotions)
+    for spec in specs:  # fail on a bad name before writing anything
+        pipeline.taxonomy.parse_mix(spec)
+    report = _read_metrics(Path(metrics)) if metrics else None
+    license = license or default_license(config)
+    out = Path(out)
+    items = []
+    for spec in specs:
+        item = export_emotion(pipeline, spec, out, num_embeddings, seed)
+        (item.directory / "README.md").write_text(
+            emotion_card(item, run_dir, config, license, report), encoding="utf-8"
+        )
+        (item.directory / "USAGE.md").write_text(
+            f"# Using {item.name}\n\n{usage(item, config.pretrained_model_name_or_path)}", encoding="utf-8"
+        )
+        items.append(item)
+    (out / "README.md").write_text(index_card(items, run_dir, config, license, report), encoding="utf-8")
+    return items
+
+
+def _read_metrics(path: Path) -> dict:
+    path = path / "metrics.json" if path.is_dir() else path
+    if not path.is_file():
+        raise CoEmoGenError(f"metrics file not found: {path} (pass the metrics.json `coemogen evaluate` wrote)")
+    report = json.loads(path.read_text(encoding="utf-8"))
+    if "overall" not in report:
+        raise CoEmoGenError(f"{path} is not a `coemogen evaluate` metrics.json (no 'overall' entry)")
+    return report

@@ -1,0 +1,121 @@
+"""What one web request may ask for, checked on the server for every request.
+
+The page's sliders show the same bounds, but a request can come from any client (`gradio_client`,
+curl), so nothing the browser enforces is trusted: `GenerationRequest.from_form` turns the raw form
+values into pipeline arguments or raises `CoEmoGenError` with a message for the page.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..errors import CoEmoGenError
+from ..models.conditioning import check_template
+from ..taxonomy import Taxonomy
+
+MIX_CHOICE = "mix (sliders below)"  # the emotion choice that reads the mix sliders
+MAX_GUIDANCE = 20.0
+MAX_TEMPERATURE = 2.0
+MAX_SEED = 2**32 - 1
+MAX_TEMPLATE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class WebLimits:
+    """Bounds that keep one visitor from exhausting the machine."""
+
+    max_images: int = 8  # images per request
+    max_steps: int = 50  # denoising steps per request
+    concurrency: int = 1  # generations at once; each holds its own copy of the model
+    max_queue: int = 16  # requests waiting; more are refused with a message
+
+    def __post_init__(self) -> None:
+        for name in ("max_images", "max_steps", "concurrency", "max_queue"):
+            if getattr(self, name) < 1:
+                raise CoEmoGenError(f"web limit {name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One validated request: the arguments `CoEmoGenPipeline.__call__` receives."""
+
+    emotion: str  # a name or a mix spec "fear:0.7,sadness:0.3"
+    template: str | None  # None: the run's own
+    seed: int
+    num_inference_steps: int
+    guidance_scale: float
+    cluster_temperature: float
+    num_images: int
+
+    @classmethod
+    def from_form(
+        cls,
+        limits: WebLimits,
+        taxonomy: Taxonomy,
+        emotion: object,
+        mix_weights: list[object],
+        template: object,
+        seed: object,
+        steps: object,
+        guidance: object,
+        temperature: object,
+        num_images: object,
+    ) -> GenerationRequest:
+        """Check every form value against the limits and the run's taxonomy."""
+        return cls(
+            emotion=_emotion(taxonomy, emotion, mix_weights),
+            template=_template(template),
+            seed=_whole("seed", seed, 0, MAX_SEED),
+            num_inference_steps=_whole("steps", steps, 1, limits.max_steps),
+            guidance_scale=_real("guidance", guidance, 0.0, MAX_GUIDANCE),
+            cluster_temperature=_real("cluster temperature", temperature, 0.0, MAX_TEMPERATURE),
+            num_images=_whole("number of images", num_images, 1, limits.max_images),
+        )
+
+    def pipeline_kwargs(self) -> dict:
+        return {
+            "emotion": self.emotion,
+            "num_images": self.num_images,
+            "seed": self.seed,
+            "template": self.template,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "cluster_temperature": self.cluster_temperature,
+        }
+
+
+def _emotion(taxonomy: Taxonomy, emotion: object, mix_weights: list[object]) -> str:
+    if emotion != MIX_CHOICE:
+        if not isinstance(emotion, str) or emotion not in taxonomy.emotions:
+            raise CoEmoGenError(f"unknown emotion {emotion!r}; choose one of {', '.join(taxonomy.emotions)}")
+        return emotion
+    if len(mix_weights) != taxonomy.num_emotions:
+        raise CoEmoGenError(f"a mix needs {taxonomy.num_emotions} weights, got {len(mix_weights)}")
+    weights = {e: _real(f"weight of {e}", w, 0.0, 1.0) for e, w in zip(taxonomy.emotions, mix_weights)}
+    if not any(weights.values()):
+        raise CoEmoGenError("the mix is empty: move at least one emotion's slider above 0")
+    return ",".join(f"{e}:{w:g}" for e, w in weights.items() if w)
+
+
+def _template(template: object) -> str | None:
+    if template is None or (isinstance(template, str) and not template.strip()):
+        return None
+    if not isinstance(template, str) or len(template) > MAX_TEMPLATE_CHARS:
+        raise CoEmoGenError(f"the prompt template must be text of at most {MAX_TEMPLATE_CHARS} characters")
+    return check_template(template.strip())
+
+
+def _real(name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CoEmoGenError(f"{name} must be a number, got {value!r}")
+    if not low <= value <= high:
+        raise CoEmoGenError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+    return float(value)
+
+
+def _whole(name: str, value: object, low: int, high: int) -> int:
+    number = _real(name, value, low, high)
+    if number != int(number):
+        raise CoEmoGenError(f"{name} must be a whole number, got {value!r}")
+    return int(number)

@@ -1,0 +1,181 @@
+"""The web app: server-side request checks, a real browser (headless Chromium through selenium) and
+the official `gradio_client`, both against the app serving the shipped world run."""
+
+import json
+import math
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from coemogen.errors import CoEmoGenError
+from coemogen.taxonomy import Taxonomy
+from coemogen.web.limits import MIX_CHOICE, GenerationRequest, WebLimits
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+# Lean on purpose: the page's defaults are min(4, max_images) images and min(25, max_steps) steps.
+TEST_LIMITS = WebLimits(max_images=2, max_steps=6, concurrency=1, max_queue=4)
+NO_MIX = [0.0] * 8
+
+
+def form(**changes):
+    """A valid form (fear, 2 images, 6 steps), with `changes`, checked against TEST_LIMITS."""
+    values = dict(
+        emotion="fear",
+        mix_weights=NO_MIX,
+        template="",
+        seed=3,
+        steps=6,
+        guidance=5.0,
+        temperature=0.4,
+        num_images=2,
+    )
+    values.update(changes)
+    return GenerationRequest.from_form(TEST_LIMITS, Taxonomy.default(), **values)
+
+
+def test_request_checks_turn_form_values_into_pipeline_arguments():
+    request = form(template="  a photo of {} bag ", steps=6.0)
+    assert request.pipeline_kwargs() == {
+        "emotion": "fear",
+        "num_images": 2,
+        "seed": 3,
+        "template": "a photo of {} bag",
+        "num_inference_steps": 6,
+        "guidance_scale": 5.0,
+        "cluster_temperature": 0.4,
+    }
+    assert form().template is None  # an empty template means the run's own
+    mixed = form(emotion=MIX_CHOICE, mix_weights=[0, 0, 0, 0, 0, 0, 0.7, 0.3])
+    assert mixed.emotion == "fear:0.7,sadness:0.3"
+    assert Taxonomy.default().parse_mix(mixed.emotion) == pytest.approx({"fear": 0.7, "sadness": 0.3})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"num_images": 3}, "number of images must be between 1 and 2"),
+        ({"steps": 7}, "steps must be between 1 and 6"),
+        ({"steps": 2.5}, "steps must be a whole number"),
+        ({"seed": -1}, "seed must be between 0"),
+        ({"guidance": math.nan}, "guidance must be a number"),
+        ({"temperature": "hot"}, "cluster temperature must be a number"),
+        ({"num_images": True}, "number of images must be a number"),
+        ({"emotion": "joy"}, "unknown emotion 'joy'"),
+        ({"emotion": MIX_CHOICE}, "the mix is empty"),
+        ({"emotion": MIX_CHOICE, "mix_weights": [2, 0, 0, 0, 0, 0, 0, 0]}, "weight of amusement must be between 0"),
+        ({"template": "a photo of a bag"}, "exactly one '{}' placeholder"),
+        ({"template": "{} " + "x" * 200}, "at most 200 characters"),
+        ({"template": ["../etc/passwd"]}, "must be text"),
+    ],
+)
+def test_request_checks_refuse_what_the_limits_do_not_allow(changes, message):
+    with pytest.raises(CoEmoGenError, match=message.replace("(", r"\(").replace("{", r"\{").replace("}", r"\}")):
+        form(**changes)
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(CoEmoGenError, match="max_queue must be at least 1"):
+        WebLimits(max_queue=0)
+
+
+@pytest.fixture(scope="module")
+def served_app(shipped_pipeline):
+    """The app on the shipped world run, on loopback and the first free port from 7860."""
+    pytest.importorskip("gradio")
+    from coemogen.web import CoEmoGenWebApp
+
+    demo = CoEmoGenWebApp([shipped_pipeline], TEST_LIMITS).launch(port=None, block=False)
+    yield demo
+    demo.close()
+
+
+@pytest.fixture
+def artefacts(tmp_path):
+    """Where a test leaves files for people to look at: $COEMOGEN_TEST_ARTIFACTS (CI) or a temporary folder."""
+    folder = Path(os.environ.get("COEMOGEN_TEST_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def chromium_driver():
+    """Headless Debian Chromium through its chromedriver (skips where they are not installed)."""
+    from selenium import webdriver
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver_path = shutil.which("chromedriver")
+    if not browser or not driver_path:
+        pytest.skip("needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
+
+
+def test_browser_chooses_an_emotion_generates_and_shows_images(served_app, artefacts):
+    pytest.importorskip("selenium")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert served_app.server_name == "127.0.0.1"
+    driver = chromium_driver()
+    try:
+        wait = WebDriverWait(driver, 120)
+        driver.get(served_app.local_url)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#generate"))
+        driver.find_element(By.CSS_SELECTOR, "#emotion input").click()
+        driver.find_element(By.CSS_SELECTOR, "#emotion li[role=option][aria-label=fear]").click()
+        driver.find_element(By.CSS_SELECTOR, "#generate").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery img")) == TEST_LIMITS.max_images)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#download a"))
+        driver.save_screenshot(str(artefacts / "web-e2e.png"))
+        images = driver.find_elements(By.CSS_SELECTOR, "#gallery img")
+        sources = [img.get_attribute("src") for img in images]
+        page = driver.find_element(By.TAG_NAME, "body").text
+
+        # A template without the placeholder: the page shows the server's message, not a traceback.
+        driver.find_element(By.CSS_SELECTOR, "#template textarea, #template input").send_keys("a bag")
+        driver.find_element(By.CSS_SELECTOR, "#generate").click()
+        wait.until(lambda d: "exactly one '{}' placeholder" in d.find_element(By.TAG_NAME, "body").text)
+        error_page = driver.find_element(By.TAG_NAME, "body").text
+    finally:
+        driver.quit()
+    assert len(set(sources)) == TEST_LIMITS.max_images and all(src.startswith("http") for src in sources)
+    assert "fear · seed 0" in page and "fear · seed 1" in page  # each image's caption
+    compact = "".join(page.split())  # the metadata panel renders one token per line
+    assert compact.count('"emotion":"fear"') == 2 and '"num_inference_steps":6' in compact
+    assert "Traceback" not in error_page and 'File "' not in error_page
+    assert (artefacts / "web-e2e.png").stat().st_size > 10_000
+
+
+def test_gradio_client_generates_a_mix_and_gets_the_limits_messages(served_app, tmp_path):
+    pytest.importorskip("gradio_client")
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(served_app.local_url, verbose=False, download_files=str(tmp_path))
+    mix = [0, 0, 0, 0, 0, 0, 0.7, 0.3]
+    gallery, metadata, archive = client.predict(
+        MIX_CHOICE, "a photo of {} bag", 5, 4, 5.0, 0.0, 2, *mix, api_name="/generate"
+    )
+    assert [item["caption"] for item in gallery] == [
+        "fear 70% + sadness 30% · seed 5",
+        "fear 70% + sadness 30% · seed 6",
+    ]
+    assert [m["seed"] for m in metadata] == [5, 6]
+    assert metadata[0]["weights"] == pytest.approx({"fear": 0.7, "sadness": 0.3})
+    assert {m["template"] for m in metadata} == {"a photo of {} bag"}
+    assert {m["num_inference_steps"] for m in metadata} == {4}
+    with zipfile.ZipFile(archive) as zf:
+        names = sorted(zf.namelist())
+        assert names == ["fear_0000.json", "fear_0000.png", "fear_0001.json", "fear_0001.png", "grid.png"]
+        assert json.loads(zf.read("fear_0001.json")) == metadata[1]
+
+    with pytest.raises(AppError, match="greater than maximum value 2"):
+        client.predict("fear", "", 0, 4, 5.0, 0.4, 8, *NO_MIX, api_name="/generate")
+    with pytest.raises(AppError, match="the mix is empty"):
+        client.predict(MIX_CHOICE, "", 0, 4, 5.0, 0.4, 1, *NO_MIX, api_name="/generate")
