@@ -8,9 +8,10 @@ Variants, each one full optimiser step on a batch that mixes every emotion:
   lora_unet        the U-Net alone with a peft rank-8 LoRA (same inputs): hilora_unet / lora_unet is the adapter cost
 
 The batch is read from images on disk and, for coemogen_cached, from a cache made by `coemogen cache`
-beforehand, exactly as training reads them. Each (variant, batch) runs in its own child process, one
-after the other in one invocation, so the peak memory (CUDA max allocated, or peak RSS on the CPU) is
-that variant's alone; times are medians over `--repeats` steps after warm-up. Ratios are printed last.
+beforehand, exactly as training reads them. For each batch size one child process times every variant
+in rounds (A B C ... A B C ..., so drift of the machine's speed hits all alike; medians over `--repeats`
+rounds after warm-up), and one child per variant measures its peak memory alone (CUDA max allocated, or
+peak RSS on the CPU). Ratios are printed last.
 
 Usage: python benchmarks/train_step.py --shape sd15 [--resolution 256] [--batch 1 4 8] [--repeats 3]
            [--mixed_precision bf16] [--gradient_checkpointing] [--compile] [--models DIR] [--out results.json]
@@ -86,8 +87,10 @@ def write_batch_data(root: Path, batch: int, resolution: int, sd: str, clip: str
     return root
 
 
-def make_step(variant: str, a: argparse.Namespace, sd: str, clip: str, device: torch.device):
-    """Build one variant's models and batch as training does; return a function doing one optimiser step."""
+def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, device: torch.device) -> dict:
+    """{variant: a function doing one optimiser step}, built as training builds them. The CoEmoGen variants
+    share one HiLoRA U-Net and the LoRA variants one peft U-Net. Alone, coemogen_cached loads from its cache
+    as training does (no CLIP tower); beside coemogen it reuses that variant's models (the same compute)."""
     from coemogen.data.manifest import read_manifest
     from coemogen.models.hilora import adapter_weights
     from coemogen.taxonomy import Taxonomy
@@ -114,84 +117,88 @@ def make_step(variant: str, a: argparse.Namespace, sd: str, clip: str, device: t
         learning_rate=1e-4,
         center_crop=True,
     )
-
-    if variant in ("coemogen", "coemogen_cached", "hilora_unet"):
-        cache = None
-        if variant == "coemogen_cached":  # only CLIP's text projection is loaded, as in training
-            features = FeatureCache(data / "cache")
-            cache = (features, records)
-            images = CachedDataset(features, images, load_pixels=False)
+    steps = {}
+    if {"coemogen", "coemogen_cached", "hilora_unet"} & set(variants):
+        features = FeatureCache(data / "cache")
+        cache = (features, records) if variants == ["coemogen_cached"] else None
         parts = load_components(args, taxonomy, device, cache)
         module = CoEmoGenTrainingModule(parts.model, parts.base, lambda_sem=1.0)
-        batch = collate([images[i] for i in range(len(images))])
-        gates = parts.model.gates(parts.model.one_hot(batch["labels"].to(device)))
         unet, optimizer = parts.base.unet, parts.optimizer
+        batches = {
+            "coemogen": collate([images[i] for i in range(len(images))]),
+            "coemogen_cached": collate([CachedDataset(features, images, False)[i] for i in range(len(images))]),
+        }
+        gates = parts.model.gates(parts.model.one_hot(batches["coemogen"]["labels"].to(device)))
 
-        if variant == "hilora_unet":
-            latents, cond = unet_inputs(a, unet, device, dtype)
-
+        def coemogen_step(batch):
             def step():
-                with adapter_weights(unet, gates), autocast:
-                    unet_step(unet, latents, cond, dtype)
+                with adapter_weights(unet, gates):
+                    with autocast:
+                        loss = module(batch, torch.Generator().manual_seed(1))["loss"]
+                    loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
             return step
 
-        def step():
-            with adapter_weights(unet, gates):
-                with autocast:
-                    loss = module(batch, torch.Generator().manual_seed(1))["loss"]
-                loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        return step
-
-    from peft import LoraConfig
-
-    from coemogen.models.base import load_base_models
-
-    base = load_base_models(sd, clip, load_clip=False)
-    for m in (base.vae, base.text_encoder, base.unet):
-        m.to(device, dtype)
-    base.unet.add_adapter(LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
-    params = [p for p in base.unet.parameters() if p.requires_grad]
-    for p in params:
-        p.data = p.data.float()  # trainable LoRA weights in fp32, as the diffusers recipe casts them
-    if a.gradient_checkpointing:
-        base.unet.enable_gradient_checkpointing()
-    if a.compile:
-        base.unet.compile()
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda" or None)
-    unet = base.unet
-    if variant == "lora_unet":
+        for name in ("coemogen", "coemogen_cached"):
+            steps[name] = coemogen_step(batches[name])
         latents, cond = unet_inputs(a, unet, device, dtype)
 
-        def step():
-            with autocast:
-                unet_step(unet, latents, cond, dtype)
+        def hilora_unet_step():
+            with adapter_weights(unet, gates), autocast:
+                unet_step(unet, latents, cond)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        return step
+        steps["hilora_unet"] = hilora_unet_step
 
-    batch = collate([images[i] for i in range(len(images))])
-    pixels = batch["pixels"].to(device)
-    ids = base.tokenizer(batch["captions"], padding="max_length", max_length=77, truncation=True, return_tensors="pt")
-    ids = ids.input_ids.to(device)
+    if {"lora_recipe", "lora_unet"} & set(variants):
+        from peft import LoraConfig
 
-    def step():  # diffusers examples/text_to_image/train_text_to_image_lora.py, one step
-        with autocast:
-            with torch.no_grad():
-                latents = base.vae.encode((pixels * 2 - 1).to(dtype)).latent_dist.sample()
-                latents = latents * base.vae.config.scaling_factor
-                cond = base.text_encoder(ids)[0]
-            unet_step(unet, latents, cond, dtype)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        from coemogen.models.base import load_base_models
 
-    return step
+        base = load_base_models(sd, clip, load_clip=False)
+        for m in (base.vae, base.text_encoder, base.unet):
+            m.to(device, dtype)
+        lora = LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+        base.unet.add_adapter(lora)
+        params = [p for p in base.unet.parameters() if p.requires_grad]
+        for p in params:
+            p.data = p.data.float()  # trainable LoRA weights in fp32, as the diffusers recipe casts them
+        if a.gradient_checkpointing:
+            base.unet.enable_gradient_checkpointing()
+        if a.compile:
+            base.unet.compile()
+        lora_optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda" or None)
+        lora_unet = base.unet
+        plain_latents, plain_cond = unet_inputs(a, lora_unet, device, dtype)
+
+        def lora_unet_step():
+            with autocast:
+                unet_step(lora_unet, plain_latents, plain_cond)
+            lora_optimizer.step()
+            lora_optimizer.zero_grad(set_to_none=True)
+
+        batch = collate([images[i] for i in range(len(images))])
+        pixels = batch["pixels"].to(device)
+        ids = base.tokenizer(
+            batch["captions"], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        )
+        ids = ids.input_ids.to(device)
+
+        def lora_recipe_step():  # diffusers examples/text_to_image/train_text_to_image_lora.py, one step
+            with autocast:
+                with torch.no_grad():
+                    recipe_latents = base.vae.encode((pixels * 2 - 1).to(dtype)).latent_dist.sample()
+                    recipe_latents = recipe_latents * base.vae.config.scaling_factor
+                    recipe_cond = base.text_encoder(ids)[0]
+                unet_step(lora_unet, recipe_latents, recipe_cond)
+            lora_optimizer.step()
+            lora_optimizer.zero_grad(set_to_none=True)
+
+        steps["lora_unet"], steps["lora_recipe"] = lora_unet_step, lora_recipe_step
+    return {name: steps[name] for name in variants}
 
 
 def unet_inputs(a, unet, device, dtype):
@@ -202,35 +209,51 @@ def unet_inputs(a, unet, device, dtype):
     return latents, cond
 
 
-def unet_step(unet, latents, cond, dtype):
+def unet_step(unet, latents, cond):
     noise = torch.randn_like(latents)
     t = torch.randint(0, 1000, (len(latents),), device=latents.device)
     pred = unet(latents + noise, t, encoder_hidden_states=cond).sample
     F.mse_loss(pred.float(), noise.float()).backward()
 
 
-def run_child(a: argparse.Namespace) -> dict:
+def run_child(a: argparse.Namespace) -> list[dict]:
+    """Timing child (several variants): warm-up, then `repeats` rounds each stepping every variant once,
+    so drift of the machine's speed hits all alike. Memory child (one variant): its peak after warm-up
+    plus one step."""
     device = torch.device(a.device)
     sd, clip = model_dirs(a.shape, a.models)
-    step = make_step(a.child, a, sd, clip, device)
-    times = []
-    for i in range(a.warmup + a.repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= a.warmup:
-            times.append(time.perf_counter() - t0)
-    s = statistics.median(times)
-    return {
-        "variant": a.child,
-        "batch": a.batch,
-        "s_per_step": round(s, 4),
-        "samples_per_s": round(a.batch / s, 3),
-        "peak_mb": round(peak_memory_mb(device)),
-    }
+    steps = make_steps(a.child, a, sd, clip, device)
+    times = {name: [] for name in steps}
+    for _ in range(a.warmup):
+        for step in steps.values():
+            step()
+    for _ in range(a.repeats if a.timing else 1):
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    if not a.timing:
+        return [{"variant": a.child[0], "batch": a.batch, "peak_mb": round(peak_memory_mb(device))}]
+    rows = []
+    for name, values in times.items():
+        s = statistics.median(values)
+        rows.append(
+            {"variant": name, "batch": a.batch, "s_per_step": round(s, 4), "samples_per_s": round(a.batch / s, 3)}
+        )
+    return rows
+
+
+def run(cmd: list[str], variant: str | None = None) -> list[dict]:
+    """A child's result rows, or one row with the error."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        return [{"variant": variant, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}]
+    return json.loads(lines[-1][7:])
 
 
 def main() -> None:
@@ -247,7 +270,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", help="folder for the random-weight SD1.5-shaped models (built once)")
     parser.add_argument("--out", help="also write the results as JSON")
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.child:
@@ -264,14 +288,11 @@ def main() -> None:
     results = []
     for batch in a.batch:
         data = write_batch_data(scratch / f"batch{batch}-{a.resolution}", batch, a.resolution, sd, clip)
-        for variant in a.variants:
-            cmd = [sys.executable, __file__, "--child", variant, "--batch", str(batch), "--data", str(data), *common]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                row = {"variant": variant, "batch": batch, "error": proc.stderr.strip().splitlines()[-1:]}
-            else:
-                row = json.loads(lines[-1][7:])
+        child = [sys.executable, __file__, "--batch", str(batch), "--data", str(data), *common]
+        timing = run(child + ["--timing", "--child", *a.variants])
+        memory = {v: run(child + ["--child", v], variant=v)[0] for v in a.variants}
+        for row in timing if len(timing) == len(a.variants) else [{"variant": v} for v in a.variants]:
+            row = {"batch": batch, **row, **memory[row["variant"]]}
             results.append(row)
             print(json.dumps(row), flush=True)
 
@@ -280,10 +301,8 @@ def main() -> None:
     print(f"\n{settings}  torch {torch.__version__}")
     print("| batch | variant | s/step | samples/s | peak memory (MB) |\n|---|---|---|---|---|")
     for r in results:
-        if "error" in r:
-            print(f"| {r['batch']} | {r['variant']} | failed: {r['error']} | | |")
-        else:
-            print(f"| {r['batch']} | {r['variant']} | {r['s_per_step']} | {r['samples_per_s']} | {r['peak_mb']} |")
+        cells = [r.get(k, r.get("error", "failed")) for k in ("s_per_step", "samples_per_s", "peak_mb")]
+        print(f"| {r['batch']} | {r['variant']} | " + " | ".join(map(str, cells)) + " |")
     by = {(r["variant"], r["batch"]): r.get("s_per_step") for r in results}
     for batch in a.batch:
         ratios = {

@@ -1,5 +1,7 @@
 """Generation at evaluation scale: every emotion, in batches, resumable after a kill."""
 
+import subprocess
+
 from coemogen.cli import main
 from coemogen.pipelines.pipeline_coemogen import completed_indices, generate_to_folders
 
@@ -18,7 +20,9 @@ def test_resumed_set_equals_the_uninterrupted_one(shipped_pipeline, tmp_path):
     for name, data in _bytes(whole).items():
         if name.endswith("_0003.png") or name.endswith("_0003.json") or name.endswith("_0002.png"):
             (resumed / name).write_bytes(data)
-    (resumed / "fear_0004.tmp.png").write_bytes(b"\x89PNG truncated")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # the killed writer's temporary file, named after its (now dead) process
+    (resumed / f"fear_0004.png.tmp-{dead.pid}").write_bytes(b"\x89PNG truncated")
     assert sorted(completed_indices(resumed)) == [0, 1, 3]
     assert generate_to_folders(shipped_pipeline, [("fear", resumed)], 5, seed=3, batch_size=2, **FAST) == 2
     assert _bytes(resumed) == _bytes(whole)

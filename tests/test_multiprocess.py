@@ -3,10 +3,11 @@
 
 import json
 import os
-import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(tiny_models, world, out, *flags):
+def _command(tiny_models, world, out, *flags):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
     cmd += [
         "--multi_gpu",
@@ -37,8 +38,16 @@ def _launch(tiny_models, world, out, *flags):
     cmd += [str(WORKER), "--manifest", str(world / "manifest.jsonl"), "--out", str(out)]
     cmd += ["--pretrained_model_name_or_path", str(tiny_models[0]), "--clip_model_name_or_path", str(tiny_models[1])]
     cmd += ["--train_batch_size", "4", "--report_to", "none", "--validation_steps", "0", "--mapper_hidden_dim", "32"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*cmd, *flags], capture_output=True, text=True, timeout=600, env=env)
+    return [*cmd, *flags]
+
+
+ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _launch(tiny_models, world, out, *flags):
+    proc = subprocess.run(
+        _command(tiny_models, world, out, *flags), capture_output=True, text=True, timeout=600, env=ENV
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1)]
 
@@ -61,13 +70,31 @@ def test_processes_draw_different_balanced_samples_and_end_identical(two_process
     assert rank0["weights_sha256"] == rank1["weights_sha256"]
 
 
-def test_resume_latest_under_two_processes_matches_the_uninterrupted_run(
+def test_one_process_killed_the_other_stops_with_a_clear_message_and_resume_latest_matches(
     two_process_run, tiny_models, tiny_world, tmp_path
 ):
     full, _ = two_process_run
     out = tmp_path / "run"
-    out.mkdir()
-    shutil.copytree(full / "checkpoint-2", out / "checkpoint-2")  # as if killed after step 2
+    flags = ["--max_train_steps", "400", "--checkpointing_steps", "2"]  # no LR schedule: the length changes nothing
+    proc = subprocess.Popen(
+        _command(tiny_models, tiny_world, out, *flags),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    deadline = time.time() + 300
+    while not (out / "checkpoint-2").is_dir() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(int((out / "pid1").read_text()), signal.SIGKILL)
+    killed_at = time.time()
+    _, stderr = proc.communicate(timeout=120)  # no hang: the survivor is stopped, not left waiting
+    assert proc.returncode != 0 and time.time() - killed_at < 60
+    assert "coemogen: process 0 of 2: stopped by SIGTERM (another process of this run failed?)" in stderr
+    assert "--resume_from_checkpoint latest" in stderr
+    # Rank 0 cannot finish a step without rank 1, so the latest checkpoint is step 2 (4 if the kill came late).
+    latest = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*[0-9]"))
+    assert latest <= 4
     ranks = _launch(tiny_models, tiny_world, out, "--max_train_steps", "4", "--resume_from_checkpoint", "latest")
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     for name in ("hilora", "mapper"):
@@ -96,9 +123,8 @@ def test_cache_under_two_processes_equals_the_single_process_cache(tiny_models, 
         "--main_process_port",
         str(_free_port()),
     ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [*cmd, "-m", "coemogen.cli", *argv, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env
+        [*cmd, "-m", "coemogen.cli", *argv, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=ENV
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "process 0: wrote 2 shards" in proc.stdout and "process 1: wrote 1 shards" in proc.stdout

@@ -37,15 +37,29 @@ class Taxonomy:
 
     @classmethod
     def from_groups(cls, groups: dict[str, list[str]]) -> Taxonomy:
+        """Emotion names are matched lower-case and stripped (as `index` looks them up); they may not
+        hold the separators of emotion mixes (',' ':' ';')."""
+        if not groups:
+            raise CoEmoGenError("a taxonomy needs at least one group of emotions")
         seen: set[str] = set()
+        normalised = []
         for group, emotions in groups.items():
-            if not emotions:
-                raise CoEmoGenError(f"taxonomy group '{group}' has no emotions")
+            if not isinstance(emotions, (list, tuple)) or not emotions:
+                raise CoEmoGenError(f"taxonomy group '{group}' must be a non-empty list of emotion names")
+            names = []
             for emotion in emotions:
-                if emotion in seen:
-                    raise CoEmoGenError(f"emotion '{emotion}' appears in more than one group")
-                seen.add(emotion)
-        return cls(tuple((g, tuple(e)) for g, e in groups.items()))
+                name = emotion.strip().lower() if isinstance(emotion, str) else ""
+                if not name or any(sep in name for sep in ",:;"):
+                    raise CoEmoGenError(
+                        f"taxonomy group '{group}': {emotion!r} is not a usable emotion name "
+                        "(a non-empty string without ',', ':' or ';')"
+                    )
+                if name in seen:
+                    raise CoEmoGenError(f"emotion '{name}' appears in more than one group")
+                seen.add(name)
+                names.append(name)
+            normalised.append((str(group), tuple(names)))
+        return cls(tuple(normalised))
 
     @classmethod
     def default(cls) -> Taxonomy:
@@ -66,16 +80,28 @@ class Taxonomy:
         path = Path(path)
         if not path.is_file():
             raise CoEmoGenError(f"taxonomy file not found: {path} (built-in taxonomies: {', '.join(BUILTIN)})")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise CoEmoGenError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
         if path.suffix in {".yaml", ".yml"}:
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                raise CoEmoGenError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
         else:
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise CoEmoGenError(f"{path} is not valid JSON: {err}") from None
         if not isinstance(data, dict) or not isinstance(data.get("groups"), dict):
             raise CoEmoGenError(f"{path}: expected a mapping with a 'groups' mapping of group -> emotions")
-        return cls.from_groups({str(g): [str(e) for e in es] for g, es in data["groups"].items()})
+        try:
+            return cls.from_groups(data["groups"])
+        except CoEmoGenError as err:
+            raise CoEmoGenError(f"{path}: {err}") from None
 
     def to_dict(self) -> dict:
         return {"groups": {g: list(es) for g, es in self.groups}}
@@ -138,13 +164,13 @@ class Taxonomy:
                     ) from None
             else:
                 weight = 1.0
-            if weight < 0 or weight != weight:
-                raise CoEmoGenError(f"malformed emotion mix '{spec}': weight of '{name}' must be >= 0")
+            if not 0 <= weight < float("inf"):  # also refuses NaN
+                raise CoEmoGenError(f"malformed emotion mix '{spec}': weight of '{name}' must be a finite number >= 0")
             emotion = self.emotions[self.index(name)]
             if emotion in weights:
                 raise CoEmoGenError(f"malformed emotion mix '{spec}': '{emotion}' given twice")
             weights[emotion] = weight
         total = sum(weights.values())
-        if total <= 0:
-            raise CoEmoGenError(f"malformed emotion mix '{spec}': weights sum to zero")
+        if not 0 < total < float("inf"):
+            raise CoEmoGenError(f"malformed emotion mix '{spec}': weights sum to {total}")
         return {e: w / total for e, w in weights.items()}

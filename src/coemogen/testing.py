@@ -194,20 +194,34 @@ class ChatCompletionsServer:
     """A local OpenAI-style chat-completions server for tests and benchmarks.
 
     Replies with a caption derived from the request's image, so the same image always gets the
-    same caption. `latency` delays every reply; `script` maps the n-th request (0-based) to a
-    behaviour: an HTTP status to fail with, "malformed", "empty" or "slow" (sleeps `slow_seconds`).
+    same caption. `latency` delays every reply. Faults, by the n-th request (0-based): `script` maps
+    n to one, and with `fail_every=k` every k-th request (n = k-1, 2k-1, ...) gets the next of
+    `failures` in turn. A fault is an HTTP status to fail with, or one of FAULTS: "malformed" (200,
+    not JSON), "truncated" (200, a JSON reply cut short), "error-body" (200 carrying an error),
+    "reset" (the connection is reset, no reply), "empty" (an empty caption) or "slow" (sleeps
+    `slow_seconds`, for client timeouts).
     """
 
+    FAULTS = ("malformed", "truncated", "error-body", "reset", "empty", "slow")
+
     def __init__(
-        self, latency: float = 0.0, script: dict[int, object] | None = None, slow_seconds: float = 5.0
+        self,
+        latency: float = 0.0,
+        script: dict[int, object] | None = None,
+        slow_seconds: float = 5.0,
+        fail_every: int = 0,
+        failures: tuple = (),
     ) -> None:
         import hashlib
         import json
+        import socket
+        import struct
         import threading
         import time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.latency, self.script, self.slow_seconds = latency, dict(script or {}), slow_seconds
+        self.fail_every, self.failures = fail_every, tuple(failures)
         self.requests = 0
         self.authorizations: list[str | None] = []
         lock = threading.Lock()
@@ -228,17 +242,24 @@ class ChatCompletionsServer:
                     n = server.requests
                     server.requests += 1
                     server.authorizations.append(self.headers.get("Authorization"))
-                action = server.script.get(n)
+                action = server.fault(n)
                 time.sleep(server.slow_seconds if action == "slow" else server.latency)
                 if isinstance(action, int):
                     return self._send(action, b'{"error": "injected"}', {"Retry-After": "0"})
                 if action == "malformed":
                     return self._send(200, b"{not json")
+                if action == "error-body":
+                    return self._send(200, b'{"error": {"message": "model overloaded", "code": 503}}')
+                if action == "reset":  # RST instead of a reply: the client sees a connection reset
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return None
                 request = json.loads(body)
                 url = request["messages"][0]["content"][1]["image_url"]["url"]
                 text = "" if action == "empty" else f"a caption of image {hashlib.sha1(url.encode()).hexdigest()[:10]}"
-                reply = {"choices": [{"message": {"role": "assistant", "content": text}}]}
-                self._send(200, json.dumps(reply).encode())
+                reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+                self._send(200, reply[: len(reply) // 2] if action == "truncated" else reply)
 
             def _send(self, code, payload, headers=None):
                 self.send_response(code)
@@ -249,9 +270,21 @@ class ChatCompletionsServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class QuietServer(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # reset and timed-out connections are expected
+                pass
+
+        self._httpd = QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def fault(self, n: int) -> object:
+        """The fault injected into request n, or None."""
+        if n in self.script:
+            return self.script[n]
+        if self.fail_every and self.failures and n % self.fail_every == self.fail_every - 1:
+            return self.failures[(n // self.fail_every) % len(self.failures)]
+        return None
 
     @property
     def url(self) -> str:

@@ -35,8 +35,10 @@ if __name__ == "__main__":
     from coemogen.cli import main
 
     rank = int(os.environ["RANK"])
-    code = main(["train", *sys.argv[1:]])
     out = Path(sys.argv[sys.argv.index("--out") + 1])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"pid{rank}").write_text(str(os.getpid()))  # for tests that kill one process
+    code = main(["train", *sys.argv[1:]])
     digest = hashlib.sha256()
     for name in sorted(captured):
         digest.update(captured[name].detach().to(torch.float32).numpy().tobytes())

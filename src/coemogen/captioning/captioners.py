@@ -31,10 +31,21 @@ DEFAULT_PROMPT = (
     "This image evokes {emotion}. In one sentence, describe the content of the image that evokes this emotion, "
     "covering its brightness, colorfulness, scene, objects, facial expressions and human actions where present."
 )
+EMPTY_CAPTION = "empty caption"
 NO_PRIOR_PROMPT = (
     "In one sentence, describe the content of the image, covering its brightness, colorfulness, scene, objects, "
     "facial expressions and human actions where present."
 )
+
+
+def check_prompt_template(template: str | None, emotion_prior: bool = True) -> str | None:
+    """A captioning prompt told the emotion must say where: at least one {emotion} placeholder."""
+    if template is not None and emotion_prior and "{emotion}" not in template:
+        raise CoEmoGenError(
+            "the prompt template has no {emotion} placeholder, so the captioner would not be told the "
+            "emotion; add one, or pass --no-emotion-prior"
+        )
+    return template
 
 
 def build_prompt(emotion: str, template: str | None = None, emotion_prior: bool = True) -> str:
@@ -45,9 +56,14 @@ def build_prompt(emotion: str, template: str | None = None, emotion_prior: bool 
 
 @dataclass
 class CaptionResult:
+    """A caption, or the reason there is none. `transient`: the failure may not recur (a server or
+    memory fault that outlasted its retries), so a re-run should try the item again; otherwise it
+    is permanent (an unreadable image, an empty caption)."""
+
     caption: str | None
     error: str | None = None
     extra: dict = field(default_factory=dict)
+    transient: bool = False
 
 
 class Captioner:
@@ -58,7 +74,8 @@ class Captioner:
     batch_size: int = 16
 
     def __init__(self, prompt_template: str | None = None, emotion_prior: bool = True) -> None:
-        self.prompt_template, self.emotion_prior = prompt_template, emotion_prior
+        self.prompt_template = check_prompt_template(prompt_template, emotion_prior)
+        self.emotion_prior = emotion_prior
 
     def prompt(self, item: DatasetItem) -> str:
         return build_prompt(item.emotion, self.prompt_template, self.emotion_prior)
@@ -127,9 +144,12 @@ def encode_image_data_url(path: Path, max_side: int = 1024) -> str:
 class OpenAICaptioner(Captioner):
     """Any OpenAI-compatible chat-completions server (vLLM, Ollama, SGLang, OpenAI).
 
-    Requests run `concurrency` at a time; 429, 5xx and timeouts are retried with exponential
-    backoff (honouring Retry-After); the API key comes from an environment variable and is
-    never logged.
+    Requests run `concurrency` at a time. Every fault that may pass is retried with exponential
+    backoff (honouring Retry-After), `max_retries` times: 429 and 5xx, timeouts, connection resets,
+    a reply cut short or not valid JSON, an HTTP 200 carrying an error, and an empty caption. An
+    item still failing on a server fault is returned as a transient failure (a re-run retries it);
+    an empty caption after every retry is permanent. The API key comes from an environment
+    variable and is never logged.
     """
 
     def __init__(
@@ -222,8 +242,13 @@ class OpenAICaptioner(Captioner):
                 continue
             if status >= 400:
                 return CaptionResult(None, f"server refused the request: HTTP {status}")
-            return self._parse(payload)
-        return CaptionResult(None, f"gave up after {self.max_retries + 1} attempts: {last}")
+            result = self._parse(payload)
+            if result.caption is not None:
+                return result
+            last = result.error
+        if last == EMPTY_CAPTION:  # the model answers, with nothing: asking again will not help
+            return CaptionResult(None, EMPTY_CAPTION)
+        return CaptionResult(None, f"gave up after {self.max_retries + 1} attempts: {last}", transient=True)
 
     def _post(self, body: bytes, headers: dict) -> tuple[int, str | None, bytes]:
         """POST on this thread's keep-alive connection (one TCP connection per worker, reused)."""
@@ -242,13 +267,21 @@ class OpenAICaptioner(Captioner):
     @staticmethod
     def _parse(payload: bytes) -> CaptionResult:
         try:
-            text = json.loads(payload)["choices"][0]["message"]["content"]
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError, UnicodeDecodeError):
+            reply = json.loads(payload)
+        except (json.JSONDecodeError, UnicodeDecodeError):  # cut short or not JSON at all
+            return CaptionResult(None, "malformed server response")
+        if isinstance(reply, dict) and reply.get("error"):  # some servers answer 200 with an error body
+            error = reply["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            return CaptionResult(None, f"server error in a 200 reply ({str(message)[:80]})")
+        try:
+            text = reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
             return CaptionResult(None, "malformed server response")
         if isinstance(text, list):  # some servers return content parts
             text = " ".join(p.get("text", "") for p in text if isinstance(p, dict))
         text = " ".join(str(text or "").split())
-        return CaptionResult(text) if text else CaptionResult(None, "empty caption")
+        return CaptionResult(text) if text else CaptionResult(None, EMPTY_CAPTION)
 
 
 class HFCaptioner(Captioner):
@@ -287,8 +320,6 @@ class HFCaptioner(Captioner):
         )
 
     def caption(self, items: list[DatasetItem]) -> list[CaptionResult]:
-        import torch
-
         images, prompts, keep = [], [], []
         results: list[CaptionResult | None] = [None] * len(items)
         for i, item in enumerate(items):
@@ -301,14 +332,39 @@ class HFCaptioner(Captioner):
             prompts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True))
             keep.append(i)
         if keep:
-            inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True).to(self.device)
-            with torch.no_grad():
-                generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-            texts = self.processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            for i, text in zip(keep, texts):
+            for i, text in zip(keep, self._generate(images, prompts)):
+                if text is None:
+                    results[i] = CaptionResult(None, "out of memory for a single image", transient=True)
+                    continue
                 text = " ".join(text.split())
-                results[i] = CaptionResult(text) if text else CaptionResult(None, "empty caption")
+                results[i] = CaptionResult(text) if text else CaptionResult(None, EMPTY_CAPTION)
         return results  # type: ignore[return-value]
+
+    def _generate(self, images: list, prompts: list[str]) -> list[str | None]:
+        """Captions of one batch. Out of memory, the batch is retried in halves down to one image at a
+        time; None for an image that does not fit even alone."""
+        import torch
+
+        try:
+            return self._generate_batch(images, prompts)
+        except RuntimeError as err:  # torch.OutOfMemoryError is one; MPS and CPU allocators raise plain ones
+            if not isinstance(err, torch.OutOfMemoryError) and "out of memory" not in str(err).lower():
+                raise
+            logger.warning("out of memory captioning %d images; retrying in smaller batches", len(images))
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(images) == 1:
+            return [None]
+        half = len(images) // 2
+        return self._generate(images[:half], prompts[:half]) + self._generate(images[half:], prompts[half:])
+
+    def _generate_batch(self, images: list, prompts: list[str]) -> list[str]:
+        import torch
+
+        inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True).to(self.device)
+        with torch.no_grad():
+            generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return self.processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def make_captioner(spec: str, prompt_template: str | None = None, emotion_prior: bool = True, **options) -> Captioner:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..data.images import ImageLoadError, load_rgb, to_tensor
 from ..data.manifest import SkipCounter
 from ..errors import CoEmoGenError
+from ..io import atomic_output, write_text
 from ..models.clip import image_embeds, text_embeds
 
 logger = logging.getLogger(__name__)
@@ -125,11 +126,10 @@ def filter_captions(
     if not scored:
         raise CoEmoGenError("no image could be read: nothing to filter")
     keep = keep_mask([s for _, s in scored], [r["emotion"] for r, _ in scored], drop)
-    out.parent.mkdir(parents=True, exist_ok=True)
     kept = sorted(
         (dict(r, clip_score=round(s, 6)) for (r, s), k in zip(scored, keep) if k), key=lambda r: r.get("id", r["image"])
     )
-    out.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    write_text(out, "".join(json.dumps(r) + "\n" for r in kept))
 
     rows = []
     for emotion in sorted({r["emotion"] for r, _ in scored}):
@@ -158,7 +158,7 @@ def filter_captions(
     flags = [bool(r.get("hallucinated")) for r, _ in scored]
     if any(flags):  # synthetic world: how well does the cut find the hallucinated captions?
         summary["hallucination"] = hallucination_removal(flags, keep, [r["emotion"] for r, _ in scored], drop, seed)
-    (out.parent / (out.stem + ".summary.json")).write_text(json.dumps(summary, indent=1))
+    write_text(out.parent / (out.stem + ".summary.json"), json.dumps(summary, indent=1))
     _histogram([s for _, s in scored], keep, out.parent / (out.stem + ".hist.png"))
     print(format_table(rows, ["emotion", "kept", "dropped", "q10", "median", "q90"]))
     print(f"kept {len(kept)} of {len(scored)} scored records; {truncated} captions truncated; {skips.total} skipped")
@@ -202,5 +202,6 @@ def _histogram(scores: list[float], keep: list[bool], path: Path) -> None:
     ax.set_ylabel("pairs")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

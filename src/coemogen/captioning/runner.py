@@ -3,6 +3,10 @@
 Each finished record is written and flushed at once. Re-running the same command skips ids
 already in the file; a half-written last line (a crash mid-write) is cut off first, so nothing
 complete is ever lost. `--shard k/n` takes every item whose stable id hash falls in shard k.
+
+Failures are counted in two kinds: transient ones (server or memory faults that outlasted their
+retries; re-running the same command retries them) and permanent ones (unreadable images, empty
+captions). Neither is written to the file, so a re-run tries every item still missing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tqdm import tqdm
 from ..data.manifest import SkipCounter
 from ..data.readers import DatasetItem
 from ..errors import CoEmoGenError
+from ..io import WRITE_ERRNOS, write_failure, write_text
 from .captioners import Captioner
 
 logger = logging.getLogger(__name__)
@@ -67,7 +72,8 @@ def run_captioning(
     shard: str | None = None,
     skips: SkipCounter | None = None,
 ) -> dict:
-    """Caption `items` not yet in `out`; returns a summary (written, skipped by reason, per emotion)."""
+    """Caption `items` not yet in `out`; returns a summary: written (per emotion), skipped (permanent
+    failures) and failed (transient ones), each by reason."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     skips = skips if skips is not None else SkipCounter()
@@ -76,12 +82,42 @@ def run_captioning(
     todo = [it for it in items if in_shard(it.id, k, n) and it.id not in done]
     prompt_hash = hashlib.sha256(captioner.prompt(DatasetItem("x", Path("x"), "{emotion}")).encode()).hexdigest()[:12]
     written = Counter()
+    failed = SkipCounter()
+    try:
+        with open(out, "a", encoding="utf-8") as f:
+            _append_results(f, captioner, todo, prompt_hash, skips, failed, written)
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        raise write_failure(out, err) from None  # disk full: a torn last line is cut off by the re-run
+    return {
+        "output": str(out),
+        "already_done": len(done),
+        "written": sum(written.values()),
+        "per_emotion": dict(written),
+        "skipped": skips.total,
+        "skip_reasons": dict(skips.reasons),
+        "failed": failed.total,
+        "failure_reasons": dict(failed.reasons),
+    }
+
+
+def _append_results(
+    f,
+    captioner: Captioner,
+    todo: list[DatasetItem],
+    prompt_hash: str,
+    skips: SkipCounter,
+    failed: SkipCounter,
+    written: Counter,
+) -> None:
+    """Append each finished record to the open file `f` as its reply lands; count the failures."""
     last_sync = time.monotonic()
-    with open(out, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc="caption", unit="img") as bar:
+    with tqdm(total=len(todo), desc="caption", unit="img") as bar:
         for item, result, seconds in captioner.stream(todo):
             bar.update(1)
             if result.caption is None:
-                skips.skip(item.id, result.error or "no caption")
+                (failed if result.transient else skips).skip(item.id, result.error or "no caption")
                 continue
             record = {
                 "id": item.id,
@@ -100,15 +136,18 @@ def run_captioning(
             if time.monotonic() - last_sync > 1.0:  # and a power cut keeps all but the last second
                 os.fsync(f.fileno())
                 last_sync = time.monotonic()
-        os.fsync(f.fileno())
-    return {
-        "output": str(out),
-        "already_done": len(done),
-        "written": sum(written.values()),
-        "per_emotion": dict(written),
-        "skipped": skips.total,
-        "skip_reasons": dict(skips.reasons),
-    }
+    os.fsync(f.fileno())
+
+
+def unfinished_message(summary: dict) -> str | None:
+    """What to tell the user when items failed on transient faults, or None when none did."""
+    if not summary["failed"]:
+        return None
+    reasons = ", ".join(f"{n} {reason}" for reason, n in summary["failure_reasons"].items())
+    return (
+        f"{summary['failed']} items failed on server or memory errors ({reasons}); "
+        "re-run the same command to retry them (finished captions are kept)"
+    )
 
 
 def merge_shards(parts: list[str | Path], out: str | Path) -> int:
@@ -123,5 +162,5 @@ def merge_shards(parts: list[str | Path], out: str | Path) -> int:
             if item_id not in seen:
                 seen.add(item_id)
                 lines.append(line)
-    Path(out).write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    write_text(out, "".join(x + "\n" for x in lines))
     return len(lines)

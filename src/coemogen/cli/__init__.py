@@ -6,10 +6,45 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..errors import CoEmoGenError
+from ..io import WRITE_ERRNOS, write_failure
 from .parser import build_parser
+
+RESUME_HINT = "re-run the same command to resume (`coemogen train`: with --resume_from_checkpoint latest)"
+
+
+class Stopped(BaseException):
+    """SIGTERM arrived: a user, a scheduler, or `accelerate launch` stopping the other processes after
+    one failed. Raised in the main thread so temporary files are removed on the way out."""
+
+
+@contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _peer_failure(err: BaseException) -> bool:
+    """A collective failed because another process of a multi-process run died."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and isinstance(err, getattr(dist, "DistError", ()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,10 +55,33 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # "Loading weights" bars; our own progress bars stay
+    process = ""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        process = f"process {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']}: "
     try:
-        args.func(args)
+        with _sigterm_as_exception():
+            args.func(args)
     except CoEmoGenError as err:
-        print(f"coemogen: error: {err}", file=sys.stderr)
+        print(f"coemogen: error: {process}{err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        # A write outside the package's own helpers (a folder made, a library's file): still no traceback.
+        print(f"coemogen: error: {process}{write_failure(err.filename or 'an output file', err)}", file=sys.stderr)
+        return 2
+    except Stopped:
+        cause = " (another process of this run failed?)" if process else ""
+        print(f"coemogen: {process}stopped by SIGTERM{cause}; {RESUME_HINT}", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except Exception as err:
+        if not _peer_failure(err):
+            raise
+        print(
+            f"coemogen: error: {process}another process of this run stopped ({str(err).splitlines()[0]}); "
+            f"{RESUME_HINT}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -89,7 +89,7 @@ def cmd_caption(a: argparse.Namespace) -> None:
     import json
 
     from ..captioning.captioners import make_captioner
-    from ..captioning.runner import run_captioning
+    from ..captioning.runner import run_captioning, unfinished_message
     from ..data.manifest import SkipCounter
     from ..data.readers import read_dataset
     from ..tables import format_table
@@ -120,6 +120,8 @@ def cmd_caption(a: argparse.Namespace) -> None:
     rows = [{"emotion": e, "written": n} for e, n in sorted(summary["per_emotion"].items())]
     print(format_table(rows, ["emotion", "written"]))
     print(json.dumps({k: v for k, v in summary.items() if k != "per_emotion"}, indent=1))
+    if unfinished_message(summary):
+        raise CoEmoGenError(unfinished_message(summary))
     if summary["written"] + summary["already_done"] == 0:
         raise CoEmoGenError("no caption could be produced")
 
@@ -213,3 +215,9 @@ def cmd_web(a: argparse.Namespace) -> None:
 
     limits = WebLimits(max_images=a.max_images, max_steps=a.max_steps, concurrency=a.concurrency, max_queue=a.max_queue)
     launch(a.model, limits, a.host, a.port, a.device)
+
+
+def cmd_doctor(a: argparse.Namespace) -> None:
+    from ..doctor import doctor
+
+    doctor(a.out, a.model, a.preset)

@@ -233,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting at most; more are refused")
     p.set_defaults(func=commands.cmd_web)
 
+    p = sub.add_parser("doctor", help="check the environment: torch and device, versions, hub, base models, disk")
+    p.add_argument("--out", default=".", help="output folder to check for free space and write access")
+    p.add_argument("--model", help="run directory whose base models to look for (default: the shipped world run)")
+    p.add_argument("--preset", choices=["pocket", "sd15"], help="look for this preset's base models instead")
+    p.set_defaults(func=commands.cmd_doctor)
+
     p = sub.add_parser("demo", help="the whole pipeline on the synthetic world")
     p.add_argument("--out", default="coemogen-demo")
     p.add_argument("--quick", action="store_true", help="a 2-minute smoke version")

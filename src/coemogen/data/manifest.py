@@ -56,7 +56,7 @@ def read_manifest(
         raise CoEmoGenError(f"manifest not found: {path}")
     skips = skips if skips is not None else SkipCounter()
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path.name}:{number}"

@@ -19,6 +19,22 @@ from .manifest import SkipCounter
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+csv.field_size_limit(2**24)  # ArtEmis utterances and long captions exceed csv's default 128 kB field
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    """CSV rows as dicts (a UTF-8 BOM dropped, undecodable bytes replaced); a broken CSV is a clear error."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.DictReader(f)
+        try:
+            return list(reader)
+        except csv.Error as err:
+            raise CoEmoGenError(f"{path}: unreadable CSV at line {reader.line_num}: {err}") from None
+
+
+def _text(value: object) -> str | None:
+    """A non-empty string field, or None (missing, empty or another JSON type)."""
+    return value if isinstance(value, str) and value.strip() else None
 
 
 @dataclass
@@ -71,12 +87,19 @@ def read_emoset(
         raise CoEmoGenError(f"{root}: no split file ({', '.join(s + '.json' for s in splits)}) found")
     for split in found:
         try:
-            records = json.loads((root / f"{split}.json").read_text(encoding="utf-8"))
+            records = json.loads((root / f"{split}.json").read_text(encoding="utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CoEmoGenError(f"{root / (split + '.json')} is not valid JSON: {err}") from None
+        if not isinstance(records, list):
+            raise CoEmoGenError(f"{root / (split + '.json')}: expected a list of records, got {type(records).__name__}")
         for n, record in enumerate(records):
             if not isinstance(record, list) or len(record) not in (3, 4):
                 skips.skip(f"{split}.json[{n}]", "malformed split record: expected 3 or 4 fields")
+                continue
+            if not all(isinstance(field, (str, int)) and not isinstance(field, bool) for field in record) or not all(
+                _text(field) for field in (record[0], record[-2], record[-1])
+            ):
+                skips.skip(f"{split}.json[{n}]", "malformed split record: fields must be strings")
                 continue
             emotion, image_path, ann_path = record[0], record[-2], record[-1]
             item_id = record[1] if len(record) == 4 else Path(image_path).stem
@@ -84,12 +107,9 @@ def read_emoset(
             ann = root / ann_path
             if ann.is_file():
                 try:
-                    attributes = {
-                        k: v
-                        for k, v in json.loads(ann.read_text(encoding="utf-8")).items()
-                        if k not in {"emotion", "image_id"}
-                    }
-                except (json.JSONDecodeError, UnicodeDecodeError):
+                    annotation = json.loads(ann.read_text(encoding="utf-8-sig"))
+                    attributes = {k: v for k, v in annotation.items() if k not in {"emotion", "image_id"}}
+                except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):  # AttributeError: not an object
                     skips.reasons["unreadable annotation (kept without attributes)"] += 1
             else:
                 skips.reasons["missing annotation (kept without attributes)"] += 1
@@ -103,16 +123,18 @@ def read_artemis(
     """ArtEmis CSV: one item per painting, its majority emotion; utterances kept as attributes."""
     votes: dict[tuple[str, str], Counter] = defaultdict(Counter)
     utterances: dict[tuple[str, str], list[str]] = defaultdict(list)
-    with open(csv_path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.DictReader(f)
-        missing = {"art_style", "painting", "emotion"} - set(reader.fieldnames or [])
-        if missing:
-            raise CoEmoGenError(f"{csv_path}: not an ArtEmis CSV, missing columns {sorted(missing)}")
-        for row in reader:
-            key = (row["art_style"], row["painting"])
-            votes[key][row["emotion"].strip().lower()] += 1
-            if row.get("utterance"):
-                utterances[key].append(row["utterance"])
+    rows = read_csv_rows(csv_path)
+    missing = {"art_style", "painting", "emotion"} - set(rows[0] if rows else [])
+    if missing:
+        raise CoEmoGenError(f"{csv_path}: not an ArtEmis CSV, missing columns {sorted(missing)}")
+    for n, row in enumerate(rows):
+        if not all(_text(row.get(k)) for k in ("art_style", "painting", "emotion")):
+            skips.skip(f"{csv_path.name}[{n}]", "missing field: art_style, painting or emotion")
+            continue
+        key = (row["art_style"], row["painting"])
+        votes[key][row["emotion"].strip().lower()] += 1
+        if _text(row.get("utterance")):
+            utterances[key].append(row["utterance"])
     out = _Collector(taxonomy, skips, skip_unknown)
     for (style, painting), counter in votes.items():
         emotion = counter.most_common(1)[0][0]
@@ -141,11 +163,10 @@ def read_folders(root: Path, taxonomy: Taxonomy, skips: SkipCounter, skip_unknow
 def read_table(path: Path, taxonomy: Taxonomy, skips: SkipCounter, skip_unknown: bool = False) -> list[DatasetItem]:
     """JSONL or CSV with a path column (`image`, `path`, `image_path` or `file`) and `emotion`."""
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_csv_rows(path)
     else:
         rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -153,13 +174,17 @@ def read_table(path: Path, taxonomy: Taxonomy, skips: SkipCounter, skip_unknown:
                     skips.skip(f"{path.name}:{n}", "malformed JSON line")
     out = _Collector(taxonomy, skips, skip_unknown)
     for n, row in enumerate(rows):
-        image = next((row[k] for k in ("image", "path", "image_path", "file") if row.get(k)), None)
-        if image is None or not row.get("emotion"):
+        if not isinstance(row, dict):
+            skips.skip(f"{path.name}[{n}]", "line is not a JSON object")
+            continue
+        image = next((row[k] for k in ("image", "path", "image_path", "file") if _text(row.get(k))), None)
+        if image is None or not _text(row.get("emotion")) or "\x00" in image:
             skips.skip(f"{path.name}[{n}]", "missing field: image path or emotion")
             continue
         p = Path(image) if Path(image).is_absolute() else path.parent / image
         extra = {k: v for k, v in row.items() if k not in {"image", "path", "image_path", "file", "emotion", "id"}}
-        out.add(str(row.get("id") or Path(image).with_suffix("")), p, row["emotion"], extra)
+        item_id = row.get("id") or (str(Path(image).with_suffix("")) if Path(image).suffix else image)
+        out.add(str(item_id), p, row["emotion"], extra)
     return out.items
 
 
@@ -180,8 +205,11 @@ def read_dataset(
             return read_emoset(source, taxonomy, skips, skip_unknown)
         return read_folders(source, taxonomy, skips, skip_unknown)
     if source.suffix == ".csv":
-        with open(source, newline="", encoding="utf-8", errors="replace") as f:
-            header = next(csv.reader(f), [])
+        with open(source, newline="", encoding="utf-8-sig", errors="replace") as f:
+            try:
+                header = next(csv.reader(f), [])
+            except csv.Error as err:
+                raise CoEmoGenError(f"{source}: unreadable CSV header: {err}") from None
         if {"art_style", "painting"} <= set(header):
             if image_dir is None:
                 raise CoEmoGenError(

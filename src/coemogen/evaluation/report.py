@@ -19,6 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..data.images import image_grid  # noqa: E402
+from ..io import write_text  # noqa: E402
 from ..tables import format_table  # noqa: E402
 
 METRICS = ("fid", "lpips", "emo_a", "sem_c", "sem_d", "polarity_acc")  # the table's columns
@@ -104,10 +105,10 @@ def render_html(report: dict, generated: dict[str, list[Image.Image]]) -> str:
 
 
 def write_report(report: dict, generated: dict[str, list[Image.Image]], out: str | Path) -> Path:
-    """Write metrics.json, metrics.md and report.html into `out` (created if needed); returns `out`."""
+    """Write metrics.md, report.html and then metrics.json into `out` (created if needed), each
+    atomically; returns `out`."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(report, indent=1))
-    (out / "metrics.md").write_text(markdown_table(report) + "\n")
-    (out / "report.html").write_text(render_html(report, generated))
+    write_text(out / "metrics.md", markdown_table(report) + "\n")
+    write_text(out / "report.html", render_html(report, generated))
+    write_text(out / "metrics.json", json.dumps(report, indent=1))
     return out

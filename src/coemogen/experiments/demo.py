@@ -13,6 +13,7 @@ from ..captioning.filtering import filter_captions
 from ..captioning.runner import run_captioning
 from ..evaluation.evaluate import evaluate
 from ..evaluation.report import markdown_table
+from ..io import write_text
 from ..models.base import POCKET_CLIP, SHIPPED_RUN
 from ..models.coemogen import CoEmoGenConfig
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
@@ -70,7 +71,7 @@ def run_demo(
             (out / "generated" / emotion / "grid.png").rename(out / f"grid_{emotion}.png")
     with stages.stage("evaluate"):
         report = evaluate(out / "generated", world, out / "report", taxonomy, num_pairs=200, seed=seed)
-    (out / "timings.json").write_text(json.dumps(stages.seconds, indent=1))
+    write_text(out / "timings.json", json.dumps(stages.seconds, indent=1))
     print("\n" + markdown_table(report))
     if "hallucination" in summary:
         h = summary["hallucination"]

@@ -18,6 +18,7 @@ from ..captioning.captioners import AttributeCaptioner
 from ..captioning.filtering import filter_captions
 from ..captioning.runner import run_captioning
 from ..evaluation.evaluate import MetricNetworks, evaluate
+from ..io import write_text
 from ..models.base import POCKET_CLIP, POCKET_SD
 from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
 from ..tables import format_table
@@ -154,6 +155,6 @@ def write_table(results: dict, out: Path) -> str:
             }
         )
     table = format_table(rows, list(rows[0]))
-    (out / "paper_table.md").write_text(table + "\n")
-    (out / "paper_table.json").write_text(json.dumps(results, indent=1))
+    write_text(out / "paper_table.md", table + "\n")
+    write_text(out / "paper_table.json", json.dumps(results, indent=1))
     return table

@@ -14,13 +14,20 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import CoEmoGenError
+from ..io import read_safetensors, refuse_pickles, save_safetensors, write_text
 from ..taxonomy import Taxonomy
 from .clusters import EmotionClusters
-from .hilora import DEFAULT_TARGETS, adapter_gates, hilora_state_dict, inject_hilora, load_hilora_state_dict
+from .hilora import (
+    DEFAULT_TARGETS,
+    adapter_gates,
+    hilora_shapes,
+    hilora_state_dict,
+    inject_hilora,
+    load_hilora_state_dict,
+)
 from .mapper import NeuroSymbolicMapper
 from .perception import VisualPerceptionEncoder
 
@@ -83,15 +90,23 @@ class CoEmoGenConfig:
         return [f for f in fields(cls) if not f.metadata.get("derived")]
 
     def save(self, run_dir: Path) -> None:
-        (run_dir / CONFIG_NAME).write_text(json.dumps(asdict(self), indent=2))
+        write_text(run_dir / CONFIG_NAME, json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, run_dir: str | Path) -> CoEmoGenConfig:
         path = Path(run_dir) / CONFIG_NAME
         if not path.is_file():
             raise CoEmoGenError(f"'{run_dir}' is not a CoEmoGen run directory (no {CONFIG_NAME})")
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CoEmoGenError(f"{path} is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise CoEmoGenError(f"{path}: expected a JSON object")
         known = {f.name for f in fields(cls)}
+        missing = sorted(f.name for f in fields(cls) if f.metadata.get("derived") and f.name not in data)
+        if missing:
+            raise CoEmoGenError(f"{path} lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -154,18 +169,17 @@ class CoEmoGen(nn.Module):
 def save_run(run_dir: str | Path, model: CoEmoGen, unet: nn.Module, clusters: EmotionClusters | None) -> Path:
     """Write config.json, taxonomy.json and mapper/perception_encoder/hilora/clusters safetensors."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     model.config.save(run_dir)
-    (run_dir / "taxonomy.json").write_text(json.dumps(model.taxonomy.to_dict(), indent=2))
+    write_text(run_dir / "taxonomy.json", json.dumps(model.taxonomy.to_dict(), indent=2))
 
     def cpu(state):
         return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
-    save_file(cpu(model.mapper.state_dict()), run_dir / "mapper.safetensors")
-    save_file(cpu(model.perception_encoder.state_dict()), run_dir / "perception_encoder.safetensors")
-    save_file(hilora_state_dict(unet), run_dir / "hilora.safetensors")
+    save_safetensors(cpu(model.mapper.state_dict()), run_dir / "mapper.safetensors")
+    save_safetensors(cpu(model.perception_encoder.state_dict()), run_dir / "perception_encoder.safetensors")
+    save_safetensors(hilora_state_dict(unet), run_dir / "hilora.safetensors")
     if clusters is not None:
-        save_file(clusters.state_dict(), run_dir / "clusters.safetensors")
+        save_safetensors(clusters.state_dict(), run_dir / "clusters.safetensors")
     return run_dir
 
 
@@ -178,32 +192,65 @@ def load_run(
 ) -> tuple[CoEmoGen, EmotionClusters | None]:
     """Rebuild a saved model, inject and load its HiLoRA into `unet` (safetensors only).
 
-    `config`: the run's config when the caller has read it already."""
+    Every weight file is checked against the shapes the configuration implies (and against free
+    memory) before the model is built, and for NaN or infinite values; a pickle in the directory is
+    refused. `config`: the run's config when the caller has read it already."""
     run_dir = Path(run_dir)
-    model = CoEmoGen(config or CoEmoGenConfig.load(run_dir))
-    if taxonomy is not None and taxonomy != model.taxonomy:
-        raise CoEmoGenError(
-            f"run '{run_dir}' was trained on the taxonomy {model.taxonomy.to_dict()['groups']}, "
-            f"not the requested {taxonomy.to_dict()['groups']}"
-        )
+    config = config or CoEmoGenConfig.load(run_dir)
+    refuse_pickles(run_dir, "run directory")
     for name in REQUIRED_WEIGHTS:
         if not (run_dir / f"{name}.safetensors").is_file():
             raise CoEmoGenError(f"run '{run_dir}' is missing {name}.safetensors")
     try:
-        model.mapper.load_state_dict(load_file(run_dir / "mapper.safetensors"))
-        model.perception_encoder.load_state_dict(load_file(run_dir / "perception_encoder.safetensors"))
-        model.inject_into(unet)
-        load_hilora_state_dict(unet, load_file(run_dir / "hilora.safetensors"))
-    except (RuntimeError, ValueError) as err:
-        raise CoEmoGenError(f"run '{run_dir}' does not fit these base models: {str(err).splitlines()[0]}") from None
+        with torch.device("meta"):  # the shapes the configuration implies, nothing allocated
+            shapes = CoEmoGen(config)
+        expected = {
+            "mapper": {k: tuple(v.shape) for k, v in shapes.mapper.state_dict().items()},
+            "perception_encoder": {k: tuple(v.shape) for k, v in shapes.perception_encoder.state_dict().items()},
+            "hilora": hilora_shapes(unet, shapes.num_adapters, config.lora_rank, tuple(config.lora_targets)),
+        }
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as err:
+        raise CoEmoGenError(
+            f"run '{run_dir}': {CONFIG_NAME} does not describe a model for these base models "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    if taxonomy is not None and taxonomy != shapes.taxonomy:
+        raise CoEmoGenError(
+            f"run '{run_dir}' was trained on the taxonomy {shapes.taxonomy.to_dict()['groups']}, "
+            f"not the requested {taxonomy.to_dict()['groups']}"
+        )
+    weights = {
+        name: read_safetensors(run_dir / f"{name}.safetensors", expected[name], f"run '{run_dir}'")
+        for name in REQUIRED_WEIGHTS
+    }
+    model = CoEmoGen(config)
+    model.mapper.load_state_dict(weights["mapper"])
+    model.perception_encoder.load_state_dict(weights["perception_encoder"])
+    model.inject_into(unet)
+    load_hilora_state_dict(unet, weights["hilora"])
     clusters = None
     if (run_dir / "clusters.safetensors").is_file():
-        clusters = EmotionClusters.from_state_dict(load_file(run_dir / "clusters.safetensors"))
-        if clusters.means.shape[0] != model.taxonomy.num_emotions:
-            raise CoEmoGenError(
-                f"run '{run_dir}': clusters cover {clusters.means.shape[0]} emotions, "
-                f"the taxonomy has {model.taxonomy.num_emotions}"
-            )
+        state = read_safetensors(run_dir / "clusters.safetensors", what=f"run '{run_dir}'")
+        _check_cluster_shapes(run_dir, state, model.taxonomy.num_emotions, config.embed_dim)
+        clusters = EmotionClusters.from_state_dict(state)
     elif require_clusters:
         raise CoEmoGenError(f"run '{run_dir}' has no clusters.safetensors (training did not finish?)")
     return model, clusters
+
+
+def _check_cluster_shapes(run_dir: Path, state: dict, num_emotions: int, embed_dim: int) -> None:
+    """weights (emotions, K), means and variances (emotions, K, d0), K components of any number."""
+    if set(state) != {"weights", "means", "variances"}:
+        raise CoEmoGenError(f"run '{run_dir}': clusters.safetensors holds {sorted(state)}, not weights/means/variances")
+    k = state["weights"].shape[-1] if state["weights"].dim() == 2 else -1
+    need = {
+        "weights": (num_emotions, k),
+        "means": (num_emotions, k, embed_dim),
+        "variances": (num_emotions, k, embed_dim),
+    }
+    for name, shape in need.items():
+        if tuple(state[name].shape) != shape:
+            raise CoEmoGenError(
+                f"run '{run_dir}': clusters '{name}' has shape {tuple(state[name].shape)}, expected {shape} "
+                f"({num_emotions} emotions, embedding width {embed_dim})"
+            )

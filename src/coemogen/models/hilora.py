@@ -169,13 +169,7 @@ def inject_hilora(
     target_modules: tuple[str, ...] = DEFAULT_TARGETS,
 ) -> list[str]:
     """Replace every nn.Linear whose name ends with a target by a HiLoRALinear; return their names."""
-    targets = [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in target_modules)
-    ]
-    if not targets:
-        raise ValueError(f"no nn.Linear named {target_modules} in {type(model).__name__}")
+    targets = _target_linears(model, target_modules)
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -183,6 +177,32 @@ def inject_hilora(
         layer.to(device=module.weight.device)
         setattr(parent, child, layer)
     return [name for name, _ in targets]
+
+
+def _target_linears(model: nn.Module, target_modules: tuple[str, ...]) -> list[tuple[str, nn.Linear]]:
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in target_modules)
+    ]
+    if not targets:
+        raise ValueError(f"no nn.Linear named {target_modules} in {type(model).__name__}")
+    return targets
+
+
+def hilora_shapes(
+    model: nn.Module, num_adapters: int, rank: int, target_modules: tuple[str, ...] = DEFAULT_TARGETS
+) -> dict[str, tuple[int, int]]:
+    """The shapes `hilora_state_dict` would give after `inject_hilora`, computed without allocating
+    (a saved run's weights are checked against them before anything is built)."""
+    return {
+        f"{name}.{p}": shape
+        for name, linear in _target_linears(model, target_modules)
+        for p, shape in (
+            ("lora_A", (num_adapters * rank, linear.in_features)),
+            ("lora_B", (linear.out_features, num_adapters * rank)),
+        )
+    }
 
 
 def hilora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..data.images import image_grid
 from ..errors import CoEmoGenError
+from ..io import atomic_output, write_text
 from ..models.base import SHIPPED_RUN, BaseModels, load_base_models
 from ..models.clusters import EmotionClusters
 from ..models.coemogen import CoEmoGen, CoEmoGenConfig, load_run
@@ -276,12 +277,9 @@ def save_image(image: Image.Image, meta: dict, out_dir: Path, prefix: str = "") 
     """Write one image and then its metadata JSON, each to a temporary file renamed into place: an
     image whose JSON exists is complete (what `completed_indices` counts on after a kill)."""
     stem = out_dir / f"{prefix}{meta['emotion']}_{meta['index']:04d}"
-    tmp = stem.with_name(stem.name + ".tmp.png")
-    image.save(tmp)
-    tmp.replace(stem.with_suffix(".png"))
-    tmp = stem.with_name(stem.name + ".tmp.json")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(stem.with_suffix(".json"))
+    with atomic_output(stem.with_suffix(".png")) as tmp:
+        image.save(tmp, format="PNG")
+    write_text(stem.with_suffix(".json"), json.dumps(meta, indent=1))
     return stem.with_suffix(".png")
 
 
@@ -291,7 +289,8 @@ def save_images(output: CoEmoGenOutput, out_dir: str | Path, prefix: str = "") -
     out_dir.mkdir(parents=True, exist_ok=True)
     for image, meta in zip(output.images, output.metadata):
         save_image(image, meta, out_dir, prefix)
-    image_grid(output.images).save(out_dir / f"{prefix}grid.png")
+    with atomic_output(out_dir / f"{prefix}grid.png") as tmp:
+        image_grid(output.images).save(tmp, format="PNG")
     return out_dir
 
 
@@ -300,7 +299,7 @@ def completed_indices(out_dir: Path) -> dict[int, Path]:
     done = {}
     for meta_file in out_dir.glob("*_[0-9][0-9][0-9][0-9]*.json"):
         png = meta_file.with_suffix(".png")
-        if png.is_file() and not meta_file.name.endswith(".tmp.json"):
+        if png.is_file():
             done[int(meta_file.stem.rsplit("_", 1)[1])] = png
     return done
 
@@ -316,8 +315,10 @@ def generate_to_folders(
 ) -> int:
     """Make `num_images` images for each (emotion spec(s), folder) job, in batches, with one progress
     bar over all images. Each image is written as soon as it is made; images already complete in a
-    folder are kept and not made again (they are the same images: image i depends only on seed + i),
-    so a killed run re-run completes the set. Returns how many images were made now."""
+    folder are kept, so a killed run re-run completes the set. Images are always made in the same
+    batches (images k*batch_size ... (k+1)*batch_size - 1): a batch with a missing image is made again
+    whole and only the missing ones are written, since a CPU's float rounding can depend on the batch
+    size. Returns how many images were written now."""
     from tqdm import tqdm
 
     plans = []
@@ -325,31 +326,21 @@ def generate_to_folders(
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         done = completed_indices(folder)
-        missing = [i for i in range(num_images) if i not in done]
+        missing = {i for i in range(num_images) if i not in done}
         plans.append((spec, folder, missing))
     total = num_images * len(jobs)
     todo = sum(len(m) for _, _, m in plans)
     bar = tqdm(total=total, initial=total - todo, desc="generate", unit="img")
     for spec, folder, missing in plans:
-        for chunk in _contiguous_chunks(missing, batch_size):
-            output = pipe(
-                spec, num_images=len(chunk), seed=seed, batch_size=batch_size, first_index=chunk[0], **call_kwargs
-            )
-            for image, meta in zip(output.images, output.metadata):
+        for first in sorted({i - i % batch_size for i in missing}):
+            count = min(batch_size, num_images - first)
+            output = pipe(spec, num_images=count, seed=seed, batch_size=batch_size, first_index=first, **call_kwargs)
+            wanted = [(image, meta) for image, meta in zip(output.images, output.metadata) if meta["index"] in missing]
+            for image, meta in wanted:
                 save_image(image, meta, folder)
-            bar.update(len(chunk))
+            bar.update(len(wanted))
         shown = sorted(completed_indices(folder).items())[:grid_size]
-        image_grid([Image.open(png).convert("RGB") for _, png in shown]).save(folder / "grid.png")
+        with atomic_output(folder / "grid.png") as tmp:
+            image_grid([Image.open(png).convert("RGB") for _, png in shown]).save(tmp, format="PNG")
     bar.close()
     return todo
-
-
-def _contiguous_chunks(indices: list[int], size: int) -> list[list[int]]:
-    """Split sorted indices into runs of consecutive numbers of at most `size`."""
-    chunks: list[list[int]] = []
-    for i in indices:
-        if chunks and chunks[-1][-1] == i - 1 and len(chunks[-1]) < size:
-            chunks[-1].append(i)
-        else:
-            chunks.append([i])
-    return chunks

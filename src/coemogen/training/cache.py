@@ -21,17 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 from ..data.manifest import ManifestRecord, SkipCounter, read_manifest
 from ..errors import CoEmoGenError
+from ..io import save_safetensors, write_text
 from ..models.base import BaseModels
 from ..models.clip import text_embeds
 
@@ -116,8 +115,13 @@ class FeatureCache:
         meta_file = self.path / "cache.json"
         if not meta_file.is_file():
             raise CoEmoGenError(f"{self.path} is not a feature cache (no cache.json); make one with `coemogen cache`")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("fingerprint", {}).get("version") != CACHE_VERSION:
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CoEmoGenError(
+                f"{meta_file} is not valid JSON ({err}); rebuild the cache with `coemogen cache`"
+            ) from None
+        if not isinstance(meta, dict) or meta.get("fingerprint", {}).get("version") != CACHE_VERSION:
             raise CoEmoGenError(
                 f"{self.path} was made by another cache format version; rebuild it with `coemogen cache`"
             )
@@ -165,9 +169,26 @@ class FeatureCache:
         """Every cached feature of row i (float32; image tokens stay float16 until used)."""
         shard, j = divmod(i, self.shard_size)
         if shard not in self._shards:
-            self._shards[shard] = safe_open(str(self.path / SHARD.format(shard)), framework="pt")
+            self._shards[shard] = self._open_shard(shard)
         handle = self._shards[shard]
         return {name: handle.get_slice(name)[j] for name in self.features}
+
+    def _open_shard(self, shard: int):
+        """Memory-map a shard after checking its header: the cache's features, one row per record."""
+        path = self.path / SHARD.format(shard)
+        rows = min(self.shard_size, self.num_rows - shard * self.shard_size)
+        try:
+            handle = safe_open(str(path), framework="pt")
+        except SafetensorError as err:
+            raise CoEmoGenError(f"cache shard {path} is not a readable safetensors file ({err})") from None
+        for name in self.features:
+            shape = handle.get_slice(name).get_shape() if name in handle.keys() else None
+            if not shape or shape[0] != rows:
+                raise CoEmoGenError(
+                    f"cache shard {path}: feature '{name}' has shape {shape}, expected {rows} rows; "
+                    "delete the shard and re-run `coemogen cache` to rewrite it"
+                )
+        return handle
 
     def __getstate__(self) -> dict:  # data-loader workers open their own memory maps
         return {**self.__dict__, "_shards": {}}
@@ -242,8 +263,8 @@ def build_cache(
                 "choose another --out or delete it"
             )
     elif process_index == 0:
-        _write_atomic(out / "records.jsonl", "".join(json.dumps(_record_row(r)) + "\n" for r in dataset.records))
-        _write_atomic(meta_file, json.dumps(meta, indent=1))
+        write_text(out / "records.jsonl", "".join(json.dumps(_record_row(r)) + "\n" for r in dataset.records))
+        write_text(meta_file, json.dumps(meta, indent=1))
     num_shards = (len(dataset) + shard_size - 1) // shard_size
     mine = [s for s in range(process_index, num_shards, num_processes) if not (out / SHARD.format(s)).is_file()]
     written = []
@@ -260,9 +281,7 @@ def build_cache(
             for k, v in features.items():
                 parts.setdefault(k, []).append(v.cpu())
             bar.update(len(items))
-        tmp = out / (SHARD.format(shard) + f".tmp{os.getpid()}")
-        save_file({k: torch.cat(v).contiguous() for k, v in parts.items()}, str(tmp))
-        tmp.rename(out / SHARD.format(shard))
+        save_safetensors({k: torch.cat(v).contiguous() for k, v in parts.items()}, out / SHARD.format(shard))
         written.append(shard)
     bar.close()
     return written
@@ -279,12 +298,6 @@ def _feature_names(fingerprint: CacheFingerprint) -> list[str]:
 
 def _record_row(r: ManifestRecord) -> dict:
     return {"image": str(r.image), "emotion": r.emotion, "caption": r.caption}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.rename(path)
 
 
 def run_cache_command(args, process_index: int = 0, num_processes: int = 1, device="cpu") -> Path:

@@ -8,10 +8,11 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import CoEmoGenError
+from ..io import is_write_error, read_safetensors, write_failure
 
 PATTERN = "checkpoint-*[0-9]"
 
@@ -19,19 +20,24 @@ PATTERN = "checkpoint-*[0-9]"
 def save_checkpoint(path: Path, params: dict[str, nn.Parameter], optimizer: torch.optim.Optimizer, step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: p.detach().cpu().contiguous() for k, p in params.items()}, tmp / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"global_step": step}))
+    try:
+        tmp.mkdir(parents=True)
+        save_file({k: p.detach().cpu().contiguous() for k, p in params.items()}, tmp / "trainable.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"global_step": step}))
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+        if is_write_error(err):
+            raise write_failure(tmp, err) from None
+        raise
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
 
 def load_checkpoint(path: Path, params: dict[str, nn.Parameter], optimizer: torch.optim.Optimizer) -> int:
     """Restore weights and optimiser state in place; returns the checkpoint's step."""
-    state = load_file(path / "trainable.safetensors")
-    if set(state) != set(params):
-        raise CoEmoGenError(f"checkpoint {path} does not match this model configuration")
+    expected = {k: tuple(p.shape) for k, p in params.items()}
+    state = read_safetensors(path / "trainable.safetensors", expected, f"checkpoint {path}")
     with torch.no_grad():
         for k, p in params.items():
             p.copy_(state[k])

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
 from ..data.images import image_grid
 from ..data.manifest import ManifestRecord, SkipCounter, read_manifest
 from ..errors import CoEmoGenError
+from ..io import atomic_output, save_safetensors, write_text
 from ..models.base import BaseModels, load_base_models, resolve_sources
 from ..models.clusters import EmotionClusters
 from ..models.coemogen import CoEmoGen, CoEmoGenConfig, load_run, save_run
@@ -362,10 +362,10 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         settings = {**asdict(args), **asdict(model.config)}
         accelerator.init_trackers("coemogen", config={k: str(v) for k, v in settings.items()})
-        (out / "training_args.json").write_text(json.dumps(asdict(args), indent=1))
+        write_text(out / "training_args.json", json.dumps(asdict(args), indent=1))
         per_emotion = {e: sum(r.emotion == e for r in records) for e in taxonomy.emotions}
         summary = {"records": len(records), "skipped": skips.total, "skip_reasons": dict(skips.reasons)}
-        (out / "data_summary.json").write_text(json.dumps({**summary, "per_emotion": per_emotion}, indent=1))
+        write_text(out / "data_summary.json", json.dumps({**summary, "per_emotion": per_emotion}, indent=1))
 
     # 4. The loop.
     weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
@@ -407,8 +407,8 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
                 prune_checkpoints(out, args.checkpoints_total_limit)
             if args.validation_steps and global_step % args.validation_steps == 0:
                 grid = validation_grid(model, base, dataset, args.seed, accelerator.device)
-                (out / "validation").mkdir(exist_ok=True)
-                grid.save(out / "validation" / f"step-{global_step:06d}.png")
+                with atomic_output(out / "validation" / f"step-{global_step:06d}.png") as tmp:
+                    grid.save(tmp, format="PNG")
                 if args.report_to == "tensorboard":
                     import numpy as np
 
@@ -427,7 +427,8 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
         )
         save_run(out, model, base.unet, clusters)
         if args.validation_steps != 0:  # 0 switches every validation image off
-            validation_grid(model, base, dataset, args.seed, accelerator.device).save(out / "final_grid.png")
+            with atomic_output(out / "final_grid.png") as tmp:
+                validation_grid(model, base, dataset, args.seed, accelerator.device).save(tmp, format="PNG")
     accelerator.end_training()
     return out
 
@@ -445,7 +446,7 @@ def refit_clusters(
     dataset = ManifestDataset(records, model.taxonomy, config.resolution)
     embeddings, labels = embed_records(model.eval(), base, dataset, "cpu")
     clusters = EmotionClusters.fit(embeddings, labels, model.taxonomy.num_emotions, components, seed=seed)
-    save_file(clusters.state_dict(), run_dir / "clusters.safetensors")
+    save_safetensors(clusters.state_dict(), run_dir / "clusters.safetensors")
     config.cluster_components = components
     if temperature is not None:
         config.cluster_temperature = temperature

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..io import atomic_output, write_text
 from ..taxonomy import Taxonomy
 from .renderer import render
 from .scenes import ACTIONS, CONTENT, EXPRESSIONS, OBJECTS, SCENES, SceneSpec, describe, sample_scene
@@ -36,6 +37,8 @@ def build_world(
 
     Besides EmoSet's own files, `truth.jsonl` keeps each image's complete scene description
     (the oracle captioner and the Sem-C judges read it; EmoSet annotations may omit fields).
+    Every file is written atomically and `info.json` last, so a killed build re-run gives the same
+    bytes.
     """
     out = Path(out)
     taxonomy = Taxonomy.default()
@@ -45,15 +48,14 @@ def build_world(
     total = images_per_emotion * taxonomy.num_emotions
     with tqdm(total=total, desc="world build", unit="img") as bar:
         for emotion in taxonomy.emotions:
-            (out / "image" / emotion).mkdir(parents=True, exist_ok=True)
-            (out / "annotation" / emotion).mkdir(parents=True, exist_ok=True)
             for n in range(images_per_emotion):
                 spec = sample_scene(emotion, rng, content_noise)
                 image = render(spec, size)
                 image_id = f"{emotion}_{n:05d}"
                 image_path = f"image/{emotion}/{image_id}.jpg"
                 ann_path = f"annotation/{emotion}/{image_id}.json"
-                image.save(out / image_path, quality=95)
+                with atomic_output(out / image_path) as tmp:
+                    image.save(tmp, format="JPEG", quality=95)
                 brightness, colorfulness = image_stats(image)
                 annotation = {
                     "emotion": emotion,
@@ -69,21 +71,21 @@ def build_world(
                 for key in ("brightness", "colorfulness", "scene", "object", "facial_expression", "human_action"):
                     if key in annotation and rng.random() < ATTRIBUTE_DROP:
                         del annotation[key]
-                (out / ann_path).write_text(json.dumps(annotation))
+                write_text(out / ann_path, json.dumps(annotation))
                 split = _pick_split(rng)
                 records[split].append([emotion, image_path, ann_path])
                 truth.append({"image_id": image_id, "image_path": image_path, **asdict(spec)})
                 bar.update()
     for split, items in records.items():
-        (out / f"{split}.json").write_text(json.dumps(items))
-    (out / "truth.jsonl").write_text("".join(json.dumps(t) + "\n" for t in truth))
+        write_text(out / f"{split}.json", json.dumps(items))
+    write_text(out / "truth.jsonl", "".join(json.dumps(t) + "\n" for t in truth))
     info = {
         "emotion": {"label2idx": {e: i for i, e in enumerate(taxonomy.emotions)}},
         "world": {"seed": seed, "images_per_emotion": images_per_emotion, "size": size, "content_noise": content_noise},
         "scene": {"label2idx": {s: i for i, s in enumerate(SCENES)}},
         "object": {"label2idx": {o: i for i, o in enumerate(OBJECTS)}},
     }
-    (out / "info.json").write_text(json.dumps(info, indent=1))
+    write_text(out / "info.json", json.dumps(info, indent=1))
     return out
 
 
@@ -115,13 +117,13 @@ def neutral_specs(n: int, seed: int) -> Iterator[SceneSpec]:
 def write_corpus(out: str | Path, n: int = 8000, seed: int = 1, size: int = 64) -> Path:
     """Write the neutral corpus: images plus `captions.jsonl` (file, caption)."""
     out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
     lines = []
     for i, spec in enumerate(tqdm(neutral_specs(n, seed), total=n, desc="corpus", unit="img")):
         name = f"images/{i:06d}.png"
-        render(spec, size).save(out / name)
+        with atomic_output(out / name) as tmp:
+            render(spec, size).save(tmp, format="PNG")
         lines.append(json.dumps({"file": name, "caption": describe(spec)}) + "\n")
-    (out / "captions.jsonl").write_text("".join(lines))
+    write_text(out / "captions.jsonl", "".join(lines))
     return out
 
 
