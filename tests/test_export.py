@@ -19,7 +19,7 @@ from coemogen.models.hilora import adapter_weights, hilora_layers
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 MIXES = ["fear:0.7,sadness:0.3", "amusement:0.5,fear:0.5"]  # one group (rank 12), two groups (rank 16)
-ROUND_TRIP_STEPS = 10  # the code path of the default 25 (the README reports 25 steps, seeds 0-3)
+ROUND_TRIP_STEPS = 10  # the code path of the default steps (the README reports 25 steps, seeds 0-3)
 NUM_EMBEDDINGS = 2
 
 

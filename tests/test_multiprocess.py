@@ -24,18 +24,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _command(tiny_models, world, out, *flags):
+def _two_processes() -> list[str]:
+    """`accelerate launch` for two local processes (gloo on the CPU with ACCELERATE_USE_CPU=1)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
-    cmd += [
-        "--multi_gpu",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-    ]
-    cmd += [str(WORKER), "--manifest", str(world / "manifest.jsonl"), "--out", str(out)]
+    cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return cmd + ["--main_process_port", str(_free_port())]
+
+
+def _command(tiny_models, world, out, *flags):
+    cmd = _two_processes() + [str(WORKER), "--manifest", str(world / "manifest.jsonl"), "--out", str(out)]
     cmd += ["--pretrained_model_name_or_path", str(tiny_models[0]), "--clip_model_name_or_path", str(tiny_models[1])]
     cmd += ["--train_batch_size", "4", "--report_to", "none", "--validation_steps", "0", "--mapper_hidden_dim", "32"]
     return [*cmd, *flags]
@@ -113,19 +110,8 @@ def test_ablation_configuration_trains_under_two_processes(tiny_models, tiny_wor
 def test_cache_under_two_processes_equals_the_single_process_cache(tiny_models, tiny_world, tmp_path):
     argv = ["cache", "--manifest", str(tiny_world / "manifest.jsonl"), "--shard_size", "12", "--cache_image_tokens"]
     argv += ["--pretrained_model_name_or_path", str(tiny_models[0]), "--clip_model_name_or_path", str(tiny_models[1])]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
-    cmd += [
-        "--multi_gpu",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-    ]
-    proc = subprocess.run(
-        [*cmd, "-m", "coemogen.cli", *argv, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=ENV
-    )
+    cmd = [*_two_processes(), "-m", "coemogen.cli", *argv, "--out", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "process 0: wrote 2 shards" in proc.stdout and "process 1: wrote 1 shards" in proc.stdout
     from coemogen.cli import main

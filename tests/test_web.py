@@ -16,7 +16,7 @@ from coemogen.web.limits import MIX_CHOICE, GenerationRequest, WebLimits
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-# Lean on purpose: the page's defaults are min(4, max_images) images and min(25, max_steps) steps.
+# Lean on purpose: the page's defaults are min(4, max_images) images and min(DEFAULT_INFERENCE_STEPS, max_steps) steps.
 TEST_LIMITS = WebLimits(max_images=2, max_steps=6, concurrency=1, max_queue=4)
 NO_MIX = [0.0] * 8
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS
 from ..training.config import add_training_flags
 from . import commands
 
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--template", help="prompt template, e.g. 'a photo of {} bag' (emotion transfer)")
     p.add_argument("--scheduler", default="dpm", choices=["dpm", "ddim", "euler", "pndm", "ddpm"])
-    p.add_argument("--num_inference_steps", "--steps", type=int, default=25)
+    p.add_argument("--num_inference_steps", "--steps", type=int, default=DEFAULT_INFERENCE_STEPS)
     p.add_argument("--guidance_scale", type=float, default=5.0)
     p.add_argument(
         "--cluster-temperature",

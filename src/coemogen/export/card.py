@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..models.base import POCKET_IDS, SHIPPED_RUN
 from ..models.coemogen import CoEmoGenConfig
+from ..pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS
 from ..tables import format_table
 
 TAGS = ["lora", "text-to-image", "stable-diffusion", "stable-diffusion-diffusers", "diffusers", "coemogen", "emotion"]
@@ -90,8 +91,8 @@ image = pipe("{item.prompt}", guidance_scale=5.0).images[0]
 ```
 
 Swap `{item.mean_token}` for a sampled embedding such as `{sample}` for variety. CoEmoGen's own
-images use DPM-Solver++ (`DPMSolverMultistepScheduler`), 25 steps, guidance 5 and an empty negative
-prompt; with these settings and the same seed, the files reproduce `coemogen generate`'s images.
+images use DPM-Solver++ (`DPMSolverMultistepScheduler`), {DEFAULT_INFERENCE_STEPS} steps, guidance 5 and an
+empty negative prompt; with these settings and the same seed, the files reproduce `coemogen generate`'s images.
 """
 
 

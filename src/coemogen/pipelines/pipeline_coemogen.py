@@ -25,6 +25,8 @@ from ..models.conditioning import EmotionConditioner, check_template
 from ..models.hilora import adapter_weights
 from ..taxonomy import Taxonomy
 
+# DPM-Solver++ at 15 steps judges as well as at 25 in the synthetic world (docs/world-run/steps.md).
+DEFAULT_INFERENCE_STEPS = 15
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "dpm": "DPMSolverMultistepScheduler",
@@ -195,7 +197,7 @@ class CoEmoGenPipeline:
         num_images: int = 1,
         seed: int = 0,
         template: str | None = None,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
         guidance_scale: float = 5.0,
         scheduler: str = "dpm",
         batch_size: int = 16,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CoEmoGenError
-from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline, save_images
+from ..pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS, CoEmoGenOutput, CoEmoGenPipeline, save_images
 from .limits import (
     MAX_GUIDANCE,
     MAX_SEED,
@@ -145,7 +145,9 @@ class CoEmoGenWebApp:
                     num_images = gr.Slider(
                         1, limits.max_images, value=min(4, limits.max_images), step=1, label="Images"
                     )
-                    steps = gr.Slider(1, limits.max_steps, value=min(25, limits.max_steps), step=1, label="Steps")
+                    steps = gr.Slider(
+                        1, limits.max_steps, value=min(DEFAULT_INFERENCE_STEPS, limits.max_steps), step=1, label="Steps"
+                    )
                     guidance = gr.Slider(0, MAX_GUIDANCE, value=5.0, step=0.5, label="Guidance scale")
                     temperature = gr.Slider(
                         0,
