@@ -44,7 +44,13 @@ def _sigterm_as_exception() -> Iterator[None]:
 def _peer_failure(err: BaseException) -> bool:
     """A collective failed because another process of a multi-process run died."""
     dist = sys.modules.get("torch.distributed")
-    return dist is not None and isinstance(err, getattr(dist, "DistError", ()))
+    if dist is None:
+        return False
+    # gloo reports a vanished peer as a plain RuntimeError from its transport, not a DistError
+    gloo_peer_gone = isinstance(err, RuntimeError) and any(
+        text in str(err) for text in ("Connection closed by peer", "Connection reset by peer")
+    )
+    return isinstance(err, getattr(dist, "DistError", ())) or gloo_peer_gone
 
 
 def main(argv: list[str] | None = None) -> int:
