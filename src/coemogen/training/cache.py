@@ -165,13 +165,15 @@ class FeatureCache:
                 + f"\nRebuild it: {rebuild_hint}"
             )
 
-    def row(self, i: int) -> dict[str, torch.Tensor]:
-        """Every cached feature of row i (float32; image tokens stay float16 until used)."""
+    def row(self, i: int, mirrored: bool = True) -> dict[str, torch.Tensor]:
+        """The cached features of row i (float32; image tokens stay float16 until used); the mirror
+        images' only with `mirrored` (a run that does not flip reads none of them)."""
         shard, j = divmod(i, self.shard_size)
         if shard not in self._shards:
             self._shards[shard] = self._open_shard(shard)
         handle = self._shards[shard]
-        return {name: handle.get_slice(name)[j] for name in self.features}
+        names = [n for n in self.features if mirrored or not n.startswith("flipped_")]
+        return {name: handle.get_slice(name)[j] for name in names}
 
     def _open_shard(self, shard: int):
         """Memory-map a shard after checking its header: the cache's features, one row per record."""

@@ -53,10 +53,11 @@ class ManifestDataset(torch.utils.data.Dataset):
 
 class CachedDataset(torch.utils.data.Dataset):
     """Rows of a feature cache (coemogen/training/cache.py), plus the images themselves when the
-    visual-perception encoder needs image tokens the cache does not hold."""
+    visual-perception encoder needs image tokens the cache does not hold. `mirrored`: also read the
+    mirror images' features (a run with flip augmentation)."""
 
-    def __init__(self, cache, images: ManifestDataset, load_pixels: bool) -> None:
-        self.cache, self.images, self.load_pixels = cache, images, load_pixels
+    def __init__(self, cache, images: ManifestDataset, load_pixels: bool, mirrored: bool = True) -> None:
+        self.cache, self.images, self.load_pixels, self.mirrored = cache, images, load_pixels, mirrored
         self.records = images.records
 
     def __len__(self) -> int:
@@ -65,7 +66,7 @@ class CachedDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
         i = item[0] if isinstance(item, tuple) else item
         r = self.records[i]
-        row = {"label": self.images.taxonomy.index(r.emotion), "caption": r.caption, **self.cache.row(i)}
+        row = {"label": self.images.taxonomy.index(r.emotion), "caption": r.caption, **self.cache.row(i, self.mirrored)}
         if self.load_pixels:
             row["pixels"] = self.images[item]["pixels"]
         return row

@@ -339,7 +339,7 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
     dataset = ManifestDataset(records, taxonomy, model.config.resolution, args.center_crop, args.seed)
     if args.cache:
         needs_pixels = model.config.perception_encoder and not features.has_image_tokens
-        dataset = CachedDataset(features, dataset, load_pixels=needs_pixels)
+        dataset = CachedDataset(features, dataset, load_pixels=needs_pixels, mirrored=args.random_flip)
     sampler = BalancedBatchSampler(
         dataset.labels(),
         args.train_batch_size,
