@@ -196,7 +196,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
 def cmd_bench_paper_table(a: argparse.Namespace) -> None:
     from ..experiments.paper_table import paper_table
 
-    paper_table(a.out, a.quick, a.seed, a.rows)
+    paper_table(a.out, "quick" if a.quick else a.scale, a.seeds, a.seed, a.rows, a.num_resamples)
 
 
 def cmd_export(a: argparse.Namespace) -> None:

@@ -193,11 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_emotion_head)
 
     bench = sub.add_parser("bench", help="reproductions").add_subparsers(dest="bench_command", required=True)
-    p = bench.add_parser("paper-table", help="every method and ablation in the synthetic world")
-    p.add_argument("--out", default="paper-table")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p = bench.add_parser("paper-table", help="every method and ablation in the synthetic world, with seeds and CIs")
+    p.add_argument("--out", default="paper-table", help="resumable: finished (row, seed) pairs there are kept")
+    p.add_argument(
+        "--scale",
+        choices=["default", "short", "long", "quick"],
+        default="default",
+        help="default: 600 steps, 32 images per emotion; short: 200 steps, 12 images (the committed table); "
+        "long: 3000 steps at batch 2 on a 100-per-emotion world (the filter study); quick: a smoke test",
+    )
+    p.add_argument("--quick", action="store_true", help="same as --scale quick")
+    p.add_argument("--seeds", type=int, default=1, help="training seeds per row (seed, seed+1, ...)")
+    p.add_argument("--seed", type=int, default=0, help="first training seed; also the world's and captions' seed")
     p.add_argument("--rows", nargs="+", help="only these rows (names as in the table)")
+    p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
     p.set_defaults(func=commands.cmd_bench_paper_table)
 
     p = sub.add_parser("export", help="a run's emotions as LoRA + embedding files for diffusers, A1111, ComfyUI")

@@ -223,6 +223,7 @@ def evaluate(
     }
     per_emotion: dict[str, dict] = {}
     warnings: list[str] = []
+    samples: dict[str, list[torch.Tensor]] = {"emotion": [], "fid_features": [], "lpips_pairs": [], "sem_d_pairs": []}
 
     def warn(message: str) -> None:
         logger.warning(message)
@@ -244,6 +245,8 @@ def evaluate(
         for px in _batches(images, sizes):
             feats, logits = nets.fid(px[nets.fid.image_size]), nets.emotion(px[nets.emotion.image_size])
             targets = torch.full((len(logits),), target)
+            samples["emotion"].append(targets)
+            samples["fid_features"].append(feats.detach().double().cpu())
             for group in both:
                 group["fid"].update(feats, real=False)
                 for key in ("emo_a", "polarity_acc", "target_prob"):
@@ -273,6 +276,9 @@ def evaluate(
         if len(images) < 2:
             missing.update(PAIRWISE)
             warn(f"{emotion}: LPIPS and Sem-D need at least 2 generated images, got {len(images)}; recorded as NaN")
+        if len(images) >= 2:
+            samples["lpips_pairs"].append(metrics["lpips"].pair_distances().double())
+            samples["sem_d_pairs"].append(metrics["sem_d"].pair_distances().double())
         per_emotion[emotion] = {
             **{key: float("nan") if key in missing else m.compute() for key, m in metrics.items()},
             "num_images": len(images),
@@ -316,4 +322,28 @@ def evaluate(
         },
     }
     write_report(report, generated, out)
+    write_samples(samples, pooled, out)
     return report
+
+
+def write_samples(samples: dict[str, list[torch.Tensor]], pooled: dict, out: str | Path) -> Path:
+    """`samples.safetensors`: what the overall metrics are computed from, per image (emotion index,
+    Emo-A and polarity hits, Sem-C value, FID features), per pair (LPIPS and Sem-D distances, one
+    row per emotion) and the reference's FID moments, so `experiments/statistics.py` can bootstrap
+    confidence intervals over images without re-running any network."""
+    from ..io import save_safetensors
+
+    real_mean, real_cov = pooled["fid"].real.mean_and_cov() if pooled["fid"].num_real >= 2 else (None, None)
+    tensors = {
+        "emotion": torch.cat(samples["emotion"]).double(),  # checked readers take float tensors only
+        "emo_a": pooled["emo_a"].per_sample(),
+        "polarity_acc": pooled["polarity_acc"].per_sample(),
+        "sem_c": pooled["sem_c"].per_sample(),
+        "fid_features": torch.cat(samples["fid_features"]),
+    }
+    if samples["lpips_pairs"]:
+        tensors["lpips_pairs"] = torch.stack(samples["lpips_pairs"])
+        tensors["sem_d_pairs"] = torch.stack(samples["sem_d_pairs"])
+    if real_mean is not None:
+        tensors["reference_mean"], tensors["reference_cov"] = torch.from_numpy(real_mean), torch.from_numpy(real_cov)
+    return save_safetensors({k: v.contiguous() for k, v in tensors.items()}, Path(out) / "samples.safetensors")

@@ -154,11 +154,15 @@ class _PairwiseMean(Metric):
     def _distances(self, stacked, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def compute(self) -> float:
+    def pair_distances(self) -> torch.Tensor:
+        """The `num_pairs` distances whose mean `compute()` returns (what a bootstrap resamples)."""
         if self.num_samples < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples to draw pairs, got {self.num_samples}")
         pairs = random_pairs(self.num_samples, self.num_pairs, self.seed)
-        return float(self._distances(self._stacked(), pairs[:, 0], pairs[:, 1]).mean())
+        return self._distances(self._stacked(), pairs[:, 0], pairs[:, 1])
+
+    def compute(self) -> float:
+        return float(self.pair_distances().mean())
 
 
 class _VectorPairwiseMean(_PairwiseMean):
@@ -214,17 +218,24 @@ class LPIPSDiversity(_PairwiseMean):
 
 
 class _RunningMean(Metric):
-    """A mean of per-sample values kept as a running sum (float64) and count."""
+    """A mean of per-sample values kept as a running sum (float64) and count, and the values
+    themselves (`per_sample()`, one float each: what a bootstrap over images resamples)."""
 
     higher_is_better = True
 
     def reset(self) -> None:
         self.sum = 0.0
         self.count = 0
+        self.values: list[torch.Tensor] = []
 
     def _add(self, values: torch.Tensor) -> None:
-        self.sum += float(values.double().sum())
+        values = values.detach().double().cpu()
+        self.sum += float(values.sum())
         self.count += len(values)
+        self.values.append(values)
+
+    def per_sample(self) -> torch.Tensor:
+        return torch.cat(self.values) if self.values else torch.zeros(0, dtype=torch.float64)
 
     def compute(self) -> float:
         if self.count == 0:
@@ -233,17 +244,23 @@ class _RunningMean(Metric):
 
 
 class _Accuracy(Metric):
-    """A share of hits kept as running counts: `correct` out of `total`."""
+    """A share of hits kept as running counts, `correct` out of `total`, and the hits themselves
+    (`per_sample()`, 1.0 or 0.0 per image)."""
 
     higher_is_better = True
 
     def reset(self) -> None:
         self.correct = 0
         self.total = 0
+        self.hits: list[torch.Tensor] = []
 
     def _add(self, hits: torch.Tensor) -> None:
         self.correct += int(hits.sum())
         self.total += len(hits)
+        self.hits.append(hits.detach().cpu().double())
+
+    def per_sample(self) -> torch.Tensor:
+        return torch.cat(self.hits) if self.hits else torch.zeros(0, dtype=torch.float64)
 
     def compute(self) -> float:
         if self.total == 0:

@@ -1,14 +1,19 @@
 """`coemogen bench paper-table`: every method and ablation of the paper, trained and evaluated in the
-synthetic world with fixed seeds, in the paper's table layout (paper numbers alongside).
+synthetic world, in the paper's table layout (paper numbers alongside), over several training seeds
+with 95% bootstrap intervals (statistics.py).
 
-Each row is a named configuration of the same caption / filter / train / generate commands,
-not a fork of the code.
+Each row is a named configuration of the same caption / filter / train / generate commands, not a
+fork of the code. The world, captions and filtered manifests are data and stay fixed; a seed sets a
+row's training, generation and evaluation pairs. Every (row, seed) is complete once its
+`samples.safetensors` exists; a re-run skips those and redoes any partial one, so a long table can
+be built over several runs, and the table is rewritten after every (row, seed).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +22,7 @@ import torch
 from ..captioning.captioners import AttributeCaptioner
 from ..captioning.filtering import filter_captions
 from ..captioning.runner import run_captioning
+from ..errors import CoEmoGenError
 from ..evaluation.evaluate import MetricNetworks, evaluate
 from ..io import write_text
 from ..models.base import POCKET_CLIP, POCKET_SD
@@ -26,13 +32,16 @@ from ..taxonomy import Taxonomy
 from ..training.config import TrainingArguments
 from ..training.loop import train
 from ..world.oracle import OracleCaptioner
+from .dreambooth import DreamBoothConfig, class_images, dreambooth_images, identifier, train_dreambooth_lora
 from .stages import Scale, StageRunner, generate_per_emotion, world_train_items
+from .statistics import Estimate, bootstrap, bootstrap_difference, load_samples, seed_metrics
 
 # The paper's Table 1 and ablation table: FID, LPIPS, Emo-A, Sem-C, Sem-D.
 PAPER = {
     "Stable Diffusion": (44.05, 0.687, 0.7077, 0.608, 0.0199),
     "Textual Inversion": (50.51, 0.702, 0.7487, 0.605, 0.0282),
     "EmoGen": (41.60, 0.717, 0.7625, 0.633, 0.0335),
+    "DreamBooth": (46.89, 0.661, 0.7050, 0.614, 0.0178),
     "CoEmoGen": (40.66, 0.732, 0.8015, 0.641, 0.0349),
     "w/o L_SEM": (50.32, 0.698, 0.6590, 0.562, 0.0255),
     "w/o emotion-specific LoRAs": (45.30, 0.713, 0.7537, 0.625, 0.0308),
@@ -43,19 +52,25 @@ PAPER = {
 @dataclass
 class Row:
     name: str
-    captions: str = "oracle"  # oracle | oracle-no-prior | attributes | none (base model prompt)
+    method: str = "coemogen"  # coemogen | base (the base model prompted with the emotion) | dreambooth
+    captions: str = "oracle"  # oracle | oracle-no-prior | attributes
     drop: float = 0.2
     lambda_sem: float = 1.0
     model: dict = field(default_factory=dict)  # CoEmoGenConfig hyper-parameters
 
+    @property
+    def slug(self) -> str:
+        return self.name.lower().replace(" ", "_").replace("/", "")
+
 
 ROWS = [
-    Row("Stable Diffusion", captions="none"),
+    Row("Stable Diffusion", method="base"),
     Row(
         "Textual Inversion",
         lambda_sem=0.0,
         model=dict(perception_encoder=False, emotion_lora=False, group_lora=False),
     ),
+    Row("DreamBooth", method="dreambooth"),
     Row("Shared LoRA", model=dict(shared_lora=True)),
     Row("EmoGen", captions="attributes"),
     Row("CoEmoGen"),
@@ -66,8 +81,13 @@ ROWS = [
     Row("w/o emotion prior", captions="oracle-no-prior"),
 ]
 
-
-SCALES = {"default": Scale(300, 600, 32, 20), "quick": Scale(6, 6, 2, 3)}
+SCALES = {
+    "default": Scale(300, 600, 32, 20),  # the single-seed table of the first release
+    "short": Scale(300, 200, 12, 10),  # the committed several-seed table: fits a 2-core CPU
+    "long": Scale(100, 3000, 12, 10, train_batch_size=2),  # the filter study: about 12 passes over the data
+    "quick": Scale(6, 6, 2, 3, train_batch_size=2),  # tests
+}
+REFERENCE_ROW = "CoEmoGen"  # differences are reported against it
 
 
 def _base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenOutput:
@@ -85,76 +105,177 @@ def _base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenO
     return CoEmoGenOutput(images, [{"index": i, "emotion": emotion, "seed": seed} for i in range(n)])
 
 
-def _row_images(pipe: CoEmoGenPipeline | None, scale: Scale, seed: int, emotion: str) -> CoEmoGenOutput:
-    """A trained row's images of `emotion`, or (no pipeline) the base model prompted with it."""
-    if pipe is None:
-        return _base_model_images(emotion, scale.generated_per_emotion, scale.inference_steps, seed)
-    return pipe(emotion, num_images=scale.generated_per_emotion, seed=seed, num_inference_steps=scale.inference_steps)
+def _dreambooth(work: Path, class_dir: Path, items: list, taxonomy: Taxonomy, scale: Scale, seed: int, data_seed: int):
+    """Train one DreamBooth LoRA per emotion; return `make_images(emotion)`. Each emotion sees as
+    many of its images as in a CoEmoGen run (half of every batch is class images)."""
+    instance_batch = max(1, scale.train_batch_size // 2)
+    steps = max(1, scale.train_steps * scale.train_batch_size // (taxonomy.num_emotions * instance_batch))
+    config = DreamBoothConfig(
+        steps=steps,
+        instance_batch=instance_batch,
+        num_class_images=max(2, scale.generated_per_emotion * 2),
+        inference_steps=scale.inference_steps,
+    )
+    prior = class_images(class_dir, config, data_seed)
+    loras = {}
+    for k, emotion in enumerate(taxonomy.emotions):
+        paths = [it.path for it in items if it.emotion == emotion]
+        prompt = f"an image of {identifier(taxonomy.emotions, emotion)}"
+        loras[emotion] = (train_dreambooth_lora(paths, prompt, prior, work / "run" / emotion, config, seed + k), prompt)
+
+    def make_images(emotion: str) -> CoEmoGenOutput:
+        lora, prompt = loras[emotion]
+        return dreambooth_images(lora.parent, prompt, emotion, scale.generated_per_emotion, seed, config)
+
+    return make_images
 
 
-def paper_table(out: str | Path, quick: bool = False, seed: int = 0, rows: list[str] | None = None) -> dict:
-    scale = SCALES["quick" if quick else "default"]
-    out = Path(out)
+def paper_table(
+    out: str | Path,
+    scale: str = "default",
+    seeds: int = 1,
+    seed: int = 0,
+    rows: list[str] | None = None,
+    num_resamples: int = 1000,
+) -> dict[str, dict[str, Estimate]]:
+    """Train, generate and judge every row (or `rows`) with seeds `seed`, ..., `seed + seeds - 1`;
+    returns each row's estimates. `seed` also builds the world and captions (the data)."""
+    if scale not in SCALES:
+        raise CoEmoGenError(f"unknown scale '{scale}'; choose one of {sorted(SCALES)}")
+    unknown = set(rows or []) - {r.name for r in ROWS}
+    if unknown:
+        raise CoEmoGenError(f"unknown rows {sorted(unknown)}; the rows are {[r.name for r in ROWS]}")
+    sc = SCALES[scale]
+    out = Path(out).resolve()  # captions and manifests record image paths
+    settings = {"scale": scale, **asdict(sc), "data_seed": seed}
+    if (out / "settings.json").is_file() and json.loads((out / "settings.json").read_text()) != settings:
+        raise CoEmoGenError(
+            f"{out} holds a table of other settings ({(out / 'settings.json').read_text().strip()}); "
+            "use another --out to build this one"
+        )
+    write_text(out / "settings.json", json.dumps(settings, indent=1))
     tax = Taxonomy.default()
     stages = StageRunner()
-    world, items = world_train_items(out / "world", scale.images_per_emotion, seed, tax)
+    world, items = world_train_items(out / "world", sc.images_per_emotion, seed, tax)
     captioners = {
         "oracle": OracleCaptioner(0.2, seed=seed),
         "oracle-no-prior": OracleCaptioner(0.2, seed=seed, emotion_prior=False),
         "attributes": AttributeCaptioner(emotion_prior=False),
     }
     networks = MetricNetworks.world()
-    results = {}
-    for row in ROWS:
-        if rows and row.name not in rows:
-            continue
-        slug = row.name.lower().replace(" ", "_").replace("/", "")
-        work = out / slug
-        with stages.stage(row.name):
-            pipe = None
-            if row.captions != "none":
-                captions = out / f"captions_{row.captions}.jsonl"
-                run_captioning(items, captioners[row.captions], captions)
-                manifest = work / "manifest.jsonl"
-                filter_captions(captions, manifest, str(POCKET_CLIP), drop=row.drop, seed=seed)
-                args = TrainingArguments(
-                    manifest=str(manifest),
-                    out=str(work / "run"),
-                    max_train_steps=scale.train_steps,
-                    seed=seed,
-                    checkpointing_steps=0,
-                    report_to="none",
-                    lambda_sem=row.lambda_sem,
-                )
-                pipe = CoEmoGenPipeline.from_pretrained(train(args, method=slug, **row.model))
-            generate_per_emotion(partial(_row_images, pipe, scale, seed), tax, work / "generated")
-            report = evaluate(
-                work / "generated", world, work / "report", tax, num_pairs=500, seed=seed, networks=networks
-            )
-        results[row.name] = report["overall"]
-        write_table(results, out)  # after every row, so an interrupted run keeps what it measured
-    table = write_table(results, out)
-    print("\n" + table)
-    return results
+    selected = [r for r in ROWS if not rows or r.name in rows]
+    table = Table(out, selected, num_resamples)
+    for s in range(seed, seed + seeds):  # seed-major: a partial table has every row at its first seeds
+        for row in selected:
+            work = out / row.slug / f"seed-{s}"
+            if (work / "report" / "samples.safetensors").is_file():
+                continue
+            shutil.rmtree(work, ignore_errors=True)  # a (row, seed) a kill interrupted starts over
+            with stages.stage(f"{row.name}, seed {s}"):
+                if row.method == "base":
+                    make = partial(_base_model_images, n=sc.generated_per_emotion, steps=sc.inference_steps, seed=s)
+                elif row.method == "dreambooth":
+                    make = _dreambooth(work, out / "dreambooth_class_images", items, tax, sc, s, seed)
+                else:
+                    pipe = CoEmoGenPipeline.from_pretrained(
+                        train(
+                            _training_arguments(row, work, out, items, captioners, sc, s, seed),
+                            method=row.slug,
+                            **row.model,
+                        )
+                    )
+                    make = partial(
+                        pipe, num_images=sc.generated_per_emotion, seed=s, num_inference_steps=sc.inference_steps
+                    )
+                generate_per_emotion(make, tax, work / "generated")
+                evaluate(work / "generated", world, work / "report", tax, num_pairs=500, seed=s, networks=networks)
+            table.write()  # after every (row, seed), so an interrupted run keeps what it measured
+    print("\n" + table.write())
+    return table.estimates
 
 
-def write_table(results: dict, out: Path) -> str:
-    rows = []
-    for name, m in results.items():
-        paper = PAPER.get(name)
-        rows.append(
-            {
-                "method": name,
-                "FID": m["fid"],
-                "LPIPS": m["lpips"],
-                "Emo-A": m["emo_a"],
-                "Sem-C": m["sem_c"],
-                "Sem-D": m["sem_d"],
-                "polarity": m["polarity_acc"],
-                "paper (FID/LPIPS/Emo-A/Sem-C/Sem-D)": "/".join(f"{v:g}" for v in paper) if paper else "-",
+def _training_arguments(
+    row: Row, work: Path, out: Path, items: list, captioners: dict, sc: Scale, seed: int, data_seed: int
+):
+    """Caption and filter once per row (data, shared by its seeds), then the row's training arguments."""
+    captions = out / f"captions_{row.captions}.jsonl"
+    run_captioning(items, captioners[row.captions], captions)
+    manifest = out / row.slug / "manifest.jsonl"
+    if not manifest.is_file():
+        filter_captions(captions, manifest, str(POCKET_CLIP), drop=row.drop, seed=data_seed)
+    return TrainingArguments(
+        manifest=str(manifest),
+        out=str(work / "run"),
+        max_train_steps=sc.train_steps,
+        train_batch_size=sc.train_batch_size,
+        seed=seed,
+        checkpointing_steps=0,
+        validation_steps=0,
+        report_to="none",
+        lambda_sem=row.lambda_sem,
+    )
+
+
+COLUMNS = {
+    "FID": "fid",
+    "LPIPS": "lpips",
+    "Emo-A": "emo_a",
+    "Sem-C": "sem_c",
+    "Sem-D": "sem_d",
+    "polarity": "polarity_acc",
+}
+
+
+def _cell(e: Estimate) -> str:
+    return f"{e.mean:.4g} [{e.low:.4g}, {e.high:.4g}]"
+
+
+class Table:
+    """The table files of one output folder: each row's bootstrap estimates over its finished seeds
+    (recomputed only when a row gains a seed) and its Emo-A and FID differences from CoEmoGen."""
+
+    def __init__(self, out: Path, rows: list[Row], num_resamples: int) -> None:
+        self.out, self.rows, self.num_resamples = out, rows, num_resamples
+        self.estimates: dict[str, dict[str, Estimate]] = {}
+        self._seen: dict[str, tuple] = {}
+        self._samples: dict[str, list[dict]] = {}
+
+    def _refresh(self) -> None:
+        for row in self.rows:
+            files = sorted((self.out / row.slug).glob("seed-*/report/samples.safetensors"))
+            key = tuple(str(f) for f in files)
+            if files and self._seen.get(row.name) != key:
+                self._samples[row.name] = [load_samples(f) for f in files]
+                self.estimates[row.name] = bootstrap(self._samples[row.name], self.num_resamples)
+                self._seen[row.name] = key
+
+    def write(self) -> str:
+        self._refresh()
+        reference = self._samples.get(REFERENCE_ROW)
+        lines, record = [], {}
+        for row in self.rows:
+            if row.name not in self.estimates:
+                continue
+            est = self.estimates[row.name]
+            line = {"method": row.name, "seeds": est["emo_a"].seeds}
+            line.update({column: _cell(est[key]) for column, key in COLUMNS.items()})
+            record[row.name] = {
+                "estimates": {key: asdict(e) for key, e in est.items()},
+                "per_seed": [seed_metrics(s) for s in self._samples[row.name]],
             }
-        )
-    table = format_table(rows, list(rows[0]))
-    write_text(out / "paper_table.md", table + "\n")
-    write_text(out / "paper_table.json", json.dumps(results, indent=1))
-    return table
+            for metric, column in (("emo_a", "Emo-A"), ("fid", "FID")):
+                if reference is not None and row.name != REFERENCE_ROW:
+                    diff = bootstrap_difference(self._samples[row.name], reference, metric, self.num_resamples)
+                    line[f"{column} − CoEmoGen"] = _cell(diff)
+                    record[row.name][f"{metric}_minus_coemogen"] = asdict(diff)
+                else:
+                    line[f"{column} − CoEmoGen"] = "-"
+            paper = PAPER.get(row.name)
+            line["paper (FID/LPIPS/Emo-A/Sem-C/Sem-D)"] = "/".join(f"{v:g}" for v in paper) if paper else "-"
+            lines.append(line)
+        if not lines:
+            return ""
+        table = format_table(lines, list(lines[0]))
+        write_text(self.out / "paper_table.md", table + "\n")
+        write_text(self.out / "paper_table.json", json.dumps(record, indent=1))
+        return table

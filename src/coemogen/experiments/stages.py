@@ -23,6 +23,7 @@ class Scale:
     train_steps: int
     generated_per_emotion: int
     inference_steps: int
+    train_batch_size: int = 8
 
 
 class StageRunner:

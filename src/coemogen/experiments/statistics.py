@@ -1,0 +1,147 @@
+"""Seeds and confidence intervals: a hierarchical bootstrap over training seeds and images.
+
+Each evaluated seed leaves `samples.safetensors` (evaluation/evaluate.py `write_samples`): per image
+its emotion, Emo-A and polarity hits, Sem-C value and FID features; per emotion the LPIPS and Sem-D
+pair distances; the reference's FID moments. One bootstrap replicate draws the seeds with
+replacement, then inside each drawn seed the images of every emotion (stratified: the generated set
+has a fixed count per emotion) and each emotion's pairs, recomputes every metric exactly as
+`evaluate` does, and averages over the drawn seeds. The 2.5 and 97.5 percentiles of the replicates
+are the 95% interval; the point estimate is the mean over seeds of each seed's full-data metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..evaluation.metrics import frechet_distance
+from ..io import read_safetensors
+
+METRICS = ("fid", "lpips", "emo_a", "sem_c", "sem_d", "polarity_acc")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric's mean over seeds and its bootstrap confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4g} ± {(self.high - self.low) / 2:.2g}"
+
+
+def load_samples(path: str | Path) -> dict[str, np.ndarray]:
+    """One seed's `samples.safetensors`, checked (tensors only) and as float64 arrays."""
+    return {k: v.double().numpy() for k, v in read_safetensors(path, what="evaluation samples").items()}
+
+
+def _fid(samples: dict[str, np.ndarray], idx: np.ndarray) -> float:
+    if "reference_mean" not in samples or len(idx) < 2:
+        return float("nan")
+    feats = samples["fid_features"][idx]
+    return frechet_distance(samples["reference_mean"], samples["reference_cov"], feats.mean(0), np.cov(feats.T))
+
+
+def seed_metrics(
+    samples: dict[str, np.ndarray],
+    image_idx: np.ndarray | None = None,
+    pair_idx: np.ndarray | None = None,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, float]:
+    """`metrics` of one seed, on the images `image_idx` and each emotion's pairs `pair_idx` (rows:
+    emotions; default: everything, which reproduces `evaluate`'s overall numbers)."""
+    if image_idx is None:
+        image_idx = np.arange(len(samples["emotion"]))
+    out = {}
+    for key in metrics:
+        if key == "fid":
+            out[key] = _fid(samples, image_idx)
+        elif key in ("lpips", "sem_d"):
+            values = samples.get(f"{key}_pairs")
+            if values is None:
+                out[key] = float("nan")
+                continue
+            if pair_idx is not None:
+                values = np.take_along_axis(values, pair_idx, axis=1)
+            out[key] = float(values.mean(1).mean())  # per emotion, then over emotions (as evaluate)
+        else:
+            out[key] = float(samples[key][image_idx].mean())
+    return out
+
+
+def _resample_images(emotion: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices drawn with replacement within each emotion, keeping each emotion's count."""
+    parts = []
+    for e in np.unique(emotion):
+        members = np.flatnonzero(emotion == e)
+        parts.append(rng.choice(members, size=len(members), replace=True))
+    return np.concatenate(parts)
+
+
+def _replicate(
+    seeds: Sequence[dict[str, np.ndarray]], rng: np.random.Generator, metrics: Sequence[str]
+) -> dict[str, float]:
+    """One bootstrap replicate: seeds drawn with replacement, then images and pairs inside each."""
+    values = {key: [] for key in metrics}
+    for s in rng.integers(0, len(seeds), size=len(seeds)):
+        samples = seeds[s]
+        pairs = samples.get("lpips_pairs")
+        pair_idx = None if pairs is None else rng.integers(0, pairs.shape[1], size=pairs.shape)
+        for key, value in seed_metrics(samples, _resample_images(samples["emotion"], rng), pair_idx, metrics).items():
+            values[key].append(value)
+    return {key: float(np.mean(v)) for key, v in values.items()}
+
+
+def _interval(mean: float, replicates: np.ndarray, confidence: float, seeds: int) -> Estimate:
+    tail = (1 - confidence) / 2 * 100
+    return Estimate(
+        float(mean), float(np.nanpercentile(replicates, tail)), float(np.nanpercentile(replicates, 100 - tail)), seeds
+    )
+
+
+def bootstrap(
+    seeds: Sequence[dict[str, np.ndarray]],
+    num_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, Estimate]:
+    """Mean over seeds and a percentile interval from the two-level bootstrap (seeds, then images
+    and pairs inside each seed). One seed gives an interval over images and pairs only."""
+    if not seeds:
+        raise ValueError("bootstrap needs at least one seed's samples")
+    rng = np.random.default_rng(seed)
+    replicates = [_replicate(seeds, rng, metrics) for _ in range(num_resamples)]
+    full = [seed_metrics(s, metrics=metrics) for s in seeds]
+    return {
+        key: _interval(np.mean([f[key] for f in full]), np.array([r[key] for r in replicates]), confidence, len(seeds))
+        for key in metrics
+    }
+
+
+def bootstrap_difference(
+    a: Sequence[dict[str, np.ndarray]],
+    b: Sequence[dict[str, np.ndarray]],
+    metric: str,
+    num_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """Mean of a - b for one metric and its interval, the two rows resampled independently: an
+    interval that excludes 0 is a difference beyond the seed and image noise."""
+    if not a or not b:
+        raise ValueError("bootstrap_difference needs at least one seed's samples on each side")
+    rng = np.random.default_rng(seed)
+    diffs = np.array(
+        [_replicate(a, rng, [metric])[metric] - _replicate(b, rng, [metric])[metric] for _ in range(num_resamples)]
+    )
+    mean = np.mean([seed_metrics(s, metrics=[metric])[metric] for s in a]) - np.mean(
+        [seed_metrics(s, metrics=[metric])[metric] for s in b]
+    )
+    return _interval(mean, diffs, confidence, min(len(a), len(b)))
