@@ -164,12 +164,15 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         lpips_lin_weights=a.lpips_lin_weights,
         lpips_size=a.lpips_size,
         emotion_classifier=a.emotion_classifier,
+        emotion_clip=a.emotion_clip,
         scene_classifier=a.scene_classifier,
         object_classifier=a.object_classifier,
         clip_model_name_or_path=a.clip_model_name_or_path,
         evaluators=a.evaluators,
     )
-    report = evaluate(a.images, a.reference, a.out, taxonomy, a.num_pairs, a.seed, a.max_reference, networks)
+    report = evaluate(
+        a.images, a.reference, a.out, taxonomy, a.num_pairs, a.seed, a.max_reference, networks, a.protocol
+    )
     print(markdown_table(report))
     print(f"wrote {a.out}/metrics.json, metrics.md and report.html")
 

@@ -163,7 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True, help="reference dataset (its test split is used)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--taxonomy")
-    p.add_argument("--num-pairs", type=int, default=1000)
+    p.add_argument("--num-pairs", type=int, help="pairs per emotion for LPIPS and Sem-D (default 1000; emogen: 10)")
+    p.add_argument(
+        "--protocol",
+        choices=["coemogen", "emogen"],
+        default="coemogen",
+        help="emogen: EmoGen's evaluation script where it differs from ours (see docs/evaluation.md)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-reference", type=int, default=500, help="reference images per emotion")
     p.add_argument("--evaluators", help="folder of world judges (default: the shipped ones)")
@@ -174,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     nets.add_argument("--alexnet-weights", help="torchvision AlexNet weights file (alexnet-owt-7be5be79.pth)")
     nets.add_argument("--lpips-lin-weights", help="LPIPS linear layers (default: the copy inside torchmetrics)")
     nets.add_argument("--lpips-size", type=int, default=256, help="resolution LPIPS compares at")
-    nets.add_argument("--emotion-classifier", help="Emo-A head folder from `coemogen emotion-head train`")
+    nets.add_argument(
+        "--emotion-classifier",
+        help="Emo-A head: a folder from `coemogen emotion-head train`, or a published head file "
+        "(EmoGen's fc on CLIP ViT-L/14, EmoEdit's hidden+fc on ViT-B/32; .pth read as tensors only)",
+    )
+    nets.add_argument("--emotion-clip", help="CLIP of a published head (default: the one it was trained on)")
     nets.add_argument("--scene-classifier", help="ARCH:WEIGHTS, e.g. resnet18:resnet18_places365.pth.tar")
     nets.add_argument("--object-classifier", help="ARCH:WEIGHTS, e.g. resnet50:resnet50-11ad3fa6.pth")
     nets.add_argument(

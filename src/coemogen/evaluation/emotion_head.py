@@ -1,5 +1,7 @@
-"""The Emo-A judge for real data (EmoGen's protocol): a linear layer on L2-normalised CLIP image
-features, and its training on an emotion dataset (`coemogen emotion-head train`).
+"""The Emo-A judges for real data: our head (a linear layer on L2-normalised CLIP image features)
+and its training on an emotion dataset (`coemogen emotion-head train`), and the published heads of
+EmoGen and EmoEdit, loaded as tensors (`PublishedEmotionHead`), so numbers can be compared with
+their tables.
 
 A trained head is a folder with `head.safetensors` (the linear layer, temperature folded in) and
 `config.json` (CLIP model, emotions in logit order, dataset, steps, seed, accuracy per split).
@@ -18,7 +20,7 @@ from tqdm import tqdm
 from ..errors import CoEmoGenError
 from ..taxonomy import Taxonomy
 from ..training.fit import fit
-from .networks import ClipFeatures
+from .networks import ClipFeatures, load_weights
 
 TEMPERATURE = 10.0  # training scales the normalised features; the saved weights include it
 
@@ -46,6 +48,74 @@ class ClipEmotionHead:
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.linear(F.normalize(self.clip(pixels), dim=-1))
+
+
+# The published heads: their parameter names and the CLIP each was trained on (both take CLIP's
+# projected image features as `get_image_features` returns them, not normalised).
+PUBLISHED_HEADS = {
+    "emogen": ({"fc.weight", "fc.bias"}, "openai/clip-vit-large-patch14"),  # Linear(768, 8)
+    "emoedit": ({"hidden.weight", "hidden.bias", "fc.weight", "fc.bias"}, "openai/clip-vit-base-patch32"),  # MLP
+}
+
+
+EMOGEN_ORDER = ("amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
+
+
+def published_head_form(state: dict[str, torch.Tensor], path: str | Path) -> str:
+    """'emogen' (a linear `fc`) or 'emoedit' (`hidden` -> ReLU -> `fc`), from the parameter names."""
+    for form, (keys, _) in PUBLISHED_HEADS.items():
+        if set(state) == keys:
+            return form
+    raise CoEmoGenError(
+        f"{path}: not an EmoGen head (fc.weight, fc.bias) or an EmoEdit head (hidden.*, fc.*); it holds {sorted(state)}"
+    )
+
+
+class PublishedEmotionHead:
+    """Emo-A network from a published head file (.pth/.pt read with `weights_only=True`, or
+    .safetensors): EmoGen's `emo_classifier_768` (a linear layer on CLIP ViT-L/14 image features)
+    or EmoEdit's `clip_classifier` (512 -> 256 -> ReLU -> 8 on CLIP ViT-B/32 features). The logits
+    come from CLIP's projected image features without normalisation, as both scripts compute them;
+    emotions are in the EmoGen order (amusement, awe, contentment, excitement, anger, disgust,
+    fear, sadness), which must be the taxonomy's."""
+
+    def __init__(self, path: str | Path, clip_model_name_or_path: str | None, taxonomy: Taxonomy) -> None:
+        state = load_weights(path)
+        self.form = published_head_form(state, path)
+        clip_source = clip_model_name_or_path or PUBLISHED_HEADS[self.form][1]
+        hidden = state.get("hidden.weight")
+        in_dim = (hidden if hidden is not None else state["fc.weight"]).shape[1]
+        classes = state["fc.weight"].shape[0]
+        if list(taxonomy.emotions) != list(EMOGEN_ORDER) or classes != len(EMOGEN_ORDER):
+            raise CoEmoGenError(
+                f"{path}: a published head scores the 8 Mikels emotions in the order {list(EMOGEN_ORDER)}; "
+                f"this head has {classes} outputs and the taxonomy is {list(taxonomy.emotions)}"
+            )
+        self.clip = ClipFeatures(clip_source)
+        dim = self.clip.model.config.projection_dim
+        if dim != in_dim:
+            trained_on = PUBLISHED_HEADS[self.form][1]
+            raise CoEmoGenError(
+                f"{path}: the {self.form} head takes {in_dim}-d CLIP features but {clip_source} gives {dim}-d; "
+                f"name its CLIP with --emotion-clip (the {self.form} head was trained on {trained_on})"
+            )
+        self.state = {k: v.float() for k, v in state.items()}
+        self.image_size = self.clip.image_size
+        self.name = f"{self.form} head ({path}) on CLIP image features ({clip_source}), not normalised"
+
+    @torch.no_grad()
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.clip(pixels).float()
+        if self.form == "emoedit":
+            x = F.relu(F.linear(x, self.state["hidden.weight"], self.state["hidden.bias"]))
+        return F.linear(x, self.state["fc.weight"], self.state["fc.bias"])  # EmoEdit's softmax: in the metrics
+
+
+def emotion_head(path: str | Path, clip_model_name_or_path: str | None, taxonomy: Taxonomy):
+    """`--emotion-classifier`: a head folder from `coemogen emotion-head train`, or a published head file."""
+    if Path(path).is_dir():
+        return ClipEmotionHead(path, taxonomy)
+    return PublishedEmotionHead(path, clip_model_name_or_path, taxonomy)
 
 
 @torch.no_grad()

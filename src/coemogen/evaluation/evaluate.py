@@ -27,7 +27,7 @@ from ..data.readers import read_dataset
 from ..errors import CoEmoGenError
 from ..models.base import ASSETS, POCKET_CLIP
 from ..taxonomy import Taxonomy
-from .emotion_head import ClipEmotionHead
+from .emotion_head import emotion_head
 from .metrics import (
     CosineSemanticDiversity,
     EmotionAccuracy,
@@ -126,6 +126,7 @@ def build_metric_networks(
     lpips_lin_weights: str | None = None,
     lpips_size: int = 256,
     emotion_classifier: str | None = None,
+    emotion_clip: str | None = None,
     scene_classifier: str | None = None,
     object_classifier: str | None = None,
     clip_model_name_or_path: str | None = None,
@@ -162,8 +163,8 @@ def build_metric_networks(
         emotion=pick(
             "emotion",
             bool(emotion_classifier),
-            lambda: ClipEmotionHead(emotion_classifier, taxonomy),
-            "--emotion-classifier (see `coemogen emotion-head train`)",
+            lambda: emotion_head(emotion_classifier, emotion_clip, taxonomy),
+            "--emotion-classifier (a head from `coemogen emotion-head train`, or EmoGen's or EmoEdit's head file)",
         ),
         scene=pick(
             "scene", bool(scene_classifier), lambda: TorchvisionClassifier(scene_classifier), "--scene-classifier"
@@ -186,6 +187,7 @@ def _groups(taxonomy: Taxonomy) -> list[int]:
 
 
 PAIRWISE = ("lpips", "sem_d", "sem_d_cosine")  # diversity within the generated set: need 2 images
+PROTOCOLS = {"coemogen": 1000, "emogen": 10}  # each protocol's default number of pairs per emotion
 
 
 def evaluate(
@@ -193,22 +195,34 @@ def evaluate(
     reference: str | Path,
     out: str | Path,
     taxonomy: Taxonomy | None = None,
-    num_pairs: int = 1000,
+    num_pairs: int | None = None,
     seed: int = 0,
     max_reference: int = 500,
     networks: MetricNetworks | None = None,
+    protocol: str = "coemogen",
 ) -> dict:
     """Compute the metrics per emotion and overall, write metrics.json, metrics.md and report.html
     into `out` (report.py) and return the report: {"overall", "per_emotion", "settings"}.
 
+    `protocol`: "coemogen" (ours, the default) or "emogen" (EmoGen's evaluation script where it
+    differs, so numbers compare with published tables): 10 pairs per emotion drawn from the images
+    of that emotion and every emotion before it in EmoGen's order (its image list is never reset),
+    LPIPS fed [0, 1] images where it expects [-1, 1], polarity as the group of highest summed
+    probability, and FID against every reference image of every split. docs/evaluation.md lists
+    each difference and why ours differs.
+
     A metric that an emotion has too few images for (FID: 2 generated and 2 reference; LPIPS and
     Sem-D: 2 generated) is recorded as NaN, with a warning logged and kept in settings["warnings"].
     """
+    if protocol not in PROTOCOLS:
+        raise CoEmoGenError(f"unknown evaluation protocol '{protocol}'; choose one of {list(PROTOCOLS)}")
+    emogen = protocol == "emogen"
+    num_pairs = num_pairs or PROTOCOLS[protocol]
     taxonomy = taxonomy or Taxonomy.default()
     skips = SkipCounter()
     generated = load_generated(images_dir, taxonomy, skips)
     ref_items = read_dataset(reference, taxonomy, SkipCounter())
-    test_items = [it for it in ref_items if it.split in (None, "test")] or ref_items
+    test_items = ref_items if emogen else [it for it in ref_items if it.split in (None, "test")] or ref_items
     nets = networks or build_metric_networks(reference, taxonomy)
     sizes = {n.image_size for n in (nets.fid, nets.lpips, nets.emotion, nets.scene, nets.object, nets.clip)}
     lpips_weights = getattr(nets.lpips, "layer_weights", None)
@@ -218,8 +232,14 @@ def evaluate(
         "fid": FrechetDistance(),
         "emo_a": EmotionAccuracy(),
         "sem_c": SemanticConsistency(),
-        "polarity_acc": PolarityAccuracy(groups),
+        "polarity_acc": PolarityAccuracy(groups, summed=emogen),
         "target_prob": TargetProbability(),
+    }
+    # EmoGen's pair pool grows over the emotions (in taxonomy order); ours is one emotion's images.
+    cumulative = {
+        "lpips": LPIPSDiversity(num_pairs, seed, lpips_weights),
+        "sem_d": SemanticDiversity(num_pairs, seed),
+        "sem_d_cosine": CosineSemanticDiversity(num_pairs, seed),
     }
     per_emotion: dict[str, dict] = {}
     warnings: list[str] = []
@@ -229,16 +249,18 @@ def evaluate(
         logger.warning(message)
         warnings.append(message)
 
-    for emotion, images in tqdm(sorted(generated.items()), desc="evaluate"):
+    order = [e for e in taxonomy.emotions if e in generated] if emogen else sorted(generated)
+    for emotion in tqdm(order, desc="evaluate"):
+        images = generated[emotion]
         target = taxonomy.index(emotion)
         metrics = {
             "fid": FrechetDistance(),
-            "lpips": LPIPSDiversity(num_pairs, seed, lpips_weights),
+            "lpips": cumulative["lpips"] if emogen else LPIPSDiversity(num_pairs, seed, lpips_weights),
             "emo_a": EmotionAccuracy(),
             "sem_c": SemanticConsistency(),
-            "sem_d": SemanticDiversity(num_pairs, seed),
-            "sem_d_cosine": CosineSemanticDiversity(num_pairs, seed),
-            "polarity_acc": PolarityAccuracy(groups),
+            "sem_d": cumulative["sem_d"] if emogen else SemanticDiversity(num_pairs, seed),
+            "sem_d_cosine": cumulative["sem_d_cosine"] if emogen else CosineSemanticDiversity(num_pairs, seed),
+            "polarity_acc": PolarityAccuracy(groups, summed=emogen),
             "target_prob": TargetProbability(),
         }
         both = (metrics, pooled)
@@ -254,14 +276,15 @@ def evaluate(
             scene, obj = nets.scene(px[nets.scene.image_size]), nets.object(px[nets.object.image_size])
             for group in both:
                 group["sem_c"].update(scene, obj)
-            metrics["lpips"].update(nets.lpips(px[nets.lpips.image_size]))
+            lpips_in = px[nets.lpips.image_size]
+            metrics["lpips"].update(nets.lpips((lpips_in + 1) / 2 if emogen else lpips_in))  # see docstring
             clip = nets.clip(px[nets.clip.image_size])
             metrics["sem_d"].update(clip)
             metrics["sem_d_cosine"].update(clip)
         refs = [it for it in test_items if it.emotion == emotion]
         if len(refs) < 2:  # a tiny reference set: fall back to every split of this emotion
             refs = [it for it in ref_items if it.emotion == emotion]
-        ref_images = [load_rgb(it.path) for it in refs[:max_reference]]
+        ref_images = [load_rgb(it.path) for it in (refs if emogen else refs[:max_reference])]
         for px in _batches(ref_images, {nets.fid.image_size}):
             feats = nets.fid(px[nets.fid.image_size])
             for group in both:
@@ -273,10 +296,10 @@ def evaluate(
                 f"{emotion}: FID needs at least 2 generated and 2 reference images, got {len(images)} generated "
                 f"and {len(ref_images)} reference; recorded as NaN"
             )
-        if len(images) < 2:
+        if metrics["lpips"].num_samples < 2:
             missing.update(PAIRWISE)
             warn(f"{emotion}: LPIPS and Sem-D need at least 2 generated images, got {len(images)}; recorded as NaN")
-        if len(images) >= 2:
+        if metrics["lpips"].num_samples >= 2:
             samples["lpips_pairs"].append(metrics["lpips"].pair_distances().double())
             samples["sem_d_pairs"].append(metrics["sem_d"].pair_distances().double())
         per_emotion[emotion] = {
@@ -313,6 +336,7 @@ def evaluate(
             "images": str(images_dir),
             "reference": str(reference),
             "num_pairs": num_pairs,
+            "protocol": protocol,
             "seed": seed,
             "max_reference": max_reference,
             "networks": nets.names(),

@@ -276,15 +276,23 @@ class EmotionAccuracy(_Accuracy):
 
 
 class PolarityAccuracy(_Accuracy):
-    """Share of images whose argmax emotion lies in the target's group (e.g. positive / negative)."""
+    """Share of images whose predicted group (e.g. positive / negative) is the target's. The group
+    is the argmax emotion's; with `summed=True` (EmoGen's 2-class accuracy) the group whose
+    emotions' softmax probabilities sum highest."""
 
-    def __init__(self, group_of_class: Sequence[int]) -> None:
+    def __init__(self, group_of_class: Sequence[int], summed: bool = False) -> None:
         self.group_of_class = torch.as_tensor(group_of_class)
+        self.summed = summed
         super().__init__()
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        pred, targets = logits.detach().cpu().argmax(1), targets.detach().cpu()
-        self._add(self.group_of_class[pred] == self.group_of_class[targets])
+        logits, targets = logits.detach().float().cpu(), targets.detach().cpu()
+        if self.summed:
+            one_hot = F.one_hot(self.group_of_class, int(self.group_of_class.max()) + 1).float()
+            pred_group = (logits.softmax(1) @ one_hot).argmax(1)
+        else:
+            pred_group = self.group_of_class[logits.argmax(1)]
+        self._add(pred_group == self.group_of_class[targets])
 
 
 class TargetProbability(_RunningMean):
