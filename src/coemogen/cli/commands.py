@@ -202,6 +202,24 @@ def cmd_bench_paper_table(a: argparse.Namespace) -> None:
     paper_table(a.out, "quick" if a.quick else a.scale, a.seeds, a.seed, a.rows, a.num_resamples)
 
 
+def cmd_analyze_timesteps(a: argparse.Namespace) -> None:
+    from ..analysis.timesteps import analyze_timesteps
+
+    analyze_timesteps(
+        a.model,
+        a.out,
+        a.num_images,
+        a.num_inference_steps,
+        a.ks,
+        a.seed,
+        a.device,
+        tuple(a.levels),
+        a.emotion_classifier,
+        a.emotion_clip,
+    )
+    print(f"wrote {a.out}/timesteps.md, timesteps.png and strips/")
+
+
 def cmd_export(a: argparse.Namespace) -> None:
     from ..export import export_run, push_to_hub
     from ..tables import format_table

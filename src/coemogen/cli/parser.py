@@ -220,6 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
     p.set_defaults(func=commands.cmd_bench_paper_table)
 
+    analyze = sub.add_parser("analyze", help="analyses of a trained run").add_subparsers(
+        dest="analyze_command", required=True
+    )
+    p = analyze.add_parser("timesteps", help="when in the denoising does the emotion enter? (Emo-A against k)")
+    p.add_argument("--model", help="run directory (default: the shipped synthetic-world run)")
+    p.add_argument("--out", required=True, help="output folder (resumable: judged settings are kept)")
+    p.add_argument("--num-images", "--num_images", type=int, default=8, help="images per emotion per setting")
+    p.add_argument("--num_inference_steps", "--steps", type=int, default=DEFAULT_INFERENCE_STEPS)
+    p.add_argument("--ks", type=int, nargs="+", help="window lengths k (default: 0, 3, 6, ... and T)")
+    p.add_argument("--levels", nargs="+", choices=["all", "emotion", "group"], default=["all", "emotion", "group"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--emotion-classifier", help="Emo-A judge for a real-data run (default: the world's judge)")
+    p.add_argument("--emotion-clip", help="CLIP of a published head")
+    p.set_defaults(func=commands.cmd_analyze_timesteps)
+
     p = sub.add_parser("export", help="a run's emotions as LoRA + embedding files for diffusers, A1111, ComfyUI")
     p.add_argument("--model", help="run directory (default: the shipped synthetic-world run)")
     p.add_argument("--out", required=True, help="export folder: one sub-folder per emotion and a root model card")

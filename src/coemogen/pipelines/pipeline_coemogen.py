@@ -9,6 +9,7 @@ Inference needs no CLIP model: the clusters already live in the text encoder's t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ..io import atomic_output, write_text
 from ..models.base import SHIPPED_RUN, BaseModels, load_base_models
 from ..models.clusters import EmotionClusters
 from ..models.coemogen import CoEmoGen, CoEmoGenConfig, load_run
-from ..models.conditioning import EmotionConditioner, check_template
+from ..models.conditioning import PLACEHOLDER, EmotionConditioner, check_template
 from ..models.hilora import adapter_weights
 from ..taxonomy import Taxonomy
 
@@ -48,6 +49,46 @@ def make_scheduler(name: str, base_scheduler_config):
 class CoEmoGenOutput:
     images: list[Image.Image]
     metadata: list[dict]
+
+
+WINDOW_LEVELS = ("all", "emotion", "group")
+
+
+@dataclass(frozen=True)
+class EmotionWindow:
+    """The denoising steps [start, stop) of T that carry the emotion (`coemogen analyze timesteps`).
+
+    `level="all"`: inside the window the emotion condition and every adapter, outside it a neutral
+    condition (the template without the placeholder) and no adapters. `level="emotion"` or
+    `"group"`: only that HiLoRA level (the emotion-specific or the polarity-shared LoRAs) is switched;
+    the condition and the other level stay on at every step.
+    """
+
+    start: int
+    stop: int
+    level: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.level not in WINDOW_LEVELS:
+            raise CoEmoGenError(f"unknown window level '{self.level}'; choose one of {list(WINDOW_LEVELS)}")
+        if not 0 <= self.start <= self.stop:
+            raise CoEmoGenError(f"an emotion window needs 0 <= start <= stop, got [{self.start}, {self.stop})")
+
+    def step_conditions(
+        self, cond: torch.Tensor, neutral: torch.Tensor, gates: torch.Tensor, num_emotions: int
+    ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+        """step index -> (condition, gates) of that step."""
+        outside = torch.zeros_like(gates)
+        if self.level != "all":  # switch one adapter level: [emotions | groups] columns
+            columns = slice(0, num_emotions) if self.level == "emotion" else slice(num_emotions, None)
+            outside = gates.clone()
+            outside[:, columns] = 0
+        outside_cond = neutral.expand_as(cond) if self.level == "all" else cond
+
+        def at(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return (cond, gates) if self.start <= step < self.stop else (outside_cond, outside)
+
+        return at
 
 
 class CoEmoGenPipeline:
@@ -161,11 +202,14 @@ class CoEmoGenPipeline:
         num_inference_steps: int,
         guidance_scale: float,
         progress: bool = False,
+        step_conditions: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """Classifier-free guided sampling; each sample's adapters apply to both guidance halves.
 
-        When every sample shares one gate vector, the adapters are merged into the weights for the
-        loop (the same maths, no LoRA cost per step) and unmerged afterwards.
+        When every step uses `cond` and `gates` and every sample shares one gate vector, the adapters
+        are merged into the weights for the loop (the same maths, no LoRA cost per step) and
+        unmerged afterwards. `step_conditions(i) -> (cond, gates)` changes them step by step
+        (`EmotionWindow`); the adapters are then selected per step.
         """
         from tqdm import tqdm
 
@@ -173,15 +217,26 @@ class CoEmoGenPipeline:
         scheduler.set_timesteps(num_inference_steps, device=latents.device)
         latents = latents * scheduler.init_noise_sigma
         guided = guidance_scale > 1
-        context = torch.cat([uncond.expand_as(cond), cond]) if guided else cond
-        with adapter_weights(unet, gates, merge=True):
-            for t in tqdm(scheduler.timesteps, desc="denoise", disable=not progress, leave=False):
-                model_in = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
-                pred = unet(model_in, t, encoder_hidden_states=context).sample
-                if guided:
-                    pred_uncond, pred_cond = pred.chunk(2)
-                    pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
-                latents = scheduler.step(pred, t, latents).prev_sample
+
+        def step(latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            context = torch.cat([uncond.expand_as(cond), cond]) if guided else cond
+            model_in = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
+            pred = unet(model_in, t, encoder_hidden_states=context).sample
+            if guided:
+                pred_uncond, pred_cond = pred.chunk(2)
+                pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+            return scheduler.step(pred, t, latents).prev_sample
+
+        timesteps = tqdm(scheduler.timesteps, desc="denoise", disable=not progress, leave=False)
+        if step_conditions is None:
+            with adapter_weights(unet, gates, merge=True):
+                for t in timesteps:
+                    latents = step(latents, t, cond)
+            return latents
+        for i, t in enumerate(timesteps):
+            step_cond, step_gates = step_conditions(i)
+            with adapter_weights(unet, step_gates, merge=True):
+                latents = step(latents, t, step_cond)
         return latents
 
     def decode_latents(self, latents: torch.Tensor) -> list[Image.Image]:
@@ -206,6 +261,7 @@ class CoEmoGenPipeline:
         generator: torch.Generator | list[torch.Generator] | None = None,
         visual_embeds: torch.Tensor | None = None,
         first_index: int = 0,
+        emotion_window: EmotionWindow | None = None,
     ) -> CoEmoGenOutput:
         """`emotion`: a name, a mix "amusement:0.5,awe:0.5", or a list (one per image, cycled).
 
@@ -216,6 +272,7 @@ class CoEmoGenPipeline:
         noises). `cluster_temperature` defaults to the run's. `visual_embeds` (num_images, d0)
         replaces the cluster samples (training's validation images use the embeddings of real images).
         `first_index=k` makes images k, k+1, ... of the same seeded sequence (resuming a large set).
+        `emotion_window` restricts the emotion to some denoising steps (`EmotionWindow`).
         """
         # 1. Check inputs and fill defaults from the run's configuration.
         specs = [emotion] if isinstance(emotion, str) else list(emotion)
@@ -237,6 +294,11 @@ class CoEmoGenPipeline:
         sched = make_scheduler(scheduler, self.base.noise_scheduler.config)
         dtype = self.base.unet.dtype
         uncond = self.conditioner.encode_text([""])[0].to(self.device, dtype)
+        if emotion_window is not None:
+            if emotion_window.level != "all" and self.model.config.shared_lora:
+                raise CoEmoGenError("a run with one shared LoRA has no emotion-specific or polarity-shared level")
+            neutral_prompt = template.replace(PLACEHOLDER, "").strip()
+            neutral = self.conditioner.encode_text([neutral_prompt])[0].to(self.device, dtype)
         images, metadata = [], []
         for start in range(0, num_images, batch_size):
             idx = list(range(start, min(num_images, start + batch_size)))
@@ -255,7 +317,14 @@ class CoEmoGenPipeline:
             # 7. Initial latents.
             latents = self.prepare_latents([noise_generators[i] for i in idx], dtype)
             # 8. Denoise with classifier-free guidance, then 9. decode.
-            latents = self.denoise(sched, latents, cond, uncond, gates, num_inference_steps, guidance_scale, progress)
+            window = (
+                None
+                if emotion_window is None
+                else emotion_window.step_conditions(cond, neutral, gates, self.taxonomy.num_emotions)
+            )
+            latents = self.denoise(
+                sched, latents, cond, uncond, gates, num_inference_steps, guidance_scale, progress, window
+            )
             images += self.decode_latents(latents)
             for i, comp in zip(idx, components):
                 metadata.append(
@@ -270,6 +339,7 @@ class CoEmoGenPipeline:
                         "num_inference_steps": num_inference_steps,
                         "guidance_scale": guidance_scale,
                         "cluster_temperature": cluster_temperature,
+                        **({} if emotion_window is None else {"emotion_window": vars(emotion_window)}),
                     }
                 )
         return CoEmoGenOutput(images, metadata)
