@@ -43,9 +43,11 @@ def test_paper_table_quick_gives_the_same_numbers_twice(tmp_path):
     from coemogen.experiments.paper_table import paper_table
 
     rows = ["Stable Diffusion", "CoEmoGen", "w/o L_SEM"]
-    first = paper_table(tmp_path / "a", quick=True, seed=0, rows=rows)
+    first = paper_table(tmp_path / "a", scale="quick", seed=0, rows=rows, num_resamples=50)
     assert list(first) == rows
     assert first["CoEmoGen"] != first["w/o L_SEM"]  # the rows really are different configurations
-    again = paper_table(tmp_path / "b", quick=True, seed=0, rows=["CoEmoGen"])
+    again = paper_table(tmp_path / "b", scale="quick", seed=0, rows=["CoEmoGen"], num_resamples=50)
     assert again["CoEmoGen"] == first["CoEmoGen"]
+    per_seed = [json.loads((tmp_path / d / "paper_table.json").read_text())["CoEmoGen"]["per_seed"] for d in "ab"]
+    assert per_seed[0] == per_seed[1]
     assert json.loads((tmp_path / "b" / "paper_table.json").read_text())["CoEmoGen"] == first["CoEmoGen"]

@@ -9,9 +9,11 @@ from ..errors import CoEmoGenError
 
 
 def cmd_world_build(a: argparse.Namespace) -> None:
+    from ..taxonomy import Taxonomy
     from ..world.dataset import build_world, write_corpus
 
-    path = build_world(a.out, a.images_per_emotion, a.seed, a.size, a.content_noise)
+    taxonomy = Taxonomy.load(a.taxonomy)
+    path = build_world(a.out, a.images_per_emotion, a.seed, a.size, a.content_noise, a.style, taxonomy)
     if a.corpus:
         write_corpus(Path(a.out) / "neutral_corpus", a.corpus, a.seed + 1, a.size)
     print(f"wrote the synthetic world to {path}")
@@ -143,9 +145,13 @@ def cmd_filter(a: argparse.Namespace) -> None:
 def cmd_world_judges(a: argparse.Namespace) -> None:
     import json
 
+    from ..taxonomy import Taxonomy
     from ..world.judges import build_evaluators
 
-    print(json.dumps(build_evaluators(a.out, a.test_world, a.images_per_emotion, a.seed, a.steps), indent=1))
+    report = build_evaluators(
+        a.out, a.test_world, a.images_per_emotion, a.seed, a.steps, style=a.style, taxonomy=Taxonomy.load(a.taxonomy)
+    )
+    print(json.dumps(report, indent=1))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -153,6 +159,18 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from ..evaluation.report import markdown_table
     from ..taxonomy import Taxonomy
 
+    if a.transfer:
+        from ..evaluation.emotion_head import emotion_head
+        from ..evaluation.transfer import evaluate_transfer
+
+        judge = None
+        if a.emotion_classifier:
+            judge = emotion_head(a.emotion_classifier, a.emotion_clip, Taxonomy.load(a.taxonomy))
+        evaluate_transfer(a.transfer, a.out, a.model, a.num_images, a.seed, judge=judge)
+        print(f"wrote {a.out}/transfer.md, transfer.json and grid.png")
+        return
+    if not (a.images and a.reference):
+        raise CoEmoGenError("evaluate needs --images and --reference (or --transfer TEMPLATE)")
     taxonomy = Taxonomy.load(a.taxonomy)
     networks = build_metric_networks(
         a.reference,
@@ -218,6 +236,12 @@ def cmd_analyze_timesteps(a: argparse.Namespace) -> None:
         a.emotion_clip,
     )
     print(f"wrote {a.out}/timesteps.md, timesteps.png and strips/")
+
+
+def cmd_bench_emoart(a: argparse.Namespace) -> None:
+    from ..experiments.emoart import run_emoart
+
+    run_emoart(a.out, a.quick, a.seed)
 
 
 def cmd_export(a: argparse.Namespace) -> None:

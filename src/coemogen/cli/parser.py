@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--content-noise", type=float, default=0.2)
     p.add_argument("--corpus", type=int, default=0, help="also write a neutral corpus of this many images")
+    p.add_argument("--style", choices=["photo", "art"], default="photo", help="art: the same scenes as paintings")
+    p.add_argument("--taxonomy", help="whose emotions to render: mikels (default), emoart, or a JSON/YAML file")
     p.set_defaults(func=commands.cmd_world_build)
     p = world.add_parser("pocket", help="retrain the pocket CLIP and Stable Diffusion models")
     p.add_argument("--out", required=True)
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-emotion", type=int, default=600)
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--style", choices=["photo", "art"], default="photo", help="the style of the judges' world")
+    p.add_argument("--taxonomy", help="the emotions the emotion judge tells apart (default: mikels)")
     p.set_defaults(func=commands.cmd_world_judges)
 
     p = sub.add_parser("caption", help="caption a dataset with an MLLM (resumable JSONL)")
@@ -159,8 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_generate)
 
     p = sub.add_parser("evaluate", help="FID, LPIPS, Emo-A, Sem-C, Sem-D per emotion and overall")
-    p.add_argument("--images", required=True, help="generated images (with metadata JSON or per-emotion folders)")
-    p.add_argument("--reference", required=True, help="reference dataset (its test split is used)")
+    p.add_argument("--images", help="generated images (with metadata JSON or per-emotion folders)")
+    p.add_argument("--reference", help="reference dataset (its test split is used)")
+    transfer = p.add_argument_group("emotion transfer (instead of --images/--reference)")
+    transfer.add_argument(
+        "--transfer",
+        metavar="TEMPLATE",
+        help="generate every emotion into this content template ('a photo of {} bag'; in the world e.g. '{} balloon') "
+        "and report content kept (CLIP similarity to the template without the placeholder) and Emo-A",
+    )
+    transfer.add_argument("--model", help="run directory for --transfer (default: the shipped synthetic-world run)")
+    transfer.add_argument("--num-images", "--num_images", type=int, default=8, help="transfer images per emotion")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--taxonomy")
     p.add_argument("--num-pairs", type=int, help="pairs per emotion for LPIPS and Sem-D (default 1000; emogen: 10)")
@@ -219,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", help="only these rows (names as in the table)")
     p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
     p.set_defaults(func=commands.cmd_bench_paper_table)
+    p = bench.add_parser("emoart", help="the EmoArt scalability study: paintings selected by a photo classifier")
+    p.add_argument("--out", default="emoart", help="resumable: finished stages there are kept")
+    p.add_argument("--quick", action="store_true", help="a smoke version (tests)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=commands.cmd_bench_emoart)
 
     analyze = sub.add_parser("analyze", help="analyses of a trained run").add_subparsers(
         dest="analyze_command", required=True

@@ -90,7 +90,7 @@ SCALES = {
 REFERENCE_ROW = "CoEmoGen"  # differences are reported against it
 
 
-def _base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenOutput:
+def base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenOutput:
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(POCKET_SD, safety_checker=None, requires_safety_checker=False)
@@ -173,7 +173,7 @@ def paper_table(
             shutil.rmtree(work, ignore_errors=True)  # a (row, seed) a kill interrupted starts over
             with stages.stage(f"{row.name}, seed {s}"):
                 if row.method == "base":
-                    make = partial(_base_model_images, n=sc.generated_per_emotion, steps=sc.inference_steps, seed=s)
+                    make = partial(base_model_images, n=sc.generated_per_emotion, steps=sc.inference_steps, seed=s)
                 elif row.method == "dreambooth":
                     make = _dreambooth(work, out / "dreambooth_class_images", items, tax, sc, s, seed)
                 else:

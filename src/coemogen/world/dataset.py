@@ -31,9 +31,16 @@ def image_stats(image: Image.Image) -> tuple[float, float]:
 
 
 def build_world(
-    out: str | Path, images_per_emotion: int = 500, seed: int = 0, size: int = 64, content_noise: float = 0.2
+    out: str | Path,
+    images_per_emotion: int = 500,
+    seed: int = 0,
+    size: int = 64,
+    content_noise: float = 0.2,
+    style: str = "photo",
+    taxonomy: Taxonomy | None = None,
 ) -> Path:
-    """Render `images_per_emotion` images per emotion into `out` in the EmoSet layout.
+    """Render `images_per_emotion` images per emotion of `taxonomy` (default: the 8 Mikels
+    emotions) into `out` in the EmoSet layout, as photographs or (`style="art"`) as paintings.
 
     Besides EmoSet's own files, `truth.jsonl` keeps each image's complete scene description
     (the oracle captioner and the Sem-C judges read it; EmoSet annotations may omit fields).
@@ -41,7 +48,7 @@ def build_world(
     bytes.
     """
     out = Path(out)
-    taxonomy = Taxonomy.default()
+    taxonomy = taxonomy or Taxonomy.default()
     rng = random.Random(seed)
     records: dict[str, list[list[str]]] = {name: [] for name, _ in SPLITS}
     truth = []
@@ -50,7 +57,7 @@ def build_world(
         for emotion in taxonomy.emotions:
             for n in range(images_per_emotion):
                 spec = sample_scene(emotion, rng, content_noise)
-                image = render(spec, size)
+                image = render(spec, size, style)
                 image_id = f"{emotion}_{n:05d}"
                 image_path = f"image/{emotion}/{image_id}.jpg"
                 ann_path = f"annotation/{emotion}/{image_id}.json"
@@ -81,7 +88,13 @@ def build_world(
     write_text(out / "truth.jsonl", "".join(json.dumps(t) + "\n" for t in truth))
     info = {
         "emotion": {"label2idx": {e: i for i, e in enumerate(taxonomy.emotions)}},
-        "world": {"seed": seed, "images_per_emotion": images_per_emotion, "size": size, "content_noise": content_noise},
+        "world": {
+            "seed": seed,
+            "images_per_emotion": images_per_emotion,
+            "size": size,
+            "content_noise": content_noise,
+            "style": style,
+        },
         "scene": {"label2idx": {s: i for i, s in enumerate(SCENES)}},
         "object": {"label2idx": {o: i for i, o in enumerate(OBJECTS)}},
     }

@@ -78,8 +78,7 @@ class WorldCNN(nn.Module):
         return model.eval()
 
 
-def _load_split(root: Path, split: str, size: int):
-    taxonomy = Taxonomy.default()
+def _load_split(root: Path, split: str, size: int, taxonomy: Taxonomy):
     truth = read_truth(root)
     records = json.loads((root / f"{split}.json").read_text())
     images, emotions, scenes, objects = [], [], [], []
@@ -137,14 +136,14 @@ def _train(model: WorldCNN, data, steps: int, seed: int, desc: str) -> None:
 
 
 @torch.no_grad()
-def _accuracy(model: WorldCNN, data, suffix: str = "") -> dict[str, float]:
+def _accuracy(model: WorldCNN, data, taxonomy: Taxonomy, suffix: str = "") -> dict[str, float]:
     images, emotions, scenes, objects = data
     outs = [model(images[i : i + 256]) for i in range(0, len(images), 256)]
     result = {}
     if "emotion" in outs[0]:
         pred = torch.cat([o["emotion"] for o in outs]).argmax(1)
         result["emotion_accuracy" + suffix] = float((pred == emotions).float().mean())
-        group = torch.tensor(Taxonomy.default().group_indices())
+        group = torch.tensor(taxonomy.group_indices())
         result["polarity_accuracy" + suffix] = float((group[pred] == group[emotions]).float().mean())
     if "scene" in outs[0]:
         result["scene_accuracy" + suffix] = float(
@@ -162,16 +161,20 @@ def build_evaluators(
     seed: int = 100,
     steps: int = 1000,
     size: int = 64,
+    style: str = "photo",
+    taxonomy: Taxonomy | None = None,
 ) -> dict:
-    """Train the judges on a world rendered with `seed`; report accuracy on `test_world`'s test split."""
+    """Train the judges on a world rendered with `seed` (in `style`, with `taxonomy`'s emotions:
+    default the 8 Mikels emotions); report accuracy on `test_world`'s test split."""
     out = Path(out)
+    taxonomy = taxonomy or Taxonomy.default()
     start = time.time()
-    train_root = build_world(out / "_train_world", images_per_emotion, seed, size)
-    data = _load_split(train_root, "train", size)
-    merged = tuple(torch.cat([a, b]) for a, b in zip(data, _load_split(train_root, "test", size)))
-    test = _load_split(Path(test_world), "test", size)
+    train_root = build_world(out / "_train_world", images_per_emotion, seed, size, style=style, taxonomy=taxonomy)
+    data = _load_split(train_root, "train", size, taxonomy)
+    merged = tuple(torch.cat([a, b]) for a, b in zip(data, _load_split(train_root, "test", size, taxonomy)))
+    test = _load_split(Path(test_world), "test", size, taxonomy)
     torch.manual_seed(seed)
-    judge = WorldCNN({"emotion": Taxonomy.default().num_emotions}, image_size=size)
+    judge = WorldCNN({"emotion": taxonomy.num_emotions}, image_size=size)
     _train(judge, merged, steps, seed, "emotion judge")
     torch.manual_seed(seed + 1)
     semantics = WorldCNN({"scene": len(SCENES), "object": len(OBJECTS)}, image_size=size)
@@ -187,12 +190,14 @@ def build_evaluators(
     )
     soft_test = (soft.clamp(0, 1), *test[1:])
     report = {
-        **_accuracy(judge, test),
-        **_accuracy(semantics, test),
-        **_accuracy(judge, soft_test, "_soft32"),
-        **_accuracy(semantics, soft_test, "_soft32"),
+        **_accuracy(judge, test, taxonomy),
+        **_accuracy(semantics, test, taxonomy),
+        **_accuracy(judge, soft_test, taxonomy, "_soft32"),
+        **_accuracy(semantics, soft_test, taxonomy, "_soft32"),
         "train_images": len(merged[0]),
         "train_world_seed": seed,
+        "style": style,
+        "emotions": list(taxonomy.emotions),
         "test_images": len(test[0]),
         "seconds": round(time.time() - start),
         "scenes": SCENES,
@@ -205,10 +210,11 @@ def build_evaluators(
         "Small CNNs (`coemogen.world.judges.WorldCNN`) trained on a world rendered with its own seed;",
         "they share no weights with the pocket CLIP or pocket SD.",
         "",
-        f"- command: `coemogen world judges --out DIR --test-world WORLD --seed {seed} --steps {steps}`",
+        f"- command: `coemogen world judges --out DIR --test-world WORLD --seed {seed} --steps {steps} "
+        f"--style {style}` ({len(taxonomy.emotions)} emotions: {', '.join(taxonomy.emotions)})",
         f"- training images: {report['train_images']} (world seed {seed}); training time: {report['seconds']} s",
         f"- test split of the evaluated world ({report['test_images']} images):",
-        f"  - emotion judge 8-way accuracy: {report['emotion_accuracy']:.3f}, "
+        f"  - emotion judge {taxonomy.num_emotions}-way accuracy: {report['emotion_accuracy']:.3f}, "
         f"polarity: {report['polarity_accuracy']:.3f}",
         f"  - scene accuracy: {report['scene_accuracy']:.3f}; top object present: {report['object_top1_present']:.3f}",
         f"  - the same images downsampled to {size // 2}px and back: emotion "

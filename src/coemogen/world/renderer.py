@@ -485,8 +485,14 @@ def _draw_person(d: ImageDraw.ImageDraw, spec: SceneSpec, cx: float, cy: float, 
         d.line([(cx - r * 0.4, cy - r * 0.1), (cx - r * 0.4, cy + r * 0.4)], fill=(80, 140, 255), width=1)
 
 
-def render(spec: SceneSpec, size: int = 64) -> Image.Image:
-    """Render `spec` at `size` x `size`; the same spec always gives the same pixels."""
+STYLES = ("photo", "art")
+
+
+def render(spec: SceneSpec, size: int = 64, style: str = "photo") -> Image.Image:
+    """Render `spec` at `size` x `size`; the same spec always gives the same pixels. `style="art"`
+    repaints the same scene as a painting (art.py)."""
+    if style not in STYLES:
+        raise ValueError(f"unknown world style '{style}'; choose one of {list(STYLES)}")
     rng = random.Random(spec.layout_seed)
     big = size * 2  # draw at twice the size and downsample for smoother shapes
     image = Image.new("RGB", (big, big))
@@ -503,4 +509,8 @@ def render(spec: SceneSpec, size: int = 64) -> Image.Image:
         draw_object(d, name, big * x, big * y, r, spec.brightness)
     if person_slot is not None:
         _draw_person(d, spec, big * person_slot[0], big * person_slot[1], big * 0.11)
+    if style == "art":
+        from .art import paint
+
+        image = paint(image, random.Random(f"art:{spec.layout_seed}"))
     return image.resize((size, size), Image.LANCZOS)
