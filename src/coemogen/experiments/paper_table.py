@@ -156,40 +156,45 @@ def paper_table(
     write_text(out / "settings.json", json.dumps(settings, indent=1))
     tax = Taxonomy.default()
     stages = StageRunner()
-    world, items = world_train_items(out / "world", sc.images_per_emotion, seed, tax)
-    captioners = {
-        "oracle": OracleCaptioner(0.2, seed=seed),
-        "oracle-no-prior": OracleCaptioner(0.2, seed=seed, emotion_prior=False),
-        "attributes": AttributeCaptioner(emotion_prior=False),
-    }
-    networks = MetricNetworks.world()
     selected = [r for r in ROWS if not rows or r.name in rows]
-    table = Table(out, selected, num_resamples)
-    for s in range(seed, seed + seeds):  # seed-major: a partial table has every row at its first seeds
-        for row in selected:
-            work = out / row.slug / f"seed-{s}"
-            if (work / "report" / "samples.safetensors").is_file():
-                continue
-            shutil.rmtree(work, ignore_errors=True)  # a (row, seed) a kill interrupted starts over
-            with stages.stage(f"{row.name}, seed {s}"):
-                if row.method == "base":
-                    make = partial(base_model_images, n=sc.generated_per_emotion, steps=sc.inference_steps, seed=s)
-                elif row.method == "dreambooth":
-                    make = _dreambooth(work, out / "dreambooth_class_images", items, tax, sc, s, seed)
-                else:
-                    pipe = CoEmoGenPipeline.from_pretrained(
-                        train(
-                            _training_arguments(row, work, out, items, captioners, sc, s, seed),
-                            method=row.slug,
-                            **row.model,
-                        )
+    table = Table(out, selected, range(seed, seed + seeds), num_resamples)
+    # seed-major: a partial table has every row at its first seeds
+    pending = [
+        (s, row)
+        for s in range(seed, seed + seeds)
+        for row in selected
+        if not (out / row.slug / f"seed-{s}" / "report" / "samples.safetensors").is_file()
+    ]
+    if pending:  # the data and the judges, only when something is left to measure
+        world, items = world_train_items(out / "world", sc.images_per_emotion, seed, tax)
+        captioners = {
+            "oracle": OracleCaptioner(0.2, seed=seed),
+            "oracle-no-prior": OracleCaptioner(0.2, seed=seed, emotion_prior=False),
+            "attributes": AttributeCaptioner(emotion_prior=False),
+        }
+        networks = MetricNetworks.world()
+    for s, row in pending:
+        work = out / row.slug / f"seed-{s}"
+        shutil.rmtree(work, ignore_errors=True)  # a (row, seed) a kill interrupted starts over
+        with stages.stage(f"{row.name}, seed {s}"):
+            if row.method == "base":
+                make = partial(base_model_images, n=sc.generated_per_emotion, steps=sc.inference_steps, seed=s)
+            elif row.method == "dreambooth":
+                make = _dreambooth(work, out / "dreambooth_class_images", items, tax, sc, s, seed)
+            else:
+                pipe = CoEmoGenPipeline.from_pretrained(
+                    train(
+                        _training_arguments(row, work, out, items, captioners, sc, s, seed),
+                        method=row.slug,
+                        **row.model,
                     )
-                    make = partial(
-                        pipe, num_images=sc.generated_per_emotion, seed=s, num_inference_steps=sc.inference_steps
-                    )
-                generate_per_emotion(make, tax, work / "generated")
-                evaluate(work / "generated", world, work / "report", tax, num_pairs=500, seed=s, networks=networks)
-            table.write()  # after every (row, seed), so an interrupted run keeps what it measured
+                )
+                make = partial(
+                    pipe, num_images=sc.generated_per_emotion, seed=s, num_inference_steps=sc.inference_steps
+                )
+            generate_per_emotion(make, tax, work / "generated")
+            evaluate(work / "generated", world, work / "report", tax, num_pairs=500, seed=s, networks=networks)
+        table.write()  # after every (row, seed), so an interrupted run keeps what it measured
     print("\n" + table.write())
     return table.estimates
 
@@ -234,15 +239,16 @@ class Table:
     """The table files of one output folder: each row's bootstrap estimates over its finished seeds
     (recomputed only when a row gains a seed) and its Emo-A and FID differences from CoEmoGen."""
 
-    def __init__(self, out: Path, rows: list[Row], num_resamples: int) -> None:
-        self.out, self.rows, self.num_resamples = out, rows, num_resamples
+    def __init__(self, out: Path, rows: list[Row], seeds: range, num_resamples: int) -> None:
+        self.out, self.rows, self.seeds, self.num_resamples = out, rows, seeds, num_resamples
         self.estimates: dict[str, dict[str, Estimate]] = {}
         self._seen: dict[str, tuple] = {}
         self._samples: dict[str, list[dict]] = {}
 
     def _refresh(self) -> None:
         for row in self.rows:
-            files = sorted((self.out / row.slug).glob("seed-*/report/samples.safetensors"))
+            files = [self.out / row.slug / f"seed-{s}" / "report" / "samples.safetensors" for s in self.seeds]
+            files = [f for f in files if f.is_file()]
             key = tuple(str(f) for f in files)
             if files and self._seen.get(row.name) != key:
                 self._samples[row.name] = [load_samples(f) for f in files]
