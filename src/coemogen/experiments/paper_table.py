@@ -12,6 +12,7 @@ be built over several runs, and the table is rewritten after every (row, seed).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -175,6 +176,8 @@ def paper_table(
         networks = MetricNetworks.world()
     for s, row in pending:
         work = out / row.slug / f"seed-{s}"
+        if (work / "report" / "samples.safetensors").is_file() or not claim(work):
+            continue  # finished or being measured by another process since this one started
         shutil.rmtree(work, ignore_errors=True)  # a (row, seed) a kill interrupted starts over
         with stages.stage(f"{row.name}, seed {s}"):
             if row.method == "base":
@@ -194,20 +197,48 @@ def paper_table(
                 )
             generate_per_emotion(make, tax, work / "generated")
             evaluate(work / "generated", world, work / "report", tax, num_pairs=500, seed=s, networks=networks)
+        Path(f"{work}.claim").unlink(missing_ok=True)
         table.write()  # after every (row, seed), so an interrupted run keeps what it measured
     print("\n" + table.write())
     return table.estimates
+
+
+def claim(work: Path) -> bool:
+    """Claim a (row, seed) for this process: `<work>.claim` holds the claimant's pid. Several
+    processes on one machine can build one table: each skips what another holds. A claim whose
+    process is gone (killed) is taken over."""
+    path = Path(f"{work}.claim")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(path.read_text() or 0), 0)
+                return False  # its claimant is alive
+            except (ProcessLookupError, ValueError):
+                path.unlink(missing_ok=True)  # a killed claimant: take over
+                continue
+            except PermissionError:
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
 
 
 def _training_arguments(
     row: Row, work: Path, out: Path, items: list, captioners: dict, sc: Scale, seed: int, data_seed: int
 ):
     """Caption and filter once per row (data, shared by its seeds), then the row's training arguments."""
+    from filelock import FileLock
+
     captions = out / f"captions_{row.captions}.jsonl"
-    run_captioning(items, captioners[row.captions], captions)
     manifest = out / row.slug / "manifest.jsonl"
-    if not manifest.is_file():
-        filter_captions(captions, manifest, str(POCKET_CLIP), drop=row.drop, seed=data_seed)
+    with FileLock(out / ".data.lock"):  # processes sharing the table caption and filter one at a time
+        run_captioning(items, captioners[row.captions], captions)
+        if not manifest.is_file():
+            filter_captions(captions, manifest, str(POCKET_CLIP), drop=row.drop, seed=data_seed)
     return TrainingArguments(
         manifest=str(manifest),
         out=str(work / "run"),
