@@ -131,7 +131,7 @@ def evaluate_transfer(
         "polarity_acc": overall["polarity_acc"].compute(),
         "num_images_per_emotion": num_images,
         "judge": judge.name,
-        "clip": clip_source,
+        "clip": config.clip_model_name_or_path,
     }
     rows.append({"emotion": "overall", "content kept": summary["content_kept"], "Emo-A": summary["emo_a"],
                  "polarity": summary["polarity_acc"]})  # fmt: skip
