@@ -63,7 +63,7 @@ class EmoArtScale:
 
 
 SCALES = {
-    "default": EmoArtScale(400, 300, 600, 100, 600, 32, 15),
+    "default": EmoArtScale(400, 200, 300, 100, 600, 32, 15),
     "quick": EmoArtScale(40, 6, 4, 4, 4, 2, 3, train_batch_size=2),
 }
 METHODS = {
