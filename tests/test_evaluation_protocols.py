@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_metrics import _StandIn  # the metric tests' stand-in network: a fixed function of the pixels
 
 from coemogen.data.images import load_rgb, to_tensor
 from coemogen.errors import CoEmoGenError
@@ -19,16 +20,6 @@ from coemogen.models.clip import ClipImagePreprocessor, image_embeds
 from coemogen.taxonomy import Taxonomy
 
 TAX = Taxonomy.default()
-
-
-class _StandIn:
-    image_size = 8
-
-    def __init__(self, name, fn) -> None:
-        self.name, self.fn = name, fn
-
-    def __call__(self, pixels):
-        return self.fn(pixels)
 
 
 def _networks() -> MetricNetworks:
