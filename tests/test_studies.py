@@ -130,6 +130,8 @@ def test_paper_table_seeds_resume_and_dreambooth(tmp_path):
     record = json.loads((out / "paper_table.json").read_text())
     assert len(record["CoEmoGen"]["per_seed"]) == 2
     assert record["CoEmoGen"]["estimates"]["emo_a"]["low"] <= record["CoEmoGen"]["estimates"]["emo_a"]["high"]
+    report_only = paper_table(out, scale="quick", seeds=3, rows=rows, num_resamples=50, measure=False)
+    assert report_only["CoEmoGen"]["emo_a"].seeds == 2 and not (out / "coemogen" / "seed-2").exists()
     with pytest.raises(CoEmoGenError, match="other settings"):
         paper_table(out, scale="default", seeds=1, rows=rows)
     with pytest.raises(CoEmoGenError, match="unknown rows"):

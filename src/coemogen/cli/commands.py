@@ -217,7 +217,9 @@ def cmd_demo(a: argparse.Namespace) -> None:
 def cmd_bench_paper_table(a: argparse.Namespace) -> None:
     from ..experiments.paper_table import paper_table
 
-    paper_table(a.out, "quick" if a.quick else a.scale, a.seeds, a.seed, a.rows, a.num_resamples)
+    paper_table(
+        a.out, "quick" if a.quick else a.scale, a.seeds, a.seed, a.rows, a.num_resamples, measure=not a.report_only
+    )
 
 
 def cmd_analyze_timesteps(a: argparse.Namespace) -> None:

@@ -231,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first training seed; also the world's and captions' seed")
     p.add_argument("--rows", nargs="+", help="only these rows (names as in the table)")
     p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the table from the finished (row, seed) pairs; train nothing",
+    )
     p.set_defaults(func=commands.cmd_bench_paper_table)
     p = bench.add_parser("emoart", help="the EmoArt scalability study: paintings selected by a photo classifier")
     p.add_argument("--out", default="emoart", help="resumable: finished stages there are kept")

@@ -138,9 +138,11 @@ def paper_table(
     seed: int = 0,
     rows: list[str] | None = None,
     num_resamples: int = 1000,
+    measure: bool = True,
 ) -> dict[str, dict[str, Estimate]]:
     """Train, generate and judge every row (or `rows`) with seeds `seed`, ..., `seed + seeds - 1`;
-    returns each row's estimates. `seed` also builds the world and captions (the data)."""
+    returns each row's estimates. `seed` also builds the world and captions (the data).
+    `measure=False` only rewrites the table from the (row, seed) pairs already finished."""
     if scale not in SCALES:
         raise CoEmoGenError(f"unknown scale '{scale}'; choose one of {sorted(SCALES)}")
     unknown = set(rows or []) - {r.name for r in ROWS}
@@ -164,7 +166,7 @@ def paper_table(
         (s, row)
         for s in range(seed, seed + seeds)
         for row in selected
-        if not (out / row.slug / f"seed-{s}" / "report" / "samples.safetensors").is_file()
+        if measure and not (out / row.slug / f"seed-{s}" / "report" / "samples.safetensors").is_file()
     ]
     if pending:  # the data and the judges, only when something is left to measure
         world, items = world_train_items(out / "world", sc.images_per_emotion, seed, tax)
