@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zlib
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..captioning.captioners import AttributeCaptioner
@@ -35,7 +37,15 @@ from ..training.loop import train
 from ..world.oracle import OracleCaptioner
 from .dreambooth import DreamBoothConfig, class_images, dreambooth_images, identifier, train_dreambooth_lora
 from .stages import Scale, StageRunner, generate_per_emotion, world_train_items
-from .statistics import Estimate, bootstrap, bootstrap_difference, load_samples, seed_metrics
+from .statistics import (
+    Estimate,
+    bootstrap_replicates,
+    difference,
+    interval,
+    load_samples,
+    point_estimates,
+    seed_metrics,
+)
 
 # The paper's Table 1 and ablation table: FID, LPIPS, Emo-A, Sem-C, Sem-D.
 PAPER = {
@@ -200,7 +210,7 @@ def paper_table(
             generate_per_emotion(make, tax, work / "generated")
             evaluate(work / "generated", world, work / "report", tax, num_pairs=500, seed=s, networks=networks)
         Path(f"{work}.claim").unlink(missing_ok=True)
-        table.write()  # after every (row, seed), so an interrupted run keeps what it measured
+        table.write(intervals=False)  # after every (row, seed): an interrupted run keeps what it measured
     print("\n" + table.write())
     return table.estimates
 
@@ -269,52 +279,76 @@ def _cell(e: Estimate) -> str:
 
 
 class Table:
-    """The table files of one output folder: each row's bootstrap estimates over its finished seeds
-    (recomputed only when a row gains a seed) and its Emo-A and FID differences from CoEmoGen."""
+    """The table files of one output folder. `write()` bootstraps every row over its finished
+    seeds (replicates kept until the row gains a seed) and each row's Emo-A and FID difference from
+    CoEmoGen (from the two rows' independent replicates); `write(intervals=False)`, after each
+    (row, seed) of a long run, writes the means only, which costs nothing."""
 
     def __init__(self, out: Path, rows: list[Row], seeds: range, num_resamples: int) -> None:
         self.out, self.rows, self.seeds, self.num_resamples = out, rows, seeds, num_resamples
         self.estimates: dict[str, dict[str, Estimate]] = {}
         self._seen: dict[str, tuple] = {}
         self._samples: dict[str, list[dict]] = {}
+        self._replicates: dict[str, dict[str, np.ndarray]] = {}
 
-    def _refresh(self) -> None:
+    def _load(self) -> None:
         for row in self.rows:
             files = [self.out / row.slug / f"seed-{s}" / "report" / "samples.safetensors" for s in self.seeds]
-            files = [f for f in files if f.is_file()]
-            key = tuple(str(f) for f in files)
-            if files and self._seen.get(row.name) != key:
-                self._samples[row.name] = [load_samples(f) for f in files]
-                self.estimates[row.name] = bootstrap(self._samples[row.name], self.num_resamples)
+            key = tuple(str(f) for f in files if f.is_file())
+            if key and self._seen.get(row.name) != key:
+                self._samples[row.name] = [load_samples(f) for f in key]
+                self._replicates.pop(row.name, None)
                 self._seen[row.name] = key
 
-    def write(self) -> str:
-        self._refresh()
-        reference = self._samples.get(REFERENCE_ROW)
+    def write(self, intervals: bool = True) -> str:
+        self._load()
         lines, record = [], {}
         for row in self.rows:
-            if row.name not in self.estimates:
+            if row.name not in self._samples:
                 continue
-            est = self.estimates[row.name]
-            line = {"method": row.name, "seeds": est["emo_a"].seeds}
-            line.update({column: _cell(est[key]) for column, key in COLUMNS.items()})
-            record[row.name] = {
-                "estimates": {key: asdict(e) for key, e in est.items()},
-                "per_seed": [seed_metrics(s) for s in self._samples[row.name]],
-            }
-            for metric, column in (("emo_a", "Emo-A"), ("fid", "FID")):
-                if reference is not None and row.name != REFERENCE_ROW:
-                    diff = bootstrap_difference(self._samples[row.name], reference, metric, self.num_resamples)
-                    line[f"{column} − CoEmoGen"] = _cell(diff)
-                    record[row.name][f"{metric}_minus_coemogen"] = asdict(diff)
-                else:
-                    line[f"{column} − CoEmoGen"] = "-"
+            samples = self._samples[row.name]
+            line = {"method": row.name, "seeds": len(samples)}
+            record[row.name] = {"per_seed": [seed_metrics(s) for s in samples]}
+            if intervals:
+                if row.name not in self._replicates:  # a bootstrap seed per row: rows resampled independently
+                    self._replicates[row.name] = bootstrap_replicates(
+                        samples, self.num_resamples, zlib.crc32(row.name.encode())
+                    )
+                means = point_estimates(samples)
+                est = {k: interval(means[k], self._replicates[row.name][k], 0.95, len(samples)) for k in means}
+                self.estimates[row.name] = est
+                line.update({column: _cell(est[key]) for column, key in COLUMNS.items()})
+                record[row.name]["estimates"] = {key: asdict(e) for key, e in est.items()}
+            else:
+                means = point_estimates(samples)
+                line.update({column: f"{means[key]:.4g}" for column, key in COLUMNS.items()})
             paper = PAPER.get(row.name)
             line["paper (FID/LPIPS/Emo-A/Sem-C/Sem-D)"] = "/".join(f"{v:g}" for v in paper) if paper else "-"
             lines.append(line)
+        if intervals and REFERENCE_ROW in self._replicates:
+            for line in lines:
+                name = line["method"]
+                for metric, column in (("emo_a", "Emo-A"), ("fid", "FID")):
+                    cell = "-"
+                    if name != REFERENCE_ROW:
+                        diff = difference(
+                            self._samples[name],
+                            self._samples[REFERENCE_ROW],
+                            self._replicates[name][metric],
+                            self._replicates[REFERENCE_ROW][metric],
+                            metric,
+                        )
+                        cell = _cell(diff)
+                        record[name][f"{metric}_minus_coemogen"] = asdict(diff)
+                    line[f"{column} − CoEmoGen"] = cell
         if not lines:
             return ""
-        table = format_table(lines, list(lines[0]))
+        columns = list(dict.fromkeys(k for line in lines for k in line))
+        paper_column = "paper (FID/LPIPS/Emo-A/Sem-C/Sem-D)"
+        columns = [c for c in columns if c != paper_column] + [paper_column]
+        table = format_table(lines, columns)
+        if not intervals:
+            table += "\n\nMeans over the finished seeds; intervals when the run ends (or with --report-only)."
         write_text(self.out / "paper_table.md", table + "\n")
         write_text(self.out / "paper_table.json", json.dumps(record, indent=1))
         return table

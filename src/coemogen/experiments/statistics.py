@@ -6,7 +6,7 @@ pair distances; the reference's FID moments. One bootstrap replicate draws the s
 replacement, then inside each drawn seed the images of every emotion (stratified: the generated set
 has a fixed count per emotion) and each emotion's pairs, recomputes every metric exactly as
 `evaluate` does, and averages over the drawn seeds. The 2.5 and 97.5 percentiles of the replicates,
-re-centred on the point estimate (`_interval`), are the 95% interval; the point estimate is the mean
+re-centred on the point estimate (`interval`), are the 95% interval; the point estimate is the mean
 over seeds of each seed's full-data metric.
 """
 
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.metrics import frechet_distance
 from ..io import read_safetensors
 
 METRICS = ("fid", "lpips", "emo_a", "sem_c", "sem_d", "polarity_acc")
@@ -43,10 +42,18 @@ def load_samples(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _fid(samples: dict[str, np.ndarray], idx: np.ndarray) -> float:
+    """`frechet_distance` against the reference moments, with the reference's matrix square root
+    computed once per seed (a bootstrap evaluates thousands of generated sets against it)."""
     if "reference_mean" not in samples or len(idx) < 2:
         return float("nan")
+    if "_reference_root" not in samples:
+        w, v = np.linalg.eigh(samples["reference_cov"])
+        samples["_reference_root"] = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     feats = samples["fid_features"][idx]
-    return frechet_distance(samples["reference_mean"], samples["reference_cov"], feats.mean(0), np.cov(feats.T))
+    mean, cov, root = feats.mean(0), np.cov(feats.T), samples["_reference_root"]
+    diff = samples["reference_mean"] - mean
+    trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root @ cov @ root), 0, None)).sum()
+    return float(diff @ diff + np.trace(samples["reference_cov"]) + np.trace(cov) - 2 * trace_covmean)
 
 
 def seed_metrics(
@@ -99,7 +106,7 @@ def _replicate(
     return {key: float(np.mean(v)) for key, v in values.items()}
 
 
-def _interval(mean: float, replicates: np.ndarray, confidence: float, seeds: int) -> Estimate:
+def interval(mean: float, replicates: np.ndarray, confidence: float, seeds: int) -> Estimate:
     """The percentile interval of the replicates, moved so that their median sits on the point
     estimate: FID's replicates hold duplicated images, which shrink the generated set's spread and
     shift every replicate up; the shift is bias, the spread is the uncertainty. For the mean-type
@@ -109,6 +116,24 @@ def _interval(mean: float, replicates: np.ndarray, confidence: float, seeds: int
     return Estimate(float(mean), float(mean - (median - low)), float(mean + (high - median)), seeds)
 
 
+def bootstrap_replicates(
+    seeds: Sequence[dict[str, np.ndarray]], num_resamples: int = 1000, seed: int = 0, metrics: Sequence[str] = METRICS
+) -> dict[str, np.ndarray]:
+    """`num_resamples` replicates of every metric from the two-level bootstrap (seeds, then images
+    and pairs inside each seed). One seed gives replicates over images and pairs only."""
+    if not seeds:
+        raise ValueError("bootstrap needs at least one seed's samples")
+    rng = np.random.default_rng(seed)
+    replicates = [_replicate(seeds, rng, metrics) for _ in range(num_resamples)]
+    return {key: np.array([r[key] for r in replicates]) for key in metrics}
+
+
+def point_estimates(seeds: Sequence[dict[str, np.ndarray]], metrics: Sequence[str] = METRICS) -> dict[str, float]:
+    """Each metric's mean over seeds of the full-data value."""
+    full = [seed_metrics(s, metrics=metrics) for s in seeds]
+    return {key: float(np.mean([f[key] for f in full])) for key in metrics}
+
+
 def bootstrap(
     seeds: Sequence[dict[str, np.ndarray]],
     num_resamples: int = 1000,
@@ -116,17 +141,25 @@ def bootstrap(
     seed: int = 0,
     metrics: Sequence[str] = METRICS,
 ) -> dict[str, Estimate]:
-    """Mean over seeds and a percentile interval from the two-level bootstrap (seeds, then images
-    and pairs inside each seed). One seed gives an interval over images and pairs only."""
-    if not seeds:
-        raise ValueError("bootstrap needs at least one seed's samples")
-    rng = np.random.default_rng(seed)
-    replicates = [_replicate(seeds, rng, metrics) for _ in range(num_resamples)]
-    full = [seed_metrics(s, metrics=metrics) for s in seeds]
-    return {
-        key: _interval(np.mean([f[key] for f in full]), np.array([r[key] for r in replicates]), confidence, len(seeds))
-        for key in metrics
-    }
+    """Mean over seeds and its interval for every metric."""
+    replicates = bootstrap_replicates(seeds, num_resamples, seed, metrics)
+    means = point_estimates(seeds, metrics)
+    return {key: interval(means[key], replicates[key], confidence, len(seeds)) for key in metrics}
+
+
+def difference(
+    a: Sequence[dict[str, np.ndarray]],
+    b: Sequence[dict[str, np.ndarray]],
+    replicates_a: np.ndarray,
+    replicates_b: np.ndarray,
+    metric: str,
+    confidence: float = 0.95,
+) -> Estimate:
+    """Mean of a - b for one metric and its interval, from the two rows' replicates drawn
+    independently (with different bootstrap seeds): an interval that excludes 0 is a difference
+    beyond the seed and image noise."""
+    mean = point_estimates(a, [metric])[metric] - point_estimates(b, [metric])[metric]
+    return interval(mean, replicates_a - replicates_b, confidence, min(len(a), len(b)))
 
 
 def bootstrap_difference(
@@ -137,15 +170,9 @@ def bootstrap_difference(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Estimate:
-    """Mean of a - b for one metric and its interval, the two rows resampled independently: an
-    interval that excludes 0 is a difference beyond the seed and image noise."""
+    """`difference` with both rows' replicates drawn here (seeds `seed` and `seed + 1`)."""
     if not a or not b:
         raise ValueError("bootstrap_difference needs at least one seed's samples on each side")
-    rng = np.random.default_rng(seed)
-    diffs = np.array(
-        [_replicate(a, rng, [metric])[metric] - _replicate(b, rng, [metric])[metric] for _ in range(num_resamples)]
-    )
-    mean = np.mean([seed_metrics(s, metrics=[metric])[metric] for s in a]) - np.mean(
-        [seed_metrics(s, metrics=[metric])[metric] for s in b]
-    )
-    return _interval(mean, diffs, confidence, min(len(a), len(b)))
+    reps_a = bootstrap_replicates(a, num_resamples, seed, [metric])[metric]
+    reps_b = bootstrap_replicates(b, num_resamples, seed + 1, [metric])[metric]
+    return difference(a, b, reps_a, reps_b, metric, confidence)
