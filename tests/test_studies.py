@@ -2,6 +2,7 @@
 analysis, emotion transfer, and the paper table's seeds, resumption and DreamBooth row."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -151,3 +152,19 @@ def test_dreambooth_lora_changes_the_base_models_images(tmp_path, single_torch_t
         made[steps] = dreambooth_images(lora.parent, "an image of sks", "fear", 2, 0, config)
     assert [m["emotion"] for m in made[3].metadata] == ["fear", "fear"]
     assert np.abs(_pixels(made[3]) - _pixels(made[0])).mean() > 0.5
+
+
+def test_a_claim_is_held_while_its_process_lives_and_taken_over_after(tmp_path):
+    import subprocess
+    import sys
+
+    from coemogen.experiments.paper_table import claim
+
+    work = tmp_path / "row" / "seed-0"
+    assert claim(work) is True
+    assert claim(work) is False  # held by a live process (this one)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "row" / "seed-0.claim").write_text(str(gone.pid))
+    assert claim(work) is True  # its claimant is gone: taken over
+    assert (tmp_path / "row" / "seed-0.claim").read_text() == str(os.getpid())
