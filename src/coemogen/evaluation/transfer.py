@@ -24,6 +24,7 @@ from ..models.conditioning import PLACEHOLDER, check_template
 from ..pipelines.pipeline_coemogen import (
     CoEmoGenOutput,
     CoEmoGenPipeline,
+    base_pipeline,
     completed_indices,
     generate_to_folders,
     save_images,
@@ -37,17 +38,26 @@ def content_prompt(template: str) -> str:
     return " ".join(check_template(template).replace(PLACEHOLDER, " ").split())
 
 
-def _content_similarity(clip_source: str, paths: list[Path], prompt: str) -> list[float]:
-    from transformers import CLIPTokenizer
+class ContentSimilarity:
+    """CLIP image-text similarity of image files to one prompt (the model loaded once)."""
 
-    from ..captioning.filtering import clip_scores
-    from ..models.base import _load
-    from .networks import ClipFeatures
+    def __init__(self, clip_source: str, prompt: str) -> None:
+        from transformers import CLIPTokenizer
 
-    clip = ClipFeatures(clip_source)
-    tokenizer = _load(CLIPTokenizer.from_pretrained, clip_source, "a CLIP tokenizer")
-    scores, _ = clip_scores(clip.model, clip.preprocess, tokenizer, paths, [prompt] * len(paths))
-    return [float(s) for s in scores]
+        from ..models.base import _load
+        from .networks import ClipFeatures
+
+        self.clip = ClipFeatures(clip_source)
+        self.tokenizer = _load(CLIPTokenizer.from_pretrained, clip_source, "a CLIP tokenizer")
+        self.prompt = prompt
+
+    def __call__(self, paths: list[Path]) -> list[float]:
+        from ..captioning.filtering import clip_scores
+
+        scores, _ = clip_scores(
+            self.clip.model, self.clip.preprocess, self.tokenizer, paths, [self.prompt] * len(paths)
+        )
+        return [float(s) for s in scores]
 
 
 def evaluate_transfer(
@@ -63,8 +73,6 @@ def evaluate_transfer(
     """Generate and score the transfer images of every emotion; write transfer.json, transfer.md
     and grid.png (one row per emotion, the base model's content images last). `judge`: an Emo-A
     network (default: the world's emotion judge, for runs on the pocket models)."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-
     out = Path(out)
     prompt = content_prompt(template)
     pipe = CoEmoGenPipeline.from_pretrained(model, device=device)
@@ -80,12 +88,7 @@ def evaluate_transfer(
     generate_to_folders(pipe, jobs, num_images, seed=seed, template=template, num_inference_steps=num_inference_steps)
     base_dir = out / "base"
     if len(completed_indices(base_dir)) < num_images:
-        base = StableDiffusionPipeline.from_pretrained(
-            model_path(config.pretrained_model_name_or_path), safety_checker=None, requires_safety_checker=False
-        )
-        base.scheduler = DPMSolverMultistepScheduler.from_config(base.scheduler.config)
-        base.set_progress_bar_config(disable=True)
-        images = base(
+        images = base_pipeline(model_path(config.pretrained_model_name_or_path))(
             [prompt] * num_images,
             num_inference_steps=num_inference_steps,
             guidance_scale=5.0,
@@ -93,7 +96,7 @@ def evaluate_transfer(
         ).images
         meta = [{"index": i, "emotion": "content", "seed": seed + i, "prompt": prompt} for i in range(num_images)]
         save_images(CoEmoGenOutput(images, meta), base_dir)
-    clip_source = model_path(config.clip_model_name_or_path)
+    content_similarity = ContentSimilarity(model_path(config.clip_model_name_or_path), prompt)
     groups = [taxonomy.group_index_of(e) for e in taxonomy.emotions]
     rows, grid = [], []
     overall = {"emo_a": EmotionAccuracy(), "polarity_acc": PolarityAccuracy(groups)}
@@ -109,7 +112,7 @@ def evaluate_transfer(
             metric.update(logits, targets)
         for metric in (polarity, overall["polarity_acc"]):
             metric.update(logits, targets)
-        content = _content_similarity(clip_source, paths, prompt)
+        content = content_similarity(paths)
         content_all += content
         rows.append(
             {
@@ -120,7 +123,7 @@ def evaluate_transfer(
             }
         )
     base_paths = [p for _, p in sorted(completed_indices(base_dir).items())][:num_images]
-    base_content = _content_similarity(clip_source, base_paths, prompt)
+    base_content = content_similarity(base_paths)
     grid += [load_rgb(p) for p in base_paths]
     summary = {
         "template": template,

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..data.images import load_rgb, to_tensor
 from ..errors import CoEmoGenError
 from ..models.base import POCKET_SD
-from ..pipelines.pipeline_coemogen import CoEmoGenOutput, save_image
+from ..pipelines.pipeline_coemogen import CoEmoGenOutput, base_pipeline, save_image
 
 # Rare letter strings (DreamBooth's "sks"), one per emotion; none is a word of any caption.
 IDENTIFIERS = ("sks", "zwx", "qjv", "vph", "kxo", "bqz", "jfu", "wyg", "hxm", "ozq", "fvk", "ujd")
@@ -49,15 +49,6 @@ def identifier(emotions: Sequence[str], emotion: str) -> str:
     return IDENTIFIERS[index]
 
 
-def _pipeline(base: str | Path):
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(str(base), safety_checker=None, requires_safety_checker=False)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def class_images(out: Path, config: DreamBoothConfig, seed: int, base: str | Path = POCKET_SD) -> list[Path]:
     """The prior-preservation set: `num_class_images` base-model images of the class prompt in
     `out`, made once (images already there are kept, as the recipe does)."""
@@ -65,7 +56,7 @@ def class_images(out: Path, config: DreamBoothConfig, seed: int, base: str | Pat
     paths = [out / f"class_{i:04d}.png" for i in range(config.num_class_images)]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
     if missing:
-        pipe = _pipeline(base)
+        pipe = base_pipeline(base)
         for i in tqdm(missing, desc="class images"):
             image = pipe(
                 config.class_prompt,
@@ -167,7 +158,7 @@ def dreambooth_images(
     """`num_images` of `prompt` from the base model with the LoRA in `lora_dir` loaded."""
     from diffusers.utils import logging as diffusers_logging
 
-    pipe = _pipeline(base)
+    pipe = base_pipeline(base)
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # "no LoRA keys for the text encoder": the recipe trains none
     try:

@@ -29,7 +29,7 @@ from ..errors import CoEmoGenError
 from ..evaluation.evaluate import MetricNetworks, evaluate
 from ..io import write_text
 from ..models.base import POCKET_CLIP, POCKET_SD
-from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
+from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline, base_pipeline
 from ..tables import format_table
 from ..taxonomy import Taxonomy
 from ..training.config import TrainingArguments
@@ -102,12 +102,7 @@ REFERENCE_ROW = "CoEmoGen"  # differences are reported against it
 
 
 def base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenOutput:
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(POCKET_SD, safety_checker=None, requires_safety_checker=False)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    images = pipe(
+    images = base_pipeline(POCKET_SD)(
         [f"an image of {emotion}"] * n,
         num_inference_steps=steps,
         guidance_scale=5.0,
@@ -309,18 +304,17 @@ class Table:
             samples = self._samples[row.name]
             line = {"method": row.name, "seeds": len(samples)}
             record[row.name] = {"per_seed": [seed_metrics(s) for s in samples]}
+            means = point_estimates(samples)
             if intervals:
                 if row.name not in self._replicates:  # a bootstrap seed per row: rows resampled independently
                     self._replicates[row.name] = bootstrap_replicates(
                         samples, self.num_resamples, zlib.crc32(row.name.encode())
                     )
-                means = point_estimates(samples)
                 est = {k: interval(means[k], self._replicates[row.name][k], 0.95, len(samples)) for k in means}
                 self.estimates[row.name] = est
                 line.update({column: _cell(est[key]) for column, key in COLUMNS.items()})
                 record[row.name]["estimates"] = {key: asdict(e) for key, e in est.items()}
             else:
-                means = point_estimates(samples)
                 line.update({column: f"{means[key]:.4g}" for column, key in COLUMNS.items()})
             paper = PAPER.get(row.name)
             line["paper (FID/LPIPS/Emo-A/Sem-C/Sem-D)"] = "/".join(f"{v:g}" for v in paper) if paper else "-"

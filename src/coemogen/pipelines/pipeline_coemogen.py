@@ -45,6 +45,17 @@ def make_scheduler(name: str, base_scheduler_config):
     return getattr(diffusers, SCHEDULERS[name]).from_config(base_scheduler_config)
 
 
+def base_pipeline(source: str | Path):
+    """The plain base model as a diffusers StableDiffusionPipeline with the DPM-Solver++ scheduler
+    `coemogen generate` uses: the baselines' and the transfer evaluation's reference images."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(source), safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = make_scheduler("dpm", pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 @dataclass
 class CoEmoGenOutput:
     images: list[Image.Image]
