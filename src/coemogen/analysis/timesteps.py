@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.images import image_grid, to_tensor
+from ..errors import CoEmoGenError
 from ..evaluation.metrics import EmotionAccuracy, PolarityAccuracy
 from ..io import atomic_output, write_text
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline, EmotionWindow
@@ -87,7 +88,7 @@ def analyze_timesteps(
     (out / "strips").mkdir(parents=True, exist_ok=True)
     ks = sorted(set(ks if ks is not None else range(0, num_inference_steps + 1, 3)) | {0, num_inference_steps})
     if ks[0] < 0 or ks[-1] > num_inference_steps:
-        raise ValueError(f"every k must lie in [0, {num_inference_steps}], got {ks}")
+        raise CoEmoGenError(f"every k must lie in [0, {num_inference_steps}], got {ks}")
     pipe = CoEmoGenPipeline.from_pretrained(model, device=device)
     taxonomy = pipe.taxonomy
     if emotion_classifier:

@@ -25,6 +25,7 @@ from ..data.images import ImageLoadError, load_rgb, to_tensor
 from ..data.manifest import SkipCounter
 from ..data.readers import read_dataset
 from ..errors import CoEmoGenError
+from ..io import save_safetensors
 from ..models.base import ASSETS, POCKET_CLIP
 from ..taxonomy import Taxonomy
 from .emotion_head import emotion_head
@@ -299,7 +300,7 @@ def evaluate(
         if metrics["lpips"].num_samples < 2:
             missing.update(PAIRWISE)
             warn(f"{emotion}: LPIPS and Sem-D need at least 2 generated images, got {len(images)}; recorded as NaN")
-        if metrics["lpips"].num_samples >= 2:
+        else:
             samples["lpips_pairs"].append(metrics["lpips"].pair_distances().double())
             samples["sem_d_pairs"].append(metrics["sem_d"].pair_distances().double())
         per_emotion[emotion] = {
@@ -355,8 +356,6 @@ def write_samples(samples: dict[str, list[torch.Tensor]], pooled: dict, out: str
     Emo-A and polarity hits, Sem-C value, FID features), per pair (LPIPS and Sem-D distances, one
     row per emotion) and the reference's FID moments, so `experiments/statistics.py` can bootstrap
     confidence intervals over images without re-running any network."""
-    from ..io import save_safetensors
-
     real_mean, real_cov = pooled["fid"].real.mean_and_cov() if pooled["fid"].num_real >= 2 else (None, None)
     tensors = {
         "emotion": torch.cat(samples["emotion"]).double(),  # checked readers take float tensors only

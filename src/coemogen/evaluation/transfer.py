@@ -108,9 +108,7 @@ def evaluate_transfer(
         logits = judge(torch.stack([to_tensor(im, judge.image_size) for im in images]))
         targets = torch.full((len(images),), taxonomy.index(emotion))
         emo_a, polarity = EmotionAccuracy(), PolarityAccuracy(groups)
-        for metric in (emo_a, overall["emo_a"]):
-            metric.update(logits, targets)
-        for metric in (polarity, overall["polarity_acc"]):
+        for metric in (emo_a, polarity, *overall.values()):
             metric.update(logits, targets)
         content = content_similarity(paths)
         content_all += content

@@ -39,13 +39,11 @@ from ..models.base import POCKET_CLIP, SHIPPED_RUN
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..tables import format_table
 from ..taxonomy import Taxonomy
-from ..training.config import TrainingArguments
 from ..training.loop import train
 from ..world.dataset import build_world
 from ..world.judges import WorldCNN, build_evaluators
 from ..world.oracle import OracleCaptioner
-from .paper_table import base_model_images
-from .stages import StageRunner, generate_per_emotion
+from .stages import StageRunner, base_model_images, generate_per_emotion, study_training_arguments
 
 CONFIDENCE = 0.75  # the paper's selection threshold
 
@@ -134,16 +132,8 @@ def run_emoart(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
         with stages.stage("caption, filter and train on the selected paintings"):
             run_captioning(kept, OracleCaptioner(0.2, seed=seed), out / "captions.jsonl")
             filter_captions(out / "captions.jsonl", out / "manifest.jsonl", str(POCKET_CLIP), seed=seed)
-            args = TrainingArguments(
-                manifest=str(out / "manifest.jsonl"),
-                out=str(run),
-                taxonomy="emoart",
-                max_train_steps=scale.train_steps,
-                train_batch_size=scale.train_batch_size,
-                seed=seed,
-                checkpointing_steps=0,
-                validation_steps=0,
-                report_to="none",
+            args = study_training_arguments(
+                out / "manifest.jsonl", run, scale.train_steps, scale.train_batch_size, seed, taxonomy="emoart"
             )
             train(args, method="coemogen-emoart")
     networks = MetricNetworks.world(judges)

@@ -20,7 +20,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..captioning.captioners import AttributeCaptioner
 from ..captioning.filtering import filter_captions
@@ -28,15 +27,21 @@ from ..captioning.runner import run_captioning
 from ..errors import CoEmoGenError
 from ..evaluation.evaluate import MetricNetworks, evaluate
 from ..io import write_text
-from ..models.base import POCKET_CLIP, POCKET_SD
-from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline, base_pipeline
+from ..models.base import POCKET_CLIP
+from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
 from ..tables import format_table
 from ..taxonomy import Taxonomy
-from ..training.config import TrainingArguments
 from ..training.loop import train
 from ..world.oracle import OracleCaptioner
 from .dreambooth import DreamBoothConfig, class_images, dreambooth_images, identifier, train_dreambooth_lora
-from .stages import Scale, StageRunner, generate_per_emotion, world_train_items
+from .stages import (
+    Scale,
+    StageRunner,
+    base_model_images,
+    generate_per_emotion,
+    study_training_arguments,
+    world_train_items,
+)
 from .statistics import (
     Estimate,
     bootstrap_replicates,
@@ -99,16 +104,6 @@ SCALES = {
     "quick": Scale(6, 6, 2, 3, train_batch_size=2),  # tests
 }
 REFERENCE_ROW = "CoEmoGen"  # differences are reported against it
-
-
-def base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenOutput:
-    images = base_pipeline(POCKET_SD)(
-        [f"an image of {emotion}"] * n,
-        num_inference_steps=steps,
-        guidance_scale=5.0,
-        generator=torch.Generator().manual_seed(seed),
-    ).images
-    return CoEmoGenOutput(images, [{"index": i, "emotion": emotion, "seed": seed} for i in range(n)])
 
 
 def _dreambooth(work: Path, class_dir: Path, items: list, taxonomy: Taxonomy, scale: Scale, seed: int, data_seed: int):
@@ -246,16 +241,8 @@ def _training_arguments(
         run_captioning(items, captioners[row.captions], captions)
         if not manifest.is_file():
             filter_captions(captions, manifest, str(POCKET_CLIP), drop=row.drop, seed=data_seed)
-    return TrainingArguments(
-        manifest=str(manifest),
-        out=str(work / "run"),
-        max_train_steps=sc.train_steps,
-        train_batch_size=sc.train_batch_size,
-        seed=seed,
-        checkpointing_steps=0,
-        validation_steps=0,
-        report_to="none",
-        lambda_sem=row.lambda_sem,
+    return study_training_arguments(
+        manifest, work / "run", sc.train_steps, sc.train_batch_size, seed, lambda_sem=row.lambda_sem
     )
 
 

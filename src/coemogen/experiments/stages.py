@@ -1,4 +1,4 @@
-"""The stage runner the demo and the paper table share: the same world, caption, filter, train,
+"""The stage runner the demo and the studies share: the same world, caption, filter, train,
 generate and evaluate calls users make, at a chosen scale, timed stage by stage."""
 
 from __future__ import annotations
@@ -9,9 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..data.readers import read_dataset
-from ..pipelines.pipeline_coemogen import CoEmoGenOutput, save_images
+from ..models.base import POCKET_SD
+from ..pipelines.pipeline_coemogen import CoEmoGenOutput, base_pipeline, save_images
 from ..taxonomy import Taxonomy
+from ..training.config import TrainingArguments
 from ..world.dataset import build_world
 
 
@@ -50,3 +54,32 @@ def generate_per_emotion(make_images: Callable[[str], CoEmoGenOutput], taxonomy:
     """`make_images(emotion) -> CoEmoGenOutput`, saved under `out/<emotion>/`."""
     for emotion in taxonomy.emotions:
         save_images(make_images(emotion), out / emotion)
+
+
+def study_training_arguments(
+    manifest: Path, run: Path, train_steps: int, train_batch_size: int, seed: int, **overrides
+) -> TrainingArguments:
+    """A study's training run: no checkpoints, validation images or logs (a study redoes a killed
+    (row, seed) or stage whole)."""
+    return TrainingArguments(
+        manifest=str(manifest),
+        out=str(run),
+        max_train_steps=train_steps,
+        train_batch_size=train_batch_size,
+        seed=seed,
+        checkpointing_steps=0,
+        validation_steps=0,
+        report_to="none",
+        **overrides,
+    )
+
+
+def base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenOutput:
+    """The pocket base model prompted with the emotion's name: the "Stable Diffusion" baseline."""
+    images = base_pipeline(POCKET_SD)(
+        [f"an image of {emotion}"] * n,
+        num_inference_steps=steps,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(seed),
+    ).images
+    return CoEmoGenOutput(images, [{"index": i, "emotion": emotion, "seed": seed} for i in range(n)])
