@@ -171,12 +171,15 @@ def _header(path: Path, what: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     if not path.is_file():
         raise CoEmoGenError(f"{what}: {path} not found")
     with open(path, "rb") as f:
-        head = f.read(8)
-        if head[:1] == b"\x80" or head[:2] == b"PK":  # pickle protocol 2+ / torch.save's zip archive
-            raise CoEmoGenError(f"{what}: {path} is a pickle (torch.save) file; CoEmoGen loads safetensors only")
-        length = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if not 0 < length <= min(MAX_HEADER_BYTES, path.stat().st_size - 8):
+        head = f.read(9)
+        length = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+        # A safetensors file: an 8-byte header length, then the JSON header. A header of 128 bytes
+        # starts with 0x80 like a pickle, so the JSON brace decides before the pickle signatures.
+        if not (0 < length <= min(MAX_HEADER_BYTES, path.stat().st_size - 8) and head[8:9] == b"{"):
+            if head[:1] == b"\x80" or head[:2] == b"PK":  # pickle protocol 2+ / torch.save's zip archive
+                raise CoEmoGenError(f"{what}: {path} is a pickle (torch.save) file; CoEmoGen loads safetensors only")
             raise CoEmoGenError(f"{what}: {path} is not a safetensors file (no valid header)")
+        f.seek(8)
         try:
             entries = json.loads(f.read(length))
         except (json.JSONDecodeError, UnicodeDecodeError):

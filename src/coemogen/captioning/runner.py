@@ -128,6 +128,8 @@ def _append_results(
                 "prompt_hash": prompt_hash,
                 "seconds": round(seconds, 4),
                 **({"split": item.split} if item.split else {}),
+                # EmoSet's word-level attributes travel to the manifest (EmoGen's L_attr reads them).
+                **({"attributes": item.attributes} if item.attributes else {}),
                 **result.extra,
             }
             f.write(json.dumps(record) + "\n")

@@ -135,7 +135,7 @@ def run_emoart(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
             args = study_training_arguments(
                 out / "manifest.jsonl", run, scale.train_steps, scale.train_batch_size, seed, taxonomy="emoart"
             )
-            train(args, method="coemogen-emoart")
+            train(args, run_name="coemogen-emoart")
     networks = MetricNetworks.world(judges)
     results, grids = {}, []
     for name, source in METHODS.items():

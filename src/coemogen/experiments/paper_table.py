@@ -190,7 +190,7 @@ def paper_table(
                 pipe = CoEmoGenPipeline.from_pretrained(
                     train(
                         _training_arguments(row, work, out, items, captioners, sc, s, seed),
-                        method=row.slug,
+                        run_name=row.slug,
                         **row.model,
                     )
                 )

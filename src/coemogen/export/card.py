@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..models.base import POCKET_IDS, SHIPPED_RUN
-from ..models.coemogen import CoEmoGenConfig
+from ..models.runs import RunConfig
 from ..pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS
 from ..tables import format_table
 
@@ -33,7 +33,7 @@ class ExportedEmotion:
     spec: str  # the normalised mix: "fear:0.7,sadness:0.3"
     description: str  # "awe (positive)", "fear 70% + sadness 30% (negative)"
     directory: Path
-    rank: int
+    rank: int  # 0: no LoRA (EmoGen)
     adapters: dict[str, float]  # HiLoRA adapter -> gate folded into the LoRA
     mean_token: str
     sample_tokens: list[str]
@@ -41,11 +41,15 @@ class ExportedEmotion:
     temperature: float
 
 
-def default_license(config: CoEmoGenConfig) -> str:
+def method_name(config: RunConfig) -> str:
+    return "EmoGen (CVPR 2024, as published; no LoRA)" if config.method == "emogen" else f"CoEmoGen ({PAPER})"
+
+
+def default_license(config: RunConfig) -> str:
     return BASE_LICENSES.get(config.pretrained_model_name_or_path, DEFAULT_LICENSE)
 
 
-def front_matter(config: CoEmoGenConfig, license: str, instance_prompt: str | None = None) -> str:
+def front_matter(config: RunConfig, license: str, instance_prompt: str | None = None) -> str:
     from huggingface_hub import ModelCardData
 
     data = ModelCardData(
@@ -66,16 +70,22 @@ def usage(item: ExportedEmotion, base_model: str) -> str:
     if base_model in POCKET_IDS:  # the shipped pocket SD is a folder inside the package
         imports += "\nfrom coemogen.models.base import model_path"
         load_base = f'model_path("{base_model}")'
+    lora = bool(item.rank)
+    a1111 = f"copy `{folder}/{item.name}.safetensors` to `models/Lora/` and\n" if lora else "copy "
+    comfy = (
+        f"copy `{folder}/{item.name}.safetensors` to `models/loras/` (a LoraLoader node, strength 1)\nand "
+        if lora
+        else "copy "
+    )
+    load_lora = f'pipe.load_lora_weights("{folder}", weight_name="{item.name}.safetensors")\n' if lora else ""
     return f"""\
 Paths are relative to the export folder, the one that holds `{folder}/`.
 
-**AUTOMATIC1111 / Forge**: copy `{folder}/{item.name}.safetensors` to `models/Lora/` and
-`{folder}/embeddings/{item.mean_token}.safetensors` to `embeddings/`, then prompt
+**AUTOMATIC1111 / Forge**: {a1111}`{folder}/embeddings/{item.mean_token}.safetensors` to `embeddings/`, then prompt
 
-    <lora:{item.name}:1> {item.prompt}
+    {f"<lora:{item.name}:1> " if lora else ""}{item.prompt}
 
-**ComfyUI**: copy `{folder}/{item.name}.safetensors` to `models/loras/` (a LoraLoader node, strength 1)
-and `{folder}/embeddings/*.safetensors` to `models/embeddings/`, then prompt
+**ComfyUI**: {comfy}`{folder}/embeddings/*.safetensors` to `models/embeddings/`, then prompt
 
     {item.prompt.replace(item.mean_token, "embedding:" + item.mean_token)}
 
@@ -85,36 +95,48 @@ and `{folder}/embeddings/*.safetensors` to `models/embeddings/`, then prompt
 {imports}
 
 pipe = StableDiffusionPipeline.from_pretrained({load_base})
-pipe.load_lora_weights("{folder}", weight_name="{item.name}.safetensors")
-pipe.load_textual_inversion("{folder}/learned_embeds/{item.mean_token}.safetensors")
+{load_lora}pipe.load_textual_inversion("{folder}/learned_embeds/{item.mean_token}.safetensors")
 image = pipe("{item.prompt}", guidance_scale=5.0).images[0]
 ```
 
-Swap `{item.mean_token}` for a sampled embedding such as `{sample}` for variety. CoEmoGen's own
+Swap `{item.mean_token}` for a sampled embedding such as `{sample}` for variety. The package's own
 images use DPM-Solver++ (`DPMSolverMultistepScheduler`), {DEFAULT_INFERENCE_STEPS} steps, guidance 5 and an
 empty negative prompt; with these settings and the same seed, the files reproduce `coemogen generate`'s images.
 """
 
 
-def training_section(run_dir: Path, config: CoEmoGenConfig, metrics: dict | None, emotion: str | None) -> str:
+def training_section(run_dir: Path, config: RunConfig, metrics: dict | None, emotion: str | None) -> str:
     """How the run was made: base models, data, captioner, filter, training, clusters, and the
     metrics of a `coemogen evaluate` report (`emotion`'s row when the report has one, and overall)."""
+    if config.method == "emogen":
+        method = [
+            f"- method: {method_name(config)}, configuration `{config.run_name}`; emotion encoder "
+            f"`{config.emotion_encoder}` (emotion space of width {config.emotion_dim}), {config.emogen_mapper} mapper",
+            f"- clusters: one diagonal Gaussian per emotion in the emotion space, sampled at temperature "
+            f"{config.cluster_temperature:g} and mapped to the token",
+        ]
+    else:
+        method = [
+            f"- method: {method_name(config)}, configuration `{config.run_name}`; HiLoRA rank {config.lora_rank} "
+            f"(alpha {config.lora_alpha:g}) on `{'`, `'.join(config.lora_targets)}`",
+            f"- clusters: {config.cluster_components} diagonal Gaussian component(s) per emotion over the visual "
+            f"embeddings, sampled at temperature {config.cluster_temperature:g}",
+        ]
     lines = [
-        f"- method: CoEmoGen ({PAPER}), configuration `{config.method}`; HiLoRA rank {config.lora_rank} "
-        f"(alpha {config.lora_alpha:g}) on `{'`, `'.join(config.lora_targets)}`",
+        method[0],
         f"- base models: `{config.pretrained_model_name_or_path}` (Stable Diffusion 1.x, frozen), "
         f"`{config.clip_model_name_or_path}` (CLIP, training only)",
         "- taxonomy: " + "; ".join(f"{g}: {', '.join(es)}" for g, es in config.taxonomy["groups"].items()),
-        f"- clusters: {config.cluster_components} diagonal Gaussian component(s) per emotion over the visual "
-        f"embeddings, sampled at temperature {config.cluster_temperature:g}",
+        method[1],
     ]
     args = _read_json(run_dir / "training_args.json")
     if args:
         lines.append(
             f"- training: {args['max_train_steps']} steps, batch {args['train_batch_size']} x "
             f"{args['gradient_accumulation_steps']} accumulation, AdamW lr {args['learning_rate']:g}, "
-            f"weight decay {args['weight_decay']:g}, lambda_SEM {args['lambda_sem']:g}, "
-            f"{args['mixed_precision']} precision, seed {args['seed']}, resolution {config.resolution}"
+            f"weight decay {args['weight_decay']:g}, "
+            + (f"lambda_SEM {args['lambda_sem']:g}, " if config.method == "coemogen" else "")
+            + f"{args['mixed_precision']} precision, seed {args['seed']}, resolution {config.resolution}"
         )
         lines += _data_lines(Path(args["manifest"]), _read_json(run_dir / "data_summary.json"))
     sections = ["## How the run was trained\n\n", "\n".join(lines) + "\n"]
@@ -149,42 +171,56 @@ def _data_lines(manifest: Path, data_summary: dict | None) -> list[str]:
 
 
 def emotion_card(
-    item: ExportedEmotion, run_dir: Path, config: CoEmoGenConfig, license: str, metrics: dict | None = None
+    item: ExportedEmotion, run_dir: Path, config: RunConfig, license: str, metrics: dict | None = None
 ) -> str:
     """The model card of one exported emotion (or mix)."""
-    adapters = " + ".join(f"`{a}` x {g:g}" for a, g in item.adapters.items())
     shipped = run_dir.resolve() == SHIPPED_RUN.resolve()
-    run = "CoEmoGen's shipped synthetic-world run" if shipped else f"the CoEmoGen run `{run_dir.name}`"
+    run = "CoEmoGen's shipped synthetic-world run" if shipped else f"the {method_name(config)} run `{run_dir.name}`"
     samples = ", ".join(f"`{t}`" for t in item.sample_tokens) or "no samples"
-    return f"""{front_matter(config, license, item.prompt)}
-# CoEmoGen: {item.description}
-
-Images that evoke **{item.description}**, from {run} on `{config.pretrained_model_name_or_path}`.
-CoEmoGen ({PAPER}) conditions a frozen Stable Diffusion 1.x on two things; both are here as standard
-files, without approximation:
+    embedding = (
+        f"a **textual-inversion embedding**: the vector that takes the place of one prompt token.\n"
+        f"  `{item.mean_token}` is the embedding of the emotion's cluster mean (of a mix: the weighted\n"
+        f"  mean of its emotions'); {samples} are samples of the cluster at temperature {item.temperature:g},\n"
+        f"  the ones `coemogen generate --emotion \"{item.spec}\" --seed k` draws for its first image."
+    )
+    files = [
+        "| `embeddings/<token>.safetensors` | embedding `{\"emb_params\": [1, d]}` | A1111, Forge, ComfyUI |",
+        "| `learned_embeds/<token>.safetensors` | embedding `{token: [1, d]}` | diffusers `load_textual_inversion` |",
+    ]
+    if item.rank:
+        adapters = " + ".join(f"`{a}` x {g:g}" for a, g in item.adapters.items())
+        conditioning = f"""CoEmoGen ({PAPER}) conditions a frozen Stable Diffusion 1.x on two things; both are here as
+standard files, without approximation:
 
 - a **LoRA** on the U-Net: the HiLoRA adapters of the emotion and of its polarity group, each times its
   gate ({adapters}), summed into one rank-{item.rank} LoRA;
-- a **textual-inversion embedding**: the vector that takes the place of one prompt token.
-  `{item.mean_token}` is the mean of the emotion's cluster of visual embeddings (of a mix: the weighted
-  mean of its emotions'); {samples} are samples of the cluster at temperature {item.temperature:g},
-  the ones `coemogen generate --emotion "{item.spec}" --seed k` draws for its first image.
+- {embedding}"""
+        files = [
+            f"| `{item.name}.safetensors` | LoRA, kohya keys (`lora_unet_*`), rank {item.rank} "
+            "| A1111, ComfyUI, InvokeAI, diffusers |",
+            "| `pytorch_lora_weights.safetensors` | LoRA, diffusers/peft keys (`unet.*.lora_A/B`) | diffusers, peft |",
+            *files,
+        ]
+    else:
+        conditioning = f"""EmoGen leaves Stable Diffusion untouched and conditions it on one token, so the emotion is
+{embedding}"""
+    lora_weight = "With the LoRA at weight 1. " if item.rank else ""
+    table = "\n".join(["| file | format | for |", "|---|---|---|", *files])
+    return f"""{front_matter(config, license, item.prompt)}
+# {method_name(config).split(" ")[0]}: {item.description}
+
+Images that evoke **{item.description}**, from {run} on `{config.pretrained_model_name_or_path}`.
+{conditioning}
 
 ## Prompt
 
     {item.prompt}
 
-with the LoRA at weight 1. For emotion transfer put the token in your own prompt, e.g.
-`a photo of {item.mean_token} bag`.
+{lora_weight}For emotion transfer put the token in your own prompt, e.g. `a photo of {item.mean_token} bag`.
 
 ## Files
 
-| file | format | for |
-|---|---|---|
-| `{item.name}.safetensors` | LoRA, kohya keys (`lora_unet_*`), rank {item.rank} | A1111, ComfyUI, InvokeAI, diffusers |
-| `pytorch_lora_weights.safetensors` | LoRA, diffusers/peft keys (`unet.*.lora_A/B`) | diffusers, peft |
-| `embeddings/<token>.safetensors` | embedding `{{"emb_params": [1, d]}}` | A1111, Forge, ComfyUI |
-| `learned_embeds/<token>.safetensors` | embedding `{{token: [1, d]}}` | diffusers `load_textual_inversion` |
+{table}
 
 ## Usage
 
@@ -193,25 +229,29 @@ with the LoRA at weight 1. For emotion transfer put the token in your own prompt
 
 
 def index_card(
-    items: list[ExportedEmotion], run_dir: Path, config: CoEmoGenConfig, license: str, metrics: dict | None = None
+    items: list[ExportedEmotion], run_dir: Path, config: RunConfig, license: str, metrics: dict | None = None
 ) -> str:
     """The card at the root of an export (the page a Hub repository shows): one row per emotion."""
     rows = [
         {
             "emotion": item.description,
             "folder": f"[{item.name}/]({item.name}/README.md)",
-            "prompt": f"`<lora:{item.name}:1> {item.prompt}`",
+            "prompt": f"`{f'<lora:{item.name}:1> ' if item.rank else ''}{item.prompt}`",
             "LoRA rank": item.rank,
         }
         for item in items
     ]
     first = items[0]
+    holds = (
+        "a LoRA (the emotion's HiLoRA adapter plus its polarity group's) and textual-inversion\nembeddings"
+        if first.rank
+        else "textual-inversion embeddings"
+    )
     return f"""{front_matter(config, license)}
-# CoEmoGen emotions
+# {method_name(config).split(" ")[0]} emotions
 
-{len(items)} emotion(s) exported from a CoEmoGen ({PAPER}) run on `{config.pretrained_model_name_or_path}`:
-each folder holds a LoRA (the emotion's HiLoRA adapter plus its polarity group's) and textual-inversion
-embeddings of the emotion's cluster (mean and samples), in the formats A1111, ComfyUI and diffusers load.
+{len(items)} emotion(s) exported from a {method_name(config)} run on `{config.pretrained_model_name_or_path}`:
+each folder holds {holds} of the emotion's cluster (mean and samples), in the formats A1111, ComfyUI and diffusers load.
 
 {format_table(rows, ["emotion", "folder", "prompt", "LoRA rank"])}
 

@@ -8,6 +8,8 @@ One folder per emotion (or mix) under the export root, plus a root model card:
       embeddings/awe_mean.safetensors   embedding, A1111 form; also awe_seed0, awe_seed1, ...
       learned_embeds/awe_mean.safetensors  embedding, diffusers form; the same tokens
       README.md, USAGE.md               model card, usage in the three ecosystems
+
+An EmoGen run (no adapters: its U-Net is the base model's) exports the embeddings only.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def describe_mix(pipeline: CoEmoGenPipeline, mix: dict[str, float]) -> str:
 def adapter_names(pipeline: CoEmoGenPipeline) -> list[str]:
     """The HiLoRA adapters in gate order: the emotions', then the groups' (or the one shared adapter)."""
     taxonomy = pipeline.taxonomy
+    if not pipeline.model.has_adapters:
+        return []
     if pipeline.model.config.shared_lora:
         return ["shared"]
     return [*taxonomy.emotions, *taxonomy.group_names]
@@ -65,9 +69,10 @@ def export_emotion(
     num_embeddings: int = 4,
     seed: int = 0,
 ) -> ExportedEmotion:
-    """Write one emotion's (or mix's) LoRA in both key formats and its embeddings in both forms into
-    `out/<name>/`. Sample k is the embedding `coemogen generate --seed <seed + k>` draws for its first
-    image (the run's cluster temperature); the mean is the cluster mean."""
+    """Write one emotion's (or mix's) LoRA in both key formats (a method with adapters) and its
+    embeddings in both forms into `out/<name>/`. Sample k is the embedding `coemogen generate --seed
+    <seed + k>` draws for its first image (the run's cluster temperature); the mean token is the
+    cluster mean's embedding."""
     if num_embeddings < 0:
         raise CoEmoGenError(f"--num-embeddings must be >= 0, got {num_embeddings}")
     if pipeline.clusters is None:
@@ -78,15 +83,21 @@ def export_emotion(
     directory = Path(out) / name
 
     # The LoRA: the gate vector a batch of this mix uses, folded into plain LoRA factors.
-    gate_row = model.gates(model.mix_weights([mix]))[0]
-    factors = unet_lora_factors(pipeline.base.unet, gate_row)
-    rank = next(iter(factors.values()))[0].shape[0]
-    adapters = {a: round(g, 6) for a, g in zip(adapter_names(pipeline), gate_row.tolist()) if g}
+    factors, rank, adapters = None, 0, {}
+    if model.has_adapters:
+        gate_row = model.gates(model.mix_weights([mix]))[0]
+        factors = unet_lora_factors(pipeline.base.unet, gate_row)
+        rank = next(iter(factors.values()))[0].shape[0]
+        adapters = {a: round(g, 6) for a, g in zip(adapter_names(pipeline), gate_row.tolist()) if g}
 
-    # The embeddings: the cluster mean and samples drawn exactly as the pipeline draws them.
+    # The embeddings: the cluster mean and samples drawn exactly as the pipeline draws them, each
+    # mapped to the token space as the pipeline maps them.
     temperature = config.cluster_temperature
     generators = [torch.Generator().manual_seed(seed + k) for k in range(num_embeddings)]
     samples = pipeline.sample_visual_embeddings([mix] * num_embeddings, generators, temperature)[0]
+    mean = cluster_mean(pipeline.clusters, pipeline.taxonomy, mix)
+    with torch.no_grad():
+        vectors = model.token_embeddings(torch.cat([mean[None], samples])).cpu()
     mean_token = f"{name}_mean"
     sample_tokens = [f"{name}_seed{seed + k}" for k in range(num_embeddings)]
     item = ExportedEmotion(
@@ -101,10 +112,10 @@ def export_emotion(
         prompt=config.template.replace("{}", mean_token),
         temperature=temperature,
     )
-    for token, vector in zip(
-        [mean_token, *sample_tokens], [cluster_mean(pipeline.clusters, pipeline.taxonomy, mix), *samples]
-    ):
+    for token, vector in zip([mean_token, *sample_tokens], vectors):
         save_embedding(vector, token, directory / "embeddings", directory / "learned_embeds")
+    if factors is None:
+        return item
 
     save_kohya_lora(
         factors,

@@ -10,7 +10,7 @@ write and read a run directory: config.json + safetensors, never pickles.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -74,7 +74,8 @@ class CoEmoGenConfig:
     cluster_temperature: float = hparam(
         1.0, "default spread of cluster samples at inference (1 = fitted Gaussian, 0 = emotion mean)"
     )
-    method: str = hparam("coemogen", "name recorded for this configuration (e.g. an ablation's)")
+    run_name: str = hparam("coemogen", "name recorded for this configuration (e.g. an ablation's)")
+    method: str = field(default="coemogen", metadata={"help": "the method family", "derived": True})
 
     def __post_init__(self) -> None:
         if self.lora_alpha is None:
@@ -83,6 +84,8 @@ class CoEmoGenConfig:
             raise CoEmoGenError(f"lora_alpha must be positive, got {self.lora_alpha}")
         if self.mapper_layers < 2:
             raise CoEmoGenError(f"mapper_layers must be at least 2, got {self.mapper_layers}")
+        if self.method != "coemogen":
+            raise CoEmoGenError(f"a CoEmoGen configuration records method 'coemogen', not '{self.method}'")
 
     @classmethod
     def hyperparameters(cls) -> list:
@@ -94,24 +97,41 @@ class CoEmoGenConfig:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> CoEmoGenConfig:
-        path = Path(run_dir) / CONFIG_NAME
-        if not path.is_file():
-            raise CoEmoGenError(f"'{run_dir}' is not a CoEmoGen run directory (no {CONFIG_NAME})")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CoEmoGenError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise CoEmoGenError(f"{path}: expected a JSON object")
-        known = {f.name for f in fields(cls)}
-        missing = sorted(f.name for f in fields(cls) if f.metadata.get("derived") and f.name not in data)
-        if missing:
-            raise CoEmoGenError(f"{path} lacks {', '.join(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        data = read_run_config(run_dir)
+        if data.get("method", "coemogen") != "coemogen":
+            raise CoEmoGenError(f"'{run_dir}' is a run of method '{data['method']}', not a CoEmoGen run")
+        return config_from_dict(cls, data, str(Path(run_dir) / CONFIG_NAME))
+
+
+def config_from_dict(cls: type, data: dict, where: str):
+    """A method's configuration from its config.json: the recorded fields must be there; keys of
+    other versions are ignored."""
+    known = {f.name for f in fields(cls)}
+    required = [f for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = sorted(f.name for f in required if f.name not in data)
+    if missing:
+        raise CoEmoGenError(f"{where} lacks {', '.join(missing)}")
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """A run directory's config.json as a dict (any method), with clear errors."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise CoEmoGenError(f"'{run_dir}' is not a CoEmoGen run directory (no {CONFIG_NAME})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CoEmoGenError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise CoEmoGenError(f"{path}: expected a JSON object")
+    return data
 
 
 class CoEmoGen(nn.Module):
     """Neuro-symbolic mapper + visual-perception encoder for one taxonomy."""
+
+    has_adapters = True
 
     def __init__(self, config: CoEmoGenConfig) -> None:
         super().__init__()
@@ -150,6 +170,10 @@ class CoEmoGen(nn.Module):
         if image_tokens is None:
             raise CoEmoGenError("the visual-perception encoder needs CLIP image tokens")
         return self.perception_encoder(self.mapper(emotion_weights), image_tokens)
+
+    def token_embeddings(self, cluster_samples: torch.Tensor) -> torch.Tensor:
+        """Cluster samples are visual embeddings e^v already: the placeholder embeddings themselves."""
+        return cluster_samples
 
     def gates(self, emotion_weights: torch.Tensor) -> torch.Tensor:
         """Per-sample adapter weights: [emotions | groups], or one shared adapter."""

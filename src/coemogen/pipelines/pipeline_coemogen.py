@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from ..errors import CoEmoGenError
 from ..io import atomic_output, write_text
 from ..models.base import SHIPPED_RUN, BaseModels, load_base_models
 from ..models.clusters import EmotionClusters
-from ..models.coemogen import CoEmoGen, CoEmoGenConfig, load_run
+from ..models.coemogen import CoEmoGen
 from ..models.conditioning import PLACEHOLDER, EmotionConditioner, check_template
+from ..models.emogen import EmoGen
 from ..models.hilora import adapter_weights
+from ..models.runs import load_method_run, load_run_config
 from ..taxonomy import Taxonomy
 
 # DPM-Solver++ at 15 steps judges as well as at 25 in the synthetic world (docs/world-run/steps.md).
@@ -86,10 +89,10 @@ class EmotionWindow:
             raise CoEmoGenError(f"an emotion window needs 0 <= start <= stop, got [{self.start}, {self.stop})")
 
     def step_conditions(
-        self, cond: torch.Tensor, neutral: torch.Tensor, gates: torch.Tensor, num_emotions: int
-    ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
-        """step index -> (condition, gates) of that step."""
-        outside = torch.zeros_like(gates)
+        self, cond: torch.Tensor, neutral: torch.Tensor, gates: torch.Tensor | None, num_emotions: int
+    ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor | None]]:
+        """step index -> (condition, gates) of that step; `gates` None: a method without adapters."""
+        outside = None if gates is None else torch.zeros_like(gates)
         if self.level != "all":  # switch one adapter level: [emotions | groups] columns
             columns = slice(0, num_emotions) if self.level == "emotion" else slice(num_emotions, None)
             outside = gates.clone()
@@ -105,13 +108,19 @@ class EmotionWindow:
 class CoEmoGenPipeline:
     """Generate emotion-evoking images from a trained run (the Python API behind `coemogen generate`).
 
-    Built from in-memory modules (`CoEmoGenPipeline(base, model, clusters)`, as training does for its
-    validation images) or from a run directory (`from_pretrained`). `clusters` may be None when every
-    call passes `visual_embeds`.
+    The run may be CoEmoGen's or EmoGen's (`models/runs.py`): the model turns cluster samples into
+    placeholder embeddings (`token_embeddings`) and gives each sample's adapter gates (None for
+    EmoGen, which has none). Built from in-memory modules (`CoEmoGenPipeline(base, model, clusters)`,
+    as training does for its validation images) or from a run directory (`from_pretrained`).
+    `clusters` may be None when every call passes `visual_embeds`.
     """
 
     def __init__(
-        self, base: BaseModels, model: CoEmoGen, clusters: EmotionClusters | None, device: str | torch.device = "cpu"
+        self,
+        base: BaseModels,
+        model: CoEmoGen | EmoGen,
+        clusters: EmotionClusters | None,
+        device: str | torch.device = "cpu",
     ) -> None:
         self.base, self.model, self.clusters, self.device = base, model, clusters, torch.device(device)
         self.conditioner = EmotionConditioner(base.tokenizer, base.text_encoder)
@@ -139,14 +148,14 @@ class CoEmoGenPipeline:
         run_dir = Path(run_dir) if run_dir is not None else SHIPPED_RUN
         if not run_dir.is_dir():
             raise CoEmoGenError(f"run directory not found: {run_dir}")
-        config = CoEmoGenConfig.load(run_dir)
+        config = load_run_config(run_dir)
         base = load_base_models(
             pretrained_model_name_or_path or config.pretrained_model_name_or_path,
             clip_model_name_or_path or config.clip_model_name_or_path,
             torch_dtype,
             load_clip=False,
         )
-        model, clusters = load_run(run_dir, base.unet, taxonomy, config=config)
+        model, clusters = load_method_run(run_dir, base.unet, config, taxonomy)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         for module in (base.unet, base.vae, base.text_encoder, model):
             module.to(device)
@@ -184,7 +193,8 @@ class CoEmoGenPipeline:
     def sample_visual_embeddings(
         self, mixes: list[dict[str, float]], generators: list[torch.Generator], temperature: float = 1.0
     ) -> tuple[torch.Tensor, list[dict[str, int]]]:
-        """One e^v per image: for a mix, the weighted sum of samples from each emotion's cluster."""
+        """One cluster-space vector per image (e^v for CoEmoGen, an emotion-space feature for EmoGen):
+        for a mix, the weighted sum of samples from each emotion's cluster."""
         rows, components = [], []
         for mix, g in zip(mixes, generators):
             vec = torch.zeros(self.clusters.means.shape[-1])
@@ -209,18 +219,18 @@ class CoEmoGenPipeline:
         latents: torch.Tensor,
         cond: torch.Tensor,
         uncond: torch.Tensor,
-        gates: torch.Tensor,
+        gates: torch.Tensor | None,
         num_inference_steps: int,
         guidance_scale: float,
         progress: bool = False,
-        step_conditions: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        step_conditions: Callable[[int], tuple[torch.Tensor, torch.Tensor | None]] | None = None,
     ) -> torch.Tensor:
         """Classifier-free guided sampling; each sample's adapters apply to both guidance halves.
 
         When every step uses `cond` and `gates` and every sample shares one gate vector, the adapters
         are merged into the weights for the loop (the same maths, no LoRA cost per step) and
         unmerged afterwards. `step_conditions(i) -> (cond, gates)` changes them step by step
-        (`EmotionWindow`); the adapters are then selected per step.
+        (`EmotionWindow`); the adapters are then selected per step. `gates` None: no adapters.
         """
         from tqdm import tqdm
 
@@ -239,14 +249,17 @@ class CoEmoGenPipeline:
             return scheduler.step(pred, t, latents).prev_sample
 
         timesteps = tqdm(scheduler.timesteps, desc="denoise", disable=not progress, leave=False)
+        def adapters(gates: torch.Tensor | None):
+            return nullcontext() if gates is None else adapter_weights(unet, gates, merge=True)
+
         if step_conditions is None:
-            with adapter_weights(unet, gates, merge=True):
+            with adapters(gates):
                 for t in timesteps:
                     latents = step(latents, t, cond)
             return latents
         for i, t in enumerate(timesteps):
             step_cond, step_gates = step_conditions(i)
-            with adapter_weights(unet, step_gates, merge=True):
+            with adapters(step_gates):
                 latents = step(latents, t, step_cond)
         return latents
 
@@ -306,24 +319,25 @@ class CoEmoGenPipeline:
         dtype = self.base.unet.dtype
         uncond = self.conditioner.encode_text([""])[0].to(self.device, dtype)
         if emotion_window is not None:
-            if emotion_window.level != "all" and self.model.config.shared_lora:
-                raise CoEmoGenError("a run with one shared LoRA has no emotion-specific or polarity-shared level")
+            if emotion_window.level != "all" and (not self.model.has_adapters or self.model.config.shared_lora):
+                raise CoEmoGenError("this run has no emotion-specific or polarity-shared LoRA level to switch")
             neutral_prompt = template.replace(PLACEHOLDER, "").strip()
             neutral = self.conditioner.encode_text([neutral_prompt])[0].to(self.device, dtype)
         images, metadata = [], []
         for start in range(0, num_images, batch_size):
             idx = list(range(start, min(num_images, start + batch_size)))
             batch_mixes = [mixes[i] for i in idx]
-            # 4. Visual embeddings e^v: samples from the emotion clusters (or the given ones).
+            # 4. Placeholder embeddings: samples from the emotion clusters (or the given ones).
             if visual_embeds is None:
-                ev, components = self.sample_visual_embeddings(
+                samples, components = self.sample_visual_embeddings(
                     batch_mixes, [cluster_generators[i] for i in idx], cluster_temperature
                 )
+                ev = self.model.token_embeddings(samples)
             else:
                 ev, components = visual_embeds[idx].cpu(), [None] * len(idx)
             # 5. The condition: e^v in the placeholder slot through the frozen text encoder.
             cond, _ = self.conditioner.encode_embeddings(ev.to(self.device, dtype), template)
-            # 6. Each sample's HiLoRA adapters: its emotions' and their groups'.
+            # 6. Each sample's HiLoRA adapters: its emotions' and their groups' (none for EmoGen).
             gates = self.model.gates(self.model.mix_weights(batch_mixes).to(self.device))
             # 7. Initial latents.
             latents = self.prepare_latents([noise_generators[i] for i in idx], dtype)

@@ -1,9 +1,11 @@
 """Training configuration, defined once.
 
-`TrainingArguments` holds how to train (data, optimiser, schedule, checkpoints, logging); the model's
-hyper-parameters live in `CoEmoGenConfig`. `add_training_flags` generates every `coemogen train`
-flag from the two dataclasses (names, types, defaults and help), and `split_training_flags` turns
-parsed flags back into the two objects, so a new field is a new flag with no other edit.
+`TrainingArguments` holds how to train (data, optimiser, schedule, checkpoints, logging, and which
+method: `--method coemogen` or `emogen`); the model's hyper-parameters live in the method's
+configuration (`CoEmoGenConfig`, `EmoGenConfig`). `add_training_flags` generates every `coemogen
+train` flag from these dataclasses (names, types, defaults and help; a name two methods share is one
+flag), and `split_training_flags` turns parsed flags back into the arguments and the chosen method's
+hyper-parameters, so a new field is a new flag with no other edit.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 
-from ..models.coemogen import CoEmoGenConfig
+from ..errors import CoEmoGenError
+from ..models.runs import METHODS
 
 
 def arg(default, help: str, choices: tuple | None = None, aliases: tuple[str, ...] = (), switch: bool = False):
@@ -30,6 +33,9 @@ class TrainingArguments:
 
     manifest: str = arg(MISSING, "training manifest (JSONL or CSV: image, emotion, caption)")
     out: str = arg(MISSING, "run directory")
+    method: str = arg(
+        "coemogen", "coemogen, or emogen: EmoGen (CVPR 2024) as published, the paper's baseline", tuple(METHODS)
+    )
     pretrained_model_name_or_path: str | None = arg(
         None, "Stable Diffusion 1.x hub id or local diffusers directory (default: the pocket SD)"
     )
@@ -44,7 +50,7 @@ class TrainingArguments:
     max_train_steps: int = arg(1000, "optimiser steps")
     learning_rate: float = arg(1e-3, "AdamW learning rate")
     weight_decay: float = arg(1e-2, "AdamW decoupled weight decay")
-    lambda_sem: float = arg(1.0, "weight of L_SEM (0 = the w/o L_SEM ablation)")
+    lambda_sem: float = arg(1.0, "weight of L_SEM (0 = the w/o L_SEM ablation; CoEmoGen only)")
     mixed_precision: str = arg("no", "frozen weights in fp16/bf16; trainable ones stay fp32", ("no", "fp16", "bf16"))
     gradient_checkpointing: bool = arg(False, "recompute U-Net activations in backward (less memory)", switch=True)
     cache: str | None = arg(None, "feature cache from `coemogen cache` (latents, caption embeddings, image tokens)")
@@ -80,7 +86,9 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got '{text}'")
 
 
-def _add_fields(parser: argparse._ActionsContainer, cls: type, dataclass_fields) -> None:
+def _add_fields(parser: argparse._ActionsContainer, cls: type, dataclass_fields, model: bool = False) -> None:
+    """One flag per field. `model=True`: a method's hyper-parameters, left out of the parsed
+    namespace unless given, so `split_training_flags` knows which ones the user chose."""
     hints = typing.get_type_hints(cls)
     for f in dataclass_fields:
         kind, nargs = _flag_type(hints[f.name])
@@ -90,7 +98,7 @@ def _add_fields(parser: argparse._ActionsContainer, cls: type, dataclass_fields)
         if default is MISSING:
             kwargs["required"] = True
         else:
-            kwargs["default"] = default
+            kwargs["default"] = argparse.SUPPRESS if model else default
             if default is not None:
                 kwargs["help"] += f" (default: {default})"
         if f.metadata.get("choices"):
@@ -105,13 +113,27 @@ def _add_fields(parser: argparse._ActionsContainer, cls: type, dataclass_fields)
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """Every TrainingArguments field and every CoEmoGenConfig hyper-parameter as a flag."""
+    """Every TrainingArguments field and every method's hyper-parameters as flags."""
     _add_fields(parser, TrainingArguments, fields(TrainingArguments))
-    _add_fields(parser.add_argument_group("model (CoEmoGenConfig)"), CoEmoGenConfig, CoEmoGenConfig.hyperparameters())
+    seen: set[str] = set()
+    for method, config in METHODS.items():
+        new = [f for f in config.hyperparameters() if f.name not in seen]
+        seen.update(f.name for f in new)
+        group = parser.add_argument_group(f"--method {method} ({config.__name__}; shared names above apply to both)")
+        _add_fields(group, config, new, model=True)
 
 
 def split_training_flags(namespace: argparse.Namespace) -> tuple[TrainingArguments, dict]:
-    """Parsed flags -> (TrainingArguments, CoEmoGenConfig hyper-parameters)."""
+    """Parsed flags -> (TrainingArguments, the hyper-parameters given for the chosen method); a
+    hyper-parameter of another method is refused rather than silently ignored."""
     values = vars(namespace)
     args = TrainingArguments(**{f.name: values[f.name] for f in fields(TrainingArguments)})
-    return args, {f.name: values[f.name] for f in CoEmoGenConfig.hyperparameters()}
+    own = {f.name for f in METHODS[args.method].hyperparameters()}
+    others = {f.name for config in METHODS.values() for f in config.hyperparameters()} - own
+    foreign = sorted(name for name in others if name in values)
+    if foreign:
+        raise CoEmoGenError(
+            f"--method {args.method} has no {', '.join('--' + n for n in foreign)} "
+            f"(a hyper-parameter of another method)"
+        )
+    return args, {name: values[name] for name in own if name in values}

@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
@@ -60,6 +63,47 @@ def encoder_tokens(model: CoEmoGen, base: BaseModels, batch: dict, prefix: str =
     return base.image_tokens(pixels, model.config.image_token_layer).float()
 
 
+@torch.no_grad()
+def frozen_latents(base: BaseModels, batch: dict, generator: torch.Generator, random_flip: bool):
+    """(sampled, scaled VAE latents; the batch with its pixels on the device; the frozen features:
+    latent mean and std, caption embeddings, and image tokens when cached). Each sample is mirrored
+    with probability 1/2 under `random_flip`; draws come from `generator` (flips, then noise)."""
+    device = base.vae.device
+    flips = torch.rand(len(batch["labels"]), generator=generator) < 0.5 if random_flip else None
+    if "pixels" in batch:
+        batch = {**batch, "pixels": batch["pixels"].to(device)}
+        if flips is not None:
+            mask = flips.to(device).view(-1, 1, 1, 1)
+            batch["pixels"] = torch.where(mask, batch["pixels"].flip(-1), batch["pixels"])
+    if "latent_mean" in batch:
+        features = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        if flips is not None:
+            for name in [k for k in features if f"flipped_{k}" in features]:
+                mask = flips.to(device).view(-1, *[1] * (features[name].dim() - 1))
+                features[name] = torch.where(mask, features[f"flipped_{name}"], features[name])
+    else:
+        features = compute_features(base, batch["pixels"], batch["captions"], False, None)
+    mean, std = features["latent_mean"], features["latent_std"]
+    noise = torch.randn(mean.shape, generator=generator).to(mean)
+    latents = (mean + std * noise) * base.vae.config.scaling_factor
+    return latents.to(base.vae.dtype), batch, features
+
+
+def diffusion_inputs(scheduler, latents: torch.Tensor, generator: torch.Generator):
+    """(noisy latents, timesteps, target) of one L_LDM step: noise and timesteps from `generator`."""
+    noise = torch.randn(latents.shape, generator=generator).to(latents)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
+    t = t.to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    if scheduler.config.prediction_type == "epsilon":
+        target = noise
+    elif scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, t)
+    else:
+        raise CoEmoGenError(f"unsupported prediction type {scheduler.config.prediction_type}")
+    return noisy, t, target
+
+
 class CoEmoGenTrainingModule(nn.Module):
     """Frozen base models + trainable CoEmoGen parts; forward returns the losses of one batch.
 
@@ -80,26 +124,9 @@ class CoEmoGenTrainingModule(nn.Module):
     def frozen_features(self, batch: dict, generator: torch.Generator):
         """Sampled VAE latents, CLIP image tokens (None without the encoder) and caption embeddings,
         each sample mirrored with probability 1/2 under `random_flip`."""
-        device = self.vae.device
-        flips = torch.rand(len(batch["labels"]), generator=generator) < 0.5 if self.random_flip else None
-        if "pixels" in batch:
-            batch = {**batch, "pixels": batch["pixels"].to(device)}
-            if flips is not None:
-                mask = flips.to(device).view(-1, 1, 1, 1)
-                batch["pixels"] = torch.where(mask, batch["pixels"].flip(-1), batch["pixels"])
-        if "latent_mean" in batch:
-            features = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            if flips is not None:
-                for name in [k for k in features if f"flipped_{k}" in features]:
-                    mask = flips.to(device).view(-1, *[1] * (features[name].dim() - 1))
-                    features[name] = torch.where(mask, features[f"flipped_{name}"], features[name])
-        else:
-            features = compute_features(self.base, batch["pixels"], batch["captions"], False, None)
-        mean, std = features["latent_mean"], features["latent_std"]
-        noise = torch.randn(mean.shape, generator=generator).to(mean)
-        latents = (mean + std * noise) * self.vae.config.scaling_factor
+        latents, batch, features = frozen_latents(self.base, batch, generator, self.random_flip)
         tokens = encoder_tokens(self.model, self.base, {**batch, **features})
-        return latents.to(self.vae.dtype), tokens, features["caption_embeds"]
+        return latents, tokens, features["caption_embeds"]
 
     def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         latents, tokens, caption_embeds = self.frozen_features(batch, generator)
@@ -108,17 +135,7 @@ class CoEmoGenTrainingModule(nn.Module):
         cond, pooled = self.conditioner.encode_embeddings(
             visual.to(self.text_encoder.dtype), self.model.config.template
         )
-        scheduler = self.base.noise_scheduler
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(labels),), generator=generator)
-        t = t.to(latents.device)
-        noisy = scheduler.add_noise(latents, noise, t)
-        if scheduler.config.prediction_type == "epsilon":
-            target = noise
-        elif scheduler.config.prediction_type == "v_prediction":
-            target = scheduler.get_velocity(latents, noise, t)
-        else:
-            raise CoEmoGenError(f"unsupported prediction type {scheduler.config.prediction_type}")
+        noisy, t, target = diffusion_inputs(self.base.noise_scheduler, latents, generator)
         pred = self.unet(noisy, t, encoder_hidden_states=cond).sample
         l_ldm = F.mse_loss(pred.float(), target.float())
         condition = self.text_projection(pooled).float()
@@ -284,11 +301,81 @@ def validation_grid(model: CoEmoGen, base: BaseModels, dataset: ManifestDataset 
     return image_grid(output.images)
 
 
+def run_loop(
+    args: TrainingArguments,
+    accelerator,
+    module: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    params: dict[str, nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    global_step: int,
+    select_adapters: Callable[[dict], AbstractContextManager],
+    validation: Callable[[], Image.Image],
+) -> None:
+    """The optimisation loop every method shares: `module(batch, generator)` returns the losses
+    (its "loss" is optimised), called and back-propagated inside `select_adapters(batch)`; resumable
+    checkpoints, logs and validation grids every so many steps. The random draws of micro-step m
+    come from (seed, m, process), so a resumed run continues as the uninterrupted one."""
+    out = Path(args.out)
+    weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
+    autocast = torch.autocast(accelerator.device.type, dtype=weight_dtype, enabled=weight_dtype != torch.float32)
+    scaler = torch.amp.GradScaler(accelerator.device.type, enabled=args.mixed_precision == "fp16")
+    bar = tqdm(
+        total=args.max_train_steps, initial=global_step, desc="train", disable=not accelerator.is_local_main_process
+    )
+    micro_step = global_step * args.gradient_accumulation_steps
+    batches = iter(loader)
+    while global_step < args.max_train_steps:
+        batch = next(batches)
+        generator = torch.Generator().manual_seed(
+            args.seed * 1_000_003 + micro_step * accelerator.num_processes + accelerator.process_index
+        )
+        with accelerator.accumulate(module), select_adapters(batch):
+            with autocast:
+                losses = module(batch, generator)
+            accelerator.backward(scaler.scale(losses["loss"]))
+            if accelerator.sync_gradients:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+        micro_step += 1
+        if not accelerator.sync_gradients:
+            continue
+        global_step += 1
+        bar.update(1)
+        logs = {k: v.detach().item() for k, v in losses.items()}
+        bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
+        accelerator.log(logs, step=global_step)
+        if not math.isfinite(logs["loss"]):
+            raise CoEmoGenError(f"loss became {logs['loss']} at step {global_step}; lower --learning_rate or use fp32")
+        if accelerator.is_main_process:
+            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+                save_checkpoint(out / f"checkpoint-{global_step}", params, optimizer, global_step)
+                prune_checkpoints(out, args.checkpoints_total_limit)
+            if args.validation_steps and global_step % args.validation_steps == 0:
+                grid = validation()
+                with atomic_output(out / "validation" / f"step-{global_step:06d}.png") as tmp:
+                    grid.save(tmp, format="PNG")
+                if args.report_to == "tensorboard":
+                    import numpy as np
+
+                    accelerator.get_tracker("tensorboard").writer.add_image(
+                        "validation", np.asarray(grid), global_step, dataformats="HWC"
+                    )
+    bar.close()
+    accelerator.wait_for_everyone()
+
+
 def train(args: TrainingArguments, **hyperparameters) -> Path:
     """Run training; returns the run directory (config, safetensors weights, clusters).
 
-    `hyperparameters`: CoEmoGenConfig fields (lora_rank, shared_lora, ...); the rest keep their defaults.
+    `hyperparameters`: the method's configuration fields (CoEmoGenConfig's lora_rank, shared_lora,
+    ...; EmoGenConfig's for `args.method == "emogen"`); the rest keep their defaults.
     """
+    if args.method == "emogen":
+        from .emogen import train_emogen
+
+        return train_emogen(args, **hyperparameters)
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
@@ -367,56 +454,15 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
         summary = {"records": len(records), "skipped": skips.total, "skip_reasons": dict(skips.reasons)}
         write_text(out / "data_summary.json", json.dumps({**summary, "per_emotion": per_emotion}, indent=1))
 
-    # 4. The loop.
-    weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
-    autocast = torch.autocast(accelerator.device.type, dtype=weight_dtype, enabled=weight_dtype != torch.float32)
-    scaler = torch.amp.GradScaler(accelerator.device.type, enabled=args.mixed_precision == "fp16")
-    bar = tqdm(
-        total=args.max_train_steps, initial=global_step, desc="train", disable=not accelerator.is_local_main_process
-    )
-    micro_step = global_step * args.gradient_accumulation_steps
-    batches = iter(loader)
-    while global_step < args.max_train_steps:
-        batch = next(batches)
-        labels = batch["labels"].to(accelerator.device)
-        generator = torch.Generator().manual_seed(
-            args.seed * 1_000_003 + micro_step * accelerator.num_processes + accelerator.process_index
-        )
-        # Backward stays inside the adapter selection: gradient checkpointing re-runs the U-Net there.
-        with accelerator.accumulate(module), adapter_weights(base.unet, model.gates(model.one_hot(labels))):
-            with autocast:
-                losses = module(batch, generator)
-            accelerator.backward(scaler.scale(losses["loss"]))
-            if accelerator.sync_gradients:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-        micro_step += 1
-        if not accelerator.sync_gradients:
-            continue
-        global_step += 1
-        bar.update(1)
-        logs = {k: v.detach().item() for k, v in losses.items()}
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", l_sem=f"{logs['l_sem']:.3f}")
-        accelerator.log(logs, step=global_step)
-        if not math.isfinite(logs["loss"]):
-            raise CoEmoGenError(f"loss became {logs['loss']} at step {global_step}; lower --learning_rate or use fp32")
-        if accelerator.is_main_process:
-            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
-                save_checkpoint(out / f"checkpoint-{global_step}", params, optimizer, global_step)
-                prune_checkpoints(out, args.checkpoints_total_limit)
-            if args.validation_steps and global_step % args.validation_steps == 0:
-                grid = validation_grid(model, base, dataset, args.seed, accelerator.device)
-                with atomic_output(out / "validation" / f"step-{global_step:06d}.png") as tmp:
-                    grid.save(tmp, format="PNG")
-                if args.report_to == "tensorboard":
-                    import numpy as np
+    # 4. The loop; backward stays inside the adapter selection: gradient checkpointing re-runs the
+    # U-Net there.
+    def select_adapters(batch: dict):
+        return adapter_weights(base.unet, model.gates(model.one_hot(batch["labels"].to(accelerator.device))))
 
-                    accelerator.get_tracker("tensorboard").writer.add_image(
-                        "validation", np.asarray(grid), global_step, dataformats="HWC"
-                    )
-    bar.close()
-    accelerator.wait_for_everyone()
+    def validation() -> Image.Image:
+        return validation_grid(model, base, dataset, args.seed, accelerator.device)
+
+    run_loop(args, accelerator, module, loader, params, optimizer, global_step, select_adapters, validation)
 
     # 5. Finalise: fit the emotion clusters on the trained embeddings, save the run.
     if accelerator.is_main_process:
