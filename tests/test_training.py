@@ -332,13 +332,16 @@ def test_train_flags_and_configuration_dataclasses_agree():
 
     parser = build_parser()
     train_parser = parser._subparsers._group_actions[0].choices["train"]
+    from coemogen.models.emogen import EmoGenConfig
+
     dests = {a.dest for a in train_parser._actions if a.dest != "help"}
-    expected = {f.name for f in fields(TrainingArguments)} | {f.name for f in CoEmoGenConfig.hyperparameters()}
+    methods = (CoEmoGenConfig, EmoGenConfig)
+    expected = {f.name for f in fields(TrainingArguments)} | {f.name for c in methods for f in c.hyperparameters()}
     assert dests == expected
     derived = {f.name for f in fields(CoEmoGenConfig)} - {f.name for f in CoEmoGenConfig.hyperparameters()}
     assert derived == {"taxonomy", "embed_dim", "image_dim", "pretrained_model_name_or_path",
-                       "clip_model_name_or_path", "resolution"}  # fmt: skip
-    for f in (*fields(TrainingArguments), *fields(CoEmoGenConfig)):
+                       "clip_model_name_or_path", "resolution", "method"}  # fmt: skip
+    for f in (*fields(TrainingArguments), *fields(CoEmoGenConfig), *fields(EmoGenConfig)):
         assert f.metadata.get("help"), f.name  # every field says what it is
     assert "--lora_alpha" in train_parser.format_help() and "--method" in train_parser.format_help()
 

@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from ..data.images import image_grid
 from ..data.manifest import ManifestRecord
+from ..data.readers import synthetic_world_root
 from ..errors import CoEmoGenError
 from ..io import atomic_output, save_safetensors, write_text
-from ..models.base import POCKET_IDS, BaseModels, load_base_models, resolve_sources
+from ..models.base import BaseModels, load_base_models, resolve_sources
 from ..models.clip import text_embeds
 from ..models.clusters import EmotionClusters
 from ..models.conditioning import EmotionConditioner, check_template
@@ -238,11 +239,10 @@ def train_clip_emotion_classifier(
     head.eval().requires_grad_(False)
 
 
-def resolve_encoder(config_values: dict, sd_source: str, resolution: int) -> dict:
-    """The emotion encoder's defaults: the small CNN at the training resolution on the synthetic
-    world's pocket models, else their ImageNet-initialised ResNet-50 at 224 px."""
+def resolve_encoder(config_values: dict, world: bool, resolution: int) -> dict:
+    """The emotion encoder's defaults: the small CNN at the training resolution on synthetic-world
+    data, else their ImageNet-initialised ResNet-50 at 224 px."""
     values = dict(config_values)
-    world = sd_source in POCKET_IDS
     values.setdefault("emotion_encoder", SMALL_CNN if world else "resnet50")
     if values["emotion_encoder"] != SMALL_CNN and "emotion_encoder_weights" not in values and not world:
         values["emotion_encoder_weights"] = "DEFAULT"
@@ -286,7 +286,7 @@ def train_emogen(args: TrainingArguments, **hyperparameters) -> Path:
         pretrained_model_name_or_path=sd,
         clip_model_name_or_path=clip,
         resolution=resolution,
-        **resolve_encoder(hyperparameters, sd, resolution),
+        **resolve_encoder(hyperparameters, synthetic_world_root(records[0].image) is not None, resolution),
     )
     with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
         torch.manual_seed(args.seed)
