@@ -29,7 +29,7 @@ from coemogen.training.emogen import (
 from coemogen.training.loop import train
 
 TAX = Taxonomy.default()
-SMALL = dict(emotion_dim=16, mapper_width=24, encoder_train_steps=4, encoder_batch_size=8)
+SMALL = dict(emotion_dim=16, mapper_width=24, encoder_epochs=1, encoder_batch_size=8)
 
 
 @pytest.fixture(scope="module")

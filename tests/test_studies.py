@@ -114,9 +114,11 @@ def test_paper_table_seeds_resume_and_dreambooth(tmp_path):
     from coemogen.experiments.paper_table import paper_table
 
     out = tmp_path / "table"
-    rows = ["DreamBooth", "CoEmoGen"]
+    rows = ["DreamBooth", "EmoGen", "CoEmoGen"]
     first = paper_table(out, scale="quick", seeds=1, rows=rows, num_resamples=50)
-    assert {name: e["emo_a"].seeds for name, e in first.items()} == {"DreamBooth": 1, "CoEmoGen": 1}
+    assert {name: e["emo_a"].seeds for name, e in first.items()} == {"DreamBooth": 1, "EmoGen": 1, "CoEmoGen": 1}
+    emogen = json.loads((out / "emogen" / "seed-0" / "run" / "config.json").read_text())
+    assert emogen["method"] == "emogen" and not (out / "emogen" / "seed-0" / "run" / "hilora.safetensors").exists()
     lora = out / "dreambooth" / "seed-0" / "run" / "fear" / "pytorch_lora_weights.safetensors"
     from safetensors.torch import load_file
 

@@ -68,7 +68,8 @@ PAPER = {
 @dataclass
 class Row:
     name: str
-    method: str = "coemogen"  # coemogen | base (the base model prompted with the emotion) | dreambooth
+    # coemogen | emogen (EmoGen as published) | base (the base model prompted with the emotion) | dreambooth
+    method: str = "coemogen"
     captions: str = "oracle"  # oracle | oracle-no-prior | attributes
     drop: float = 0.2
     lambda_sem: float = 1.0
@@ -88,7 +89,9 @@ ROWS = [
     ),
     Row("DreamBooth", method="dreambooth"),
     Row("Shared LoRA", model=dict(shared_lora=True)),
-    Row("EmoGen", captions="attributes"),
+    Row("EmoGen", method="emogen"),
+    # CoEmoGen with L_SEM's target written from EmoSet's attribute words: sentence against word supervision
+    Row("CoEmoGen w/ word-level attributes", captions="attributes"),
     Row("CoEmoGen"),
     Row("w/o L_SEM", lambda_sem=0.0),
     Row("w/o emotion-specific LoRAs", model=dict(emotion_lora=False)),
@@ -232,17 +235,19 @@ def claim(work: Path) -> bool:
 def _training_arguments(
     row: Row, work: Path, out: Path, items: list, captioners: dict, sc: Scale, seed: int, data_seed: int
 ):
-    """Caption and filter once per row (data, shared by its seeds), then the row's training arguments."""
+    """Caption and filter once per row (data, shared by its seeds), then the row's training arguments.
+    EmoGen trains on every image with its EmoSet attributes (the unfiltered captions file is its
+    manifest; it reads no caption)."""
     from filelock import FileLock
 
     captions = out / f"captions_{row.captions}.jsonl"
-    manifest = out / row.slug / "manifest.jsonl"
+    manifest = captions if row.method == "emogen" else out / row.slug / "manifest.jsonl"
     with FileLock(out / ".data.lock"):  # processes sharing the table caption and filter one at a time
         run_captioning(items, captioners[row.captions], captions)
         if not manifest.is_file():
             filter_captions(captions, manifest, str(POCKET_CLIP), drop=row.drop, seed=data_seed)
     return study_training_arguments(
-        manifest, work / "run", sc.train_steps, sc.train_batch_size, seed, lambda_sem=row.lambda_sem
+        manifest, work / "run", sc.train_steps, sc.train_batch_size, seed, lambda_sem=row.lambda_sem, method=row.method
     )
 
 

@@ -52,7 +52,7 @@ class EmoGenConfig:
     )
     emotion_dim: int = hparam(768, "width of the emotion space (their fc_1: 2048 -> 768)")
     encoder_image_size: int = hparam(224, "emotion-encoder input size (their Resize(256) + CenterCrop(224))")
-    encoder_train_steps: int = hparam(600, "emotion-classifier training steps on the run's training split")
+    encoder_epochs: float = hparam(10, "emotion-classifier training passes over the run's training split")
     encoder_batch_size: int = hparam(32, "emotion-classifier batch size")
     encoder_learning_rate: float = hparam(1e-3, "emotion-classifier AdamW learning rate")
     emogen_mapper: str = hparam("MLP", "mapper: MLP (theirs, default) or FC (one linear layer)", )

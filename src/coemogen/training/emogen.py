@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -168,7 +169,8 @@ def train_emotion_encoder(
     model: EmoGen, dataset: ManifestDataset, config: EmoGenConfig, seed: int, device: torch.device
 ) -> None:
     """Stage 1: the image emotion classifier, cross-entropy on balanced batches of the training
-    split, each image mirrored with probability 1/2; deterministic from `seed`."""
+    split for `encoder_epochs` passes, each image mirrored with probability 1/2; deterministic from
+    `seed`."""
     encoder = model.emotion_encoder.to(device).train()
     encoder.requires_grad_(True)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.encoder_learning_rate)
@@ -176,7 +178,8 @@ def train_emotion_encoder(
     g = torch.Generator().manual_seed(seed * 7 + 3)
     with torch.random.fork_rng(devices=[]):  # dropout draws from the seed, the global RNG untouched
         torch.manual_seed(seed)
-        for step in tqdm(range(config.encoder_train_steps), desc="emotion encoder", leave=False):
+        steps = math.ceil(config.encoder_epochs * len(dataset) / config.encoder_batch_size)
+        for step in tqdm(range(steps), desc="emotion encoder", leave=False):
             batch = collate([dataset[i] for i, _ in sampler.batch(step)])
             pixels = batch["pixels"].to(device)
             flips = (torch.rand(len(pixels), generator=g) < 0.5).to(device).view(-1, 1, 1, 1)
