@@ -14,7 +14,7 @@ from coemogen.data.images import load_rgb, to_tensor
 from coemogen.errors import CoEmoGenError
 from coemogen.evaluation.emotion_head import PublishedEmotionHead
 from coemogen.evaluation.evaluate import MetricNetworks, build_metric_networks, evaluate
-from coemogen.evaluation.metrics import PolarityAccuracy, random_pairs
+from coemogen.evaluation.metrics import REPORTED_KEYS, PolarityAccuracy, random_pairs
 from coemogen.experiments.statistics import bootstrap, bootstrap_difference, load_samples, seed_metrics
 from coemogen.models.clip import ClipImagePreprocessor, image_embeds
 from coemogen.taxonomy import Taxonomy
@@ -111,8 +111,8 @@ def test_evaluate_writes_samples_that_reproduce_its_numbers_and_bootstrap(tmp_pa
         )
         samples = load_samples(tmp_path / f"out-{seed}" / "samples.safetensors")
         full = seed_metrics(samples)
-        for key in ("fid", "lpips", "emo_a", "sem_c", "sem_d", "polarity_acc"):
-            assert full[key] == pytest.approx(report["overall"][key]), key
+        for key in REPORTED_KEYS:
+            assert full[key] == pytest.approx(report["overall"][key], rel=1e-9), key
         assert samples["fid_features"].shape == (15, 3) and samples["lpips_pairs"].shape == (3, 30)
         runs.append(samples)
     est = bootstrap(runs, num_resamples=200)
@@ -122,6 +122,19 @@ def test_evaluate_writes_samples_that_reproduce_its_numbers_and_bootstrap(tmp_pa
     assert est["emo_a"].low < est["emo_a"].high  # images and seeds really resampled
     same = bootstrap_difference(runs, runs, "emo_a", num_resamples=200)
     assert same.mean == 0 and same.low <= 0 <= same.high
+
+
+@pytest.mark.parametrize("protocol", ["coemogen", "emogen"])
+def test_every_metrics_bootstrap_point_estimate_is_evaluates_value(tmp_path, protocol):
+    reference = _images(tmp_path / "reference", {"awe": 4, "fear": 5}, seed=2)
+    generated = _images(tmp_path / "generated", {"awe": 6, "fear": 4}, seed=3)
+    nets = _networks()
+    report = evaluate(generated, reference, tmp_path / "out", TAX, num_pairs=25, networks=nets, protocol=protocol)
+    samples = load_samples(tmp_path / "out" / "samples.safetensors")
+    estimates = bootstrap([samples], num_resamples=20)
+    assert set(estimates) == set(REPORTED_KEYS)
+    for key in REPORTED_KEYS:
+        assert estimates[key].mean == pytest.approx(report["overall"][key], rel=1e-9), key
 
 
 # --- published heads -------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def _old_pairwise(kind: str, feats, pairs: torch.Tensor, layer_weights=None) -> 
         return float(((feats[i] - feats[j]) ** 2).mean(dim=1).mean())
     if kind == "cosine":
         return float((1 - F.cosine_similarity(feats[i], feats[j], dim=1)).mean())
-    total = torch.zeros(len(pairs))
+    total = torch.zeros(len(pairs), dtype=feats[0].dtype)
     for k, fmap in enumerate(feats):
         unit = fmap / torch.sqrt((fmap**2).sum(dim=1, keepdim=True) + 1e-8)
         w = layer_weights[k].view(1, -1, 1, 1) if layer_weights else 1.0
@@ -110,7 +110,8 @@ def test_pairwise_metrics_equal_the_old_pairwise_distance():
         m = LPIPSDiversity(num_pairs=300, seed=4, layer_weights=weights)
         m.update([f[:10] for f in maps])
         m.update([f[10:] for f in maps])
-        assert m.compute() == _old_pairwise("lpips", maps, pairs, weights)
+        as_double = None if weights is None else [w.double() for w in weights]
+        assert m.compute() == _old_pairwise("lpips", [f.double() for f in maps], pairs, as_double)  # float64 now
 
 
 def test_random_pairs_are_the_published_ones():

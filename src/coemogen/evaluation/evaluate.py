@@ -188,7 +188,143 @@ def _groups(taxonomy: Taxonomy) -> list[int]:
 
 
 PAIRWISE = ("lpips", "sem_d", "sem_d_cosine")  # diversity within the generated set: need 2 images
-PROTOCOLS = {"coemogen": 1000, "emogen": 10}  # each protocol's default number of pairs per emotion
+
+
+@dataclass(frozen=True)
+class EvaluationProtocol:
+    """Every way EmoGen's evaluation script differs from ours, in one place (docs/evaluation.md
+    says why ours differs). `num_pairs`: default pairs per emotion for LPIPS and Sem-D;
+    `all_reference_images`: FID against every reference image of every split (ours: the test split,
+    at most `max_reference` per emotion); `cumulative_pairs`: pairs drawn from the images of the
+    emotion and every emotion before it in taxonomy order (their image list is never reset);
+    `lpips_unit_range`: LPIPS fed [0, 1] images where it expects [-1, 1]; `summed_polarity`:
+    polarity as the group of highest summed probability (ours: the argmax emotion's group)."""
+
+    num_pairs: int
+    all_reference_images: bool = False
+    cumulative_pairs: bool = False
+    lpips_unit_range: bool = False
+    summed_polarity: bool = False
+
+
+PROTOCOLS = {
+    "coemogen": EvaluationProtocol(num_pairs=1000),
+    "emogen": EvaluationProtocol(
+        num_pairs=10, all_reference_images=True, cumulative_pairs=True, lpips_unit_range=True, summed_polarity=True
+    ),
+}
+
+
+class _Evaluation:
+    """The running state of one `evaluate` call: the metric objects pooled over every emotion, the
+    per-pair metrics (one emotion's, or EmoGen's cumulative pool), the per-image samples, warnings."""
+
+    def __init__(
+        self, nets: MetricNetworks, taxonomy: Taxonomy, protocol: EvaluationProtocol, num_pairs: int, seed: int
+    ) -> None:
+        self.nets, self.taxonomy, self.protocol, self.num_pairs, self.seed = nets, taxonomy, protocol, num_pairs, seed
+        self.sizes = {n.image_size for n in (nets.fid, nets.lpips, nets.emotion, nets.scene, nets.object, nets.clip)}
+        self.groups = _groups(taxonomy)
+        self.pooled = self._image_metrics()
+        self.cumulative = self._pair_metrics()
+        self.samples: dict[str, list[torch.Tensor]] = {
+            "emotion": [], "fid_features": [], "lpips_pairs": [], "sem_d_pairs": []
+        }  # fmt: skip
+        self.warnings: list[str] = []
+
+    def _image_metrics(self) -> dict:
+        return {
+            "fid": FrechetDistance(),
+            "emo_a": EmotionAccuracy(),
+            "sem_c": SemanticConsistency(),
+            "polarity_acc": PolarityAccuracy(self.groups, summed=self.protocol.summed_polarity),
+            "target_prob": TargetProbability(),
+        }
+
+    def _pair_metrics(self) -> dict:
+        lpips_weights = getattr(self.nets.lpips, "layer_weights", None)
+        return {
+            "lpips": LPIPSDiversity(self.num_pairs, self.seed, lpips_weights),
+            "sem_d": SemanticDiversity(self.num_pairs, self.seed),
+            "sem_d_cosine": CosineSemanticDiversity(self.num_pairs, self.seed),
+        }
+
+    def warn(self, message: str) -> None:
+        logger.warning(message)
+        self.warnings.append(message)
+
+    def emotion(self, emotion: str, images: list[Image.Image], ref_images: list[Image.Image]) -> dict:
+        """Feed one emotion's generated and reference images to its own and the pooled metrics;
+        returns its row of the report (NaN, with a warning, where it has too few images)."""
+        nets, target = self.nets, self.taxonomy.index(emotion)
+        own = {**self._image_metrics(), **(self.cumulative if self.protocol.cumulative_pairs else self._pair_metrics())}
+        both = (own, self.pooled)
+        for px in _batches(images, self.sizes):
+            feats, logits = nets.fid(px[nets.fid.image_size]), nets.emotion(px[nets.emotion.image_size])
+            targets = torch.full((len(logits),), target)
+            self.samples["emotion"].append(targets)
+            self.samples["fid_features"].append(feats.detach().double().cpu())
+            scene, obj = nets.scene(px[nets.scene.image_size]), nets.object(px[nets.object.image_size])
+            for group in both:
+                group["fid"].update(feats, real=False)
+                for key in ("emo_a", "polarity_acc", "target_prob"):
+                    group[key].update(logits, targets)
+                group["sem_c"].update(scene, obj)
+            lpips_in = px[nets.lpips.image_size]
+            own["lpips"].update(nets.lpips((lpips_in + 1) / 2 if self.protocol.lpips_unit_range else lpips_in))
+            clip = nets.clip(px[nets.clip.image_size])
+            own["sem_d"].update(clip)
+            own["sem_d_cosine"].update(clip)
+        for px in _batches(ref_images, {nets.fid.image_size}):
+            feats = nets.fid(px[nets.fid.image_size])
+            for group in both:
+                group["fid"].update(feats, real=True)
+        missing = set()
+        if len(images) < 2 or len(ref_images) < 2:
+            missing.add("fid")
+            self.warn(
+                f"{emotion}: FID needs at least 2 generated and 2 reference images, got {len(images)} generated "
+                f"and {len(ref_images)} reference; recorded as NaN"
+            )
+        if own["lpips"].num_samples < 2:
+            missing.update(PAIRWISE)
+            self.warn(
+                f"{emotion}: LPIPS and Sem-D need at least 2 generated images, got {len(images)}; recorded as NaN"
+            )
+        else:
+            self.samples["lpips_pairs"].append(own["lpips"].pair_distances().double())
+            self.samples["sem_d_pairs"].append(own["sem_d"].pair_distances().double())
+        return {
+            **{key: float("nan") if key in missing else m.compute() for key, m in own.items()},
+            "num_images": len(images),
+            "num_reference": len(ref_images),
+        }
+
+    def overall(self, per_emotion: dict[str, dict], num_images: int) -> dict:
+        """Pooled metrics over every image; the diversity metrics (and FID per emotion) averaged
+        over the emotions."""
+
+        def mean(key: str) -> float:
+            return sum(m[key] for m in per_emotion.values()) / len(per_emotion)
+
+        fid = self.pooled["fid"]
+        if fid.num_fake < 2 or fid.num_real < 2:
+            self.warn(
+                f"overall: FID needs at least 2 generated and 2 reference images, got {fid.num_fake} generated "
+                f"and {fid.num_real} reference; recorded as NaN"
+            )
+        return {
+            "fid": fid.compute() if fid.num_fake >= 2 and fid.num_real >= 2 else float("nan"),
+            "fid_mean_per_emotion": mean("fid"),
+            "lpips": mean("lpips"),
+            "emo_a": self.pooled["emo_a"].compute(),
+            "sem_c": self.pooled["sem_c"].compute(),
+            "sem_d": mean("sem_d"),
+            "sem_d_cosine": mean("sem_d_cosine"),
+            "polarity_acc": self.pooled["polarity_acc"].compute(),
+            "target_prob": self.pooled["target_prob"].compute(),
+            "num_images": num_images,
+        }
 
 
 def evaluate(
@@ -206,130 +342,38 @@ def evaluate(
     into `out` (report.py) and return the report: {"overall", "per_emotion", "settings"}.
 
     `protocol`: "coemogen" (ours, the default) or "emogen" (EmoGen's evaluation script where it
-    differs, so numbers compare with published tables): 10 pairs per emotion drawn from the images
-    of that emotion and every emotion before it in EmoGen's order (its image list is never reset),
-    LPIPS fed [0, 1] images where it expects [-1, 1], polarity as the group of highest summed
-    probability, and FID against every reference image of every split. docs/evaluation.md lists
-    each difference and why ours differs.
+    differs, so numbers compare with published tables): `EvaluationProtocol` lists the differences.
 
     A metric that an emotion has too few images for (FID: 2 generated and 2 reference; LPIPS and
     Sem-D: 2 generated) is recorded as NaN, with a warning logged and kept in settings["warnings"].
     """
+    # 1. The protocol, the generated images, the reference images and the networks.
     if protocol not in PROTOCOLS:
         raise CoEmoGenError(f"unknown evaluation protocol '{protocol}'; choose one of {list(PROTOCOLS)}")
-    emogen = protocol == "emogen"
-    num_pairs = num_pairs or PROTOCOLS[protocol]
+    rules = PROTOCOLS[protocol]
+    num_pairs = num_pairs or rules.num_pairs
     taxonomy = taxonomy or Taxonomy.default()
     skips = SkipCounter()
     generated = load_generated(images_dir, taxonomy, skips)
     ref_items = read_dataset(reference, taxonomy, SkipCounter())
-    test_items = ref_items if emogen else [it for it in ref_items if it.split in (None, "test")] or ref_items
+    test_items = [it for it in ref_items if it.split in (None, "test")] or ref_items
+    if rules.all_reference_images:
+        test_items = ref_items
     nets = networks or build_metric_networks(reference, taxonomy)
-    sizes = {n.image_size for n in (nets.fid, nets.lpips, nets.emotion, nets.scene, nets.object, nets.clip)}
-    lpips_weights = getattr(nets.lpips, "layer_weights", None)
-    groups = _groups(taxonomy)
-    # Pooled over every emotion; LPIPS and Sem-D are averaged over the emotions instead.
-    pooled = {
-        "fid": FrechetDistance(),
-        "emo_a": EmotionAccuracy(),
-        "sem_c": SemanticConsistency(),
-        "polarity_acc": PolarityAccuracy(groups, summed=emogen),
-        "target_prob": TargetProbability(),
-    }
-    # EmoGen's pair pool grows over the emotions (in taxonomy order); ours is one emotion's images.
-    cumulative = {
-        "lpips": LPIPSDiversity(num_pairs, seed, lpips_weights),
-        "sem_d": SemanticDiversity(num_pairs, seed),
-        "sem_d_cosine": CosineSemanticDiversity(num_pairs, seed),
-    }
+    run = _Evaluation(nets, taxonomy, rules, num_pairs, seed)
+
+    # 2. Each emotion (a cumulative pair pool grows in taxonomy order), then 3. the overall values.
+    order = [e for e in taxonomy.emotions if e in generated] if rules.cumulative_pairs else sorted(generated)
     per_emotion: dict[str, dict] = {}
-    warnings: list[str] = []
-    samples: dict[str, list[torch.Tensor]] = {"emotion": [], "fid_features": [], "lpips_pairs": [], "sem_d_pairs": []}
-
-    def warn(message: str) -> None:
-        logger.warning(message)
-        warnings.append(message)
-
-    order = [e for e in taxonomy.emotions if e in generated] if emogen else sorted(generated)
     for emotion in tqdm(order, desc="evaluate"):
-        images = generated[emotion]
-        target = taxonomy.index(emotion)
-        metrics = {
-            "fid": FrechetDistance(),
-            "lpips": cumulative["lpips"] if emogen else LPIPSDiversity(num_pairs, seed, lpips_weights),
-            "emo_a": EmotionAccuracy(),
-            "sem_c": SemanticConsistency(),
-            "sem_d": cumulative["sem_d"] if emogen else SemanticDiversity(num_pairs, seed),
-            "sem_d_cosine": cumulative["sem_d_cosine"] if emogen else CosineSemanticDiversity(num_pairs, seed),
-            "polarity_acc": PolarityAccuracy(groups, summed=emogen),
-            "target_prob": TargetProbability(),
-        }
-        both = (metrics, pooled)
-        for px in _batches(images, sizes):
-            feats, logits = nets.fid(px[nets.fid.image_size]), nets.emotion(px[nets.emotion.image_size])
-            targets = torch.full((len(logits),), target)
-            samples["emotion"].append(targets)
-            samples["fid_features"].append(feats.detach().double().cpu())
-            for group in both:
-                group["fid"].update(feats, real=False)
-                for key in ("emo_a", "polarity_acc", "target_prob"):
-                    group[key].update(logits, targets)
-            scene, obj = nets.scene(px[nets.scene.image_size]), nets.object(px[nets.object.image_size])
-            for group in both:
-                group["sem_c"].update(scene, obj)
-            lpips_in = px[nets.lpips.image_size]
-            metrics["lpips"].update(nets.lpips((lpips_in + 1) / 2 if emogen else lpips_in))  # see docstring
-            clip = nets.clip(px[nets.clip.image_size])
-            metrics["sem_d"].update(clip)
-            metrics["sem_d_cosine"].update(clip)
         refs = [it for it in test_items if it.emotion == emotion]
         if len(refs) < 2:  # a tiny reference set: fall back to every split of this emotion
             refs = [it for it in ref_items if it.emotion == emotion]
-        ref_images = [load_rgb(it.path) for it in (refs if emogen else refs[:max_reference])]
-        for px in _batches(ref_images, {nets.fid.image_size}):
-            feats = nets.fid(px[nets.fid.image_size])
-            for group in both:
-                group["fid"].update(feats, real=True)
-        missing = set()
-        if len(images) < 2 or len(ref_images) < 2:
-            missing.add("fid")
-            warn(
-                f"{emotion}: FID needs at least 2 generated and 2 reference images, got {len(images)} generated "
-                f"and {len(ref_images)} reference; recorded as NaN"
-            )
-        if metrics["lpips"].num_samples < 2:
-            missing.update(PAIRWISE)
-            warn(f"{emotion}: LPIPS and Sem-D need at least 2 generated images, got {len(images)}; recorded as NaN")
-        else:
-            samples["lpips_pairs"].append(metrics["lpips"].pair_distances().double())
-            samples["sem_d_pairs"].append(metrics["sem_d"].pair_distances().double())
-        per_emotion[emotion] = {
-            **{key: float("nan") if key in missing else m.compute() for key, m in metrics.items()},
-            "num_images": len(images),
-            "num_reference": len(ref_images),
-        }
+        refs = refs if rules.all_reference_images else refs[:max_reference]
+        per_emotion[emotion] = run.emotion(emotion, generated[emotion], [load_rgb(it.path) for it in refs])
+    overall = run.overall(per_emotion, sum(len(v) for v in generated.values()))
 
-    def mean(key: str) -> float:
-        return sum(m[key] for m in per_emotion.values()) / len(per_emotion)
-
-    fid = pooled["fid"]
-    if fid.num_fake < 2 or fid.num_real < 2:
-        warn(
-            f"overall: FID needs at least 2 generated and 2 reference images, got {fid.num_fake} generated "
-            f"and {fid.num_real} reference; recorded as NaN"
-        )
-    overall = {
-        "fid": fid.compute() if fid.num_fake >= 2 and fid.num_real >= 2 else float("nan"),
-        "fid_mean_per_emotion": mean("fid"),
-        "lpips": mean("lpips"),
-        "emo_a": pooled["emo_a"].compute(),
-        "sem_c": pooled["sem_c"].compute(),
-        "sem_d": mean("sem_d"),
-        "sem_d_cosine": mean("sem_d_cosine"),
-        "polarity_acc": pooled["polarity_acc"].compute(),
-        "target_prob": pooled["target_prob"].compute(),
-        "num_images": sum(len(v) for v in generated.values()),
-    }
+    # 4. The report and the per-image samples the confidence intervals are computed from.
     report = {
         "overall": overall,
         "per_emotion": per_emotion,
@@ -343,11 +387,11 @@ def evaluate(
             "networks": nets.names(),
             "skipped": skips.total,
             "skip_reasons": dict(skips.reasons),
-            "warnings": warnings,
+            "warnings": run.warnings,
         },
     }
     write_report(report, generated, out)
-    write_samples(samples, pooled, out)
+    write_samples(run.samples, run.pooled, out)
     return report
 
 

@@ -14,26 +14,41 @@ the synthetic world's judges) is the evaluator's choice and is named in every re
   seeded random pairs within one set (`random_pairs`);
 - `EmotionAccuracy` (Emo-A), `PolarityAccuracy`, `TargetProbability`: from emotion logits;
 - `SemanticConsistency` (Sem-C): from scene and object probabilities.
+
+`REPORTED` defines the reported metrics once (key, column label, direction, how the overall value
+aggregates): `evaluate` computes them with these objects and every table, report and bootstrap
+reads the list from here. Each class's `from_samples` rebuilds the metric's state from the
+per-image (or per-pair) samples `evaluate` writes, so a bootstrap resample is computed by the same
+`compute()` as the report's value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+def symmetric_root(sigma: np.ndarray) -> np.ndarray:
+    """S^1/2 of a symmetric positive semi-definite matrix."""
+    w, v = np.linalg.eigh(sigma)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, root1: np.ndarray | None = None
+) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), the FID formula.
 
     Tr (S1 S2)^1/2 = Tr (S1^1/2 S2 S1^1/2)^1/2: two symmetric eigen-decompositions instead of a
     general matrix square root, several times faster at 2048-d and stable for singular covariances.
+    `root1`: S1^1/2 when the caller has it (a bootstrap compares many sets with one reference).
     """
     diff = mu1 - mu2
-    w, v = np.linalg.eigh(sigma1)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    root1 = symmetric_root(sigma1) if root1 is None else root1
     inner = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
     trace_covmean = np.sqrt(np.clip(inner, 0, None)).sum()
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_covmean)
@@ -102,6 +117,14 @@ class _Moments:
         cov = (self.outer - self.n * np.outer(centred_sum, centred_sum)) / (self.n - 1)
         return self.shift + centred_sum, cov
 
+    @classmethod
+    def of(cls, mean: np.ndarray, cov: np.ndarray) -> _Moments:
+        """A set with exactly this mean and covariance (its size is not recorded: n = 2 returns
+        them unchanged, bit for bit)."""
+        moments = cls()
+        moments.n, moments.shift, moments.sum, moments.outer = 2, mean, np.zeros_like(mean), cov.copy()
+        return moments
+
 
 class FrechetDistance(Metric):
     """FID on whatever features are fed in: `update(features, real=True)` for the reference set,
@@ -111,6 +134,7 @@ class FrechetDistance(Metric):
 
     def reset(self) -> None:
         self.real, self.fake = _Moments(), _Moments()
+        self.reference_root: np.ndarray | None = None  # the real covariance's square root, when known
 
     @property
     def num_real(self) -> int:
@@ -129,7 +153,19 @@ class FrechetDistance(Metric):
                 "Frechet distance needs at least 2 real and 2 generated samples, "
                 f"got {self.real.n} real and {self.fake.n} generated"
             )
-        return frechet_distance(*self.real.mean_and_cov(), *self.fake.mean_and_cov())
+        return frechet_distance(*self.real.mean_and_cov(), *self.fake.mean_and_cov(), root1=self.reference_root)
+
+    @classmethod
+    def from_samples(cls, samples: dict, key: str, image_idx: np.ndarray, pair_idx=None) -> FrechetDistance:
+        """The generated images `image_idx` against the reference moments of `samples` (the
+        reference's square root computed once per samples dict and kept in it)."""
+        metric = cls()
+        metric.real = _Moments.of(samples["reference_mean"], samples["reference_cov"])
+        if "_reference_root" not in samples:
+            samples["_reference_root"] = symmetric_root(samples["reference_cov"])
+        metric.reference_root = samples["_reference_root"]
+        metric.fake.update(samples["fid_features"][image_idx])
+        return metric
 
 
 class _PairwiseMean(Metric):
@@ -147,6 +183,7 @@ class _PairwiseMean(Metric):
     def reset(self) -> None:
         self.items: list = []
         self.num_samples = 0
+        self.given: torch.Tensor | None = None  # distances computed elsewhere (`from_samples`)
 
     def _stacked(self):
         raise NotImplementedError
@@ -156,6 +193,8 @@ class _PairwiseMean(Metric):
 
     def pair_distances(self) -> torch.Tensor:
         """The `num_pairs` distances whose mean `compute()` returns (what a bootstrap resamples)."""
+        if self.given is not None:
+            return self.given
         if self.num_samples < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples to draw pairs, got {self.num_samples}")
         pairs = random_pairs(self.num_samples, self.num_pairs, self.seed)
@@ -163,6 +202,21 @@ class _PairwiseMean(Metric):
 
     def compute(self) -> float:
         return float(self.pair_distances().mean())
+
+    @classmethod
+    def from_samples(cls, samples: dict, key: str, image_idx=None, pair_idx: np.ndarray | None = None) -> list:
+        """One metric per emotion holding that emotion's pair distances (rows of `<key>_pairs`),
+        resampled by `pair_idx` (rows: emotions)."""
+        distances = samples[f"{key}_pairs"]
+        if pair_idx is not None:
+            distances = np.take_along_axis(distances, pair_idx, axis=1)
+        metrics = []
+        for row in distances:
+            metric = cls.__new__(cls)
+            metric.reset()
+            metric.given = torch.as_tensor(row)
+            metrics.append(metric)
+        return metrics
 
 
 class _VectorPairwiseMean(_PairwiseMean):
@@ -209,10 +263,11 @@ class LPIPSDiversity(_PairwiseMean):
         return [torch.cat([item[k] for item in self.items]) for k in range(len(self.items[0]))]
 
     def _distances(self, layers: list[torch.Tensor], i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(len(i))
+        total = torch.zeros(len(i), dtype=torch.float64)  # float64 like the stored pairs a bootstrap reads
         for k, fmap in enumerate(layers):
+            fmap = fmap.double()
             unit = fmap / torch.sqrt((fmap**2).sum(dim=1, keepdim=True) + 1e-8)  # as in LPIPS
-            w = self.layer_weights[k].view(1, -1, 1, 1) if self.layer_weights else 1.0
+            w = self.layer_weights[k].double().view(1, -1, 1, 1) if self.layer_weights else 1.0
             total += (w * (unit[i] - unit[j]) ** 2).sum(dim=1).mean(dim=(1, 2))
         return total
 
@@ -242,6 +297,14 @@ class _RunningMean(Metric):
             raise ValueError(f"{type(self).__name__} has no samples (call update first)")
         return self.sum / self.count
 
+    @classmethod
+    def from_samples(cls, samples: dict, key: str, image_idx: np.ndarray, pair_idx=None) -> _RunningMean:
+        """The metric over the images `image_idx`, from their per-sample values `samples[key]`."""
+        metric = cls.__new__(cls)
+        metric.reset()
+        metric._add(torch.as_tensor(samples[key][image_idx]))
+        return metric
+
 
 class _Accuracy(Metric):
     """A share of hits kept as running counts, `correct` out of `total`, and the hits themselves
@@ -266,6 +329,14 @@ class _Accuracy(Metric):
         if self.total == 0:
             raise ValueError(f"{type(self).__name__} has no samples (call update first)")
         return self.correct / self.total
+
+    @classmethod
+    def from_samples(cls, samples: dict, key: str, image_idx: np.ndarray, pair_idx=None) -> _Accuracy:
+        """The metric over the images `image_idx`, from their per-sample hits `samples[key]`."""
+        metric = cls.__new__(cls)
+        metric.reset()
+        metric._add(torch.as_tensor(samples[key][image_idx]))
+        return metric
 
 
 class EmotionAccuracy(_Accuracy):
@@ -309,3 +380,48 @@ class SemanticConsistency(_RunningMean):
     def update(self, scene_probs: torch.Tensor, object_probs: torch.Tensor) -> None:
         top = torch.maximum(scene_probs.detach().cpu().max(1).values, object_probs.detach().cpu().max(1).values)
         self._add(top)
+
+
+@dataclass(frozen=True)
+class ReportedMetric:
+    """A metric as reports and tables show it. `per_emotion`: its overall value is the mean of the
+    emotions' values (the diversity metrics: pairs are drawn within one emotion); otherwise it is
+    computed over every image at once."""
+
+    key: str
+    label: str
+    metric: type[Metric]
+    per_emotion: bool = False
+
+    @property
+    def higher_is_better(self) -> bool:
+        return bool(self.metric.higher_is_better)
+
+    def from_samples(
+        self, samples: Mapping, image_idx: np.ndarray | None = None, pair_idx: np.ndarray | None = None
+    ) -> float:
+        """The overall value on the images `image_idx` and each emotion's pairs `pair_idx` of one
+        evaluation's samples (default: all of them, which is `evaluate`'s overall value); NaN when
+        the samples lack what the metric needs (too few images)."""
+        if image_idx is None:
+            image_idx = np.arange(len(samples["emotion"]))
+        needs = f"{self.key}_pairs" if self.per_emotion else ("reference_mean" if self.key == "fid" else self.key)
+        if needs not in samples or (self.key == "fid" and len(image_idx) < 2):
+            return float("nan")
+        built = self.metric.from_samples(samples, self.key, image_idx, pair_idx)
+        if self.per_emotion:
+            return float(np.mean([m.compute() for m in built]))
+        return float(built.compute())
+
+
+# The reported metrics, in table order; the first five are the paper's.
+REPORTED = (
+    ReportedMetric("fid", "FID", FrechetDistance),
+    ReportedMetric("lpips", "LPIPS", LPIPSDiversity, per_emotion=True),
+    ReportedMetric("emo_a", "Emo-A", EmotionAccuracy),
+    ReportedMetric("sem_c", "Sem-C", SemanticConsistency),
+    ReportedMetric("sem_d", "Sem-D", SemanticDiversity, per_emotion=True),
+    ReportedMetric("polarity_acc", "polarity", PolarityAccuracy),
+)
+REPORTED_KEYS = tuple(m.key for m in REPORTED)
+PAPER_METRICS = REPORTED_KEYS[:5]

@@ -34,6 +34,7 @@ from ..data.manifest import SkipCounter
 from ..data.readers import DatasetItem, read_dataset
 from ..errors import CoEmoGenError
 from ..evaluation.evaluate import EVALUATORS, MetricNetworks, evaluate
+from ..evaluation.metrics import REPORTED
 from ..io import atomic_output, write_text
 from ..models.base import POCKET_CLIP, SHIPPED_RUN
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
@@ -175,8 +176,7 @@ def _grid(folder: Path, taxonomy: Taxonomy, per_emotion: int = 4):
 
 
 def write_results(out: Path, results: dict, selection: dict, judges: dict, scale: EmoArtScale) -> str:
-    columns = {"Emo-A": "emo_a", "polarity": "polarity_acc", "FID": "fid", "LPIPS": "lpips", "Sem-C": "sem_c",
-               "Sem-D": "sem_d"}  # fmt: skip
+    columns = {m.label: m.key for m in REPORTED}
     rows = [{"method": name, **{c: m[k] for c, k in columns.items()}} for name, m in results.items()]
     table = format_table(rows, ["method", *columns])
     write_text(out / "emoart.md", table + "\n")

@@ -26,6 +26,7 @@ from ..captioning.filtering import filter_captions
 from ..captioning.runner import run_captioning
 from ..errors import CoEmoGenError
 from ..evaluation.evaluate import MetricNetworks, evaluate
+from ..evaluation.metrics import REPORTED
 from ..io import write_text
 from ..models.base import POCKET_CLIP
 from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
@@ -251,14 +252,7 @@ def _training_arguments(
     )
 
 
-COLUMNS = {
-    "FID": "fid",
-    "LPIPS": "lpips",
-    "Emo-A": "emo_a",
-    "Sem-C": "sem_c",
-    "Sem-D": "sem_d",
-    "polarity": "polarity_acc",
-}
+COLUMNS = {m.label: m.key for m in REPORTED}
 
 
 def _cell(e: Estimate) -> str:

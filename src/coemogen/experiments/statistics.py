@@ -4,10 +4,10 @@ Each evaluated seed leaves `samples.safetensors` (evaluation/evaluate.py `write_
 its emotion, Emo-A and polarity hits, Sem-C value and FID features; per emotion the LPIPS and Sem-D
 pair distances; the reference's FID moments. One bootstrap replicate draws the seeds with
 replacement, then inside each drawn seed the images of every emotion (stratified: the generated set
-has a fixed count per emotion) and each emotion's pairs, recomputes every metric exactly as
-`evaluate` does, and averages over the drawn seeds. The 2.5 and 97.5 percentiles of the replicates,
-re-centred on the point estimate (`interval`), are the 95% interval; the point estimate is the mean
-over seeds of each seed's full-data metric.
+has a fixed count per emotion) and each emotion's pairs, recomputes every metric with the metric
+objects `evaluate` uses (`ReportedMetric.from_samples`), and averages over the drawn seeds. The 2.5
+and 97.5 percentiles of the replicates, re-centred on the point estimate (`interval`), are the 95%
+interval; the point estimate is the mean over seeds of each seed's full-data metric.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.metrics import REPORTED, REPORTED_KEYS
 from ..io import read_safetensors
 
-METRICS = ("fid", "lpips", "emo_a", "sem_c", "sem_d", "polarity_acc")
+METRICS = REPORTED_KEYS
+BY_KEY = {m.key: m for m in REPORTED}
 
 
 @dataclass(frozen=True)
@@ -41,21 +43,6 @@ def load_samples(path: str | Path) -> dict[str, np.ndarray]:
     return {k: v.double().numpy() for k, v in read_safetensors(path, what="evaluation samples").items()}
 
 
-def _fid(samples: dict[str, np.ndarray], idx: np.ndarray) -> float:
-    """`frechet_distance` against the reference moments, with the reference's matrix square root
-    computed once per seed (a bootstrap evaluates thousands of generated sets against it)."""
-    if "reference_mean" not in samples or len(idx) < 2:
-        return float("nan")
-    if "_reference_root" not in samples:
-        w, v = np.linalg.eigh(samples["reference_cov"])
-        samples["_reference_root"] = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    feats = samples["fid_features"][idx]
-    mean, cov, root = feats.mean(0), np.cov(feats.T), samples["_reference_root"]
-    diff = samples["reference_mean"] - mean
-    trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root @ cov @ root), 0, None)).sum()
-    return float(diff @ diff + np.trace(samples["reference_cov"]) + np.trace(cov) - 2 * trace_covmean)
-
-
 def seed_metrics(
     samples: dict[str, np.ndarray],
     image_idx: np.ndarray | None = None,
@@ -63,24 +50,9 @@ def seed_metrics(
     metrics: Sequence[str] = METRICS,
 ) -> dict[str, float]:
     """`metrics` of one seed, on the images `image_idx` and each emotion's pairs `pair_idx` (rows:
-    emotions; default: everything, which reproduces `evaluate`'s overall numbers)."""
-    if image_idx is None:
-        image_idx = np.arange(len(samples["emotion"]))
-    out = {}
-    for key in metrics:
-        if key == "fid":
-            out[key] = _fid(samples, image_idx)
-        elif key in ("lpips", "sem_d"):
-            values = samples.get(f"{key}_pairs")
-            if values is None:
-                out[key] = float("nan")
-                continue
-            if pair_idx is not None:
-                values = np.take_along_axis(values, pair_idx, axis=1)
-            out[key] = float(values.mean(1).mean())  # per emotion, then over emotions (as evaluate)
-        else:
-            out[key] = float(samples[key][image_idx].mean())
-    return out
+    emotions; default: everything, which is `evaluate`'s overall value), each computed by its
+    metric object (`evaluation/metrics.py`, `ReportedMetric.from_samples`)."""
+    return {key: BY_KEY[key].from_samples(samples, image_idx, pair_idx) for key in metrics}
 
 
 def _resample_images(emotion: np.ndarray, rng: np.random.Generator) -> np.ndarray:

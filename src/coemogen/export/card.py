@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..evaluation.metrics import PAPER_METRICS
 from ..models.base import POCKET_IDS, SHIPPED_RUN
 from ..models.runs import RunConfig
 from ..pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS
@@ -144,7 +145,7 @@ def training_section(run_dir: Path, config: RunConfig, metrics: dict | None, emo
         rows = [{"emotion": "overall", **metrics["overall"]}]
         if emotion in metrics.get("per_emotion", {}):
             rows.insert(0, {"emotion": emotion, **metrics["per_emotion"][emotion]})
-        columns = ["emotion", *(m for m in ("fid", "lpips", "emo_a", "sem_c", "sem_d") if m in metrics["overall"])]
+        columns = ["emotion", *(m for m in PAPER_METRICS if m in metrics["overall"])]
         sections += ["\n## Metrics (`coemogen evaluate`)\n\n", format_table(rows, columns) + "\n"]
     notes = run_dir / "README.md"
     if notes.is_file():  # the shipped run documents its recipe and measurements there
