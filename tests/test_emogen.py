@@ -228,3 +228,12 @@ def test_torchvision_backbone_by_flag():
     model = EmoGen(config)
     assert model.emotion_encoder.features(torch.rand(2, 3, 32, 32)).shape == (2, config.emotion_dim)
     assert model.emotion_encoder(torch.rand(2, 3, 32, 32)).shape == (2, 8)
+
+
+def test_the_web_app_serves_an_emogen_run(emogen_run):
+    from coemogen.web.app import CoEmoGenWebApp
+    from coemogen.web.limits import WebLimits
+
+    app = CoEmoGenWebApp.from_pretrained(emogen_run, WebLimits(concurrency=1), device="cpu")
+    gallery, metadata, archive = app.handle("fear", "", 3, 2, 5.0, 1.0, 2, *[0.0] * 8)
+    assert len(gallery) == 2 and [m["emotion"] for m in metadata] == ["fear", "fear"] and archive.endswith(".zip")

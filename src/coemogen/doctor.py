@@ -157,17 +157,17 @@ def _base_model_check(role: str, source: str, marker: str) -> Check:
 def check_base_models(model: str | None = None, preset: str | None = None) -> list[Check]:
     """The base models a run directory names (`model`), or those of a preset (default: pocket)."""
     from .models.base import SHIPPED_RUN, resolve_sources
-    from .models.coemogen import CoEmoGenConfig
+    from .models.runs import load_run_config
 
     if model is not None:
-        config = CoEmoGenConfig.load(model)
+        config = load_run_config(model)
         sd, clip = config.pretrained_model_name_or_path, config.clip_model_name_or_path
         origin = f"run {model}"
     elif preset is not None:
         sd, clip = resolve_sources(preset=preset)
         origin = f"preset {preset}"
     else:
-        config = CoEmoGenConfig.load(SHIPPED_RUN)
+        config = load_run_config(SHIPPED_RUN)
         sd, clip = config.pretrained_model_name_or_path, config.clip_model_name_or_path
         origin = "the shipped world run"
     return [
