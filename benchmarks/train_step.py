@@ -97,7 +97,14 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
     from coemogen.training.cache import FeatureCache
     from coemogen.training.config import TrainingArguments
     from coemogen.training.data import CachedDataset, ManifestDataset, collate
-    from coemogen.training.loop import WEIGHT_DTYPES, CoEmoGenTrainingModule, load_components
+    from coemogen.training.loop import (
+        WEIGHT_DTYPES,
+        CoEmoGenTrainingModule,
+        Optimisation,
+        load_components,
+        make_accelerator,
+        training_step,
+    )
 
     taxonomy = Taxonomy.default()
     data = Path(a.data)
@@ -116,6 +123,8 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
         compile_unet=a.compile,
         learning_rate=1e-4,
         center_crop=True,
+        max_grad_norm=a.max_grad_norm,
+        report_to="none",
     )
     steps = {}
     if {"coemogen", "coemogen_cached", "hilora_unet"} & set(variants):
@@ -123,7 +132,10 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
         cache = (features, records) if variants == ["coemogen_cached"] else None
         parts = load_components(args, taxonomy, device, cache)
         module = CoEmoGenTrainingModule(parts.model, parts.base, lambda_sem=1.0)
-        unet, optimizer = parts.base.unet, parts.optimizer
+        unet = parts.base.unet
+        # The trainer's own step: autocast, GradScaler (fp16), clipping, optimiser and schedule.
+        opt = Optimisation.create(args, make_accelerator(args), module, parts.params, parts.optimizer)
+        optimizer = opt.optimizer
         batches = {
             "coemogen": collate([images[i] for i in range(len(images))]),
             "coemogen_cached": collate([CachedDataset(features, images, False)[i] for i in range(len(images))]),
@@ -132,12 +144,7 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
 
         def coemogen_step(batch):
             def step():
-                with adapter_weights(unet, gates):
-                    with autocast:
-                        loss = module(batch, torch.Generator().manual_seed(1))["loss"]
-                    loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                training_step(opt, batch, torch.Generator().manual_seed(1), lambda _: adapter_weights(unet, gates))
 
             return step
 
@@ -267,6 +274,7 @@ def main() -> None:
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--max_grad_norm", type=float, help="clip as the trainer does (default: no clipping)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", help="folder for the random-weight SD1.5-shaped models (built once)")
     parser.add_argument("--out", help="also write the results as JSON")
@@ -285,6 +293,7 @@ def main() -> None:
     common += ["--warmup", str(a.warmup), "--mixed_precision", a.mixed_precision, "--device", a.device]
     common += ["--gradient_checkpointing"] * a.gradient_checkpointing + ["--compile"] * a.compile
     common += ["--models", a.models] if a.models else []
+    common += ["--max_grad_norm", str(a.max_grad_norm)] if a.max_grad_norm is not None else []
     results = []
     for batch in a.batch:
         data = write_batch_data(scratch / f"batch{batch}-{a.resolution}", batch, a.resolution, sd, clip)

@@ -126,3 +126,60 @@ def test_cache_under_two_processes_equals_the_single_process_cache(tiny_models, 
     for shard in one.glob("shard-*.safetensors"):  # equal up to float summation order (1 vs 2 threads)
         a, b = load_file(shard), load_file(two / shard.name)
         assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+
+
+def test_a_hung_process_ends_the_run_after_ddp_timeout_with_a_clear_message(tiny_models, tiny_world, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--max_train_steps", "400", "--checkpointing_steps", "2", "--ddp_timeout", "10"]
+    proc = subprocess.Popen(
+        _command(tiny_models, tiny_world, out, *flags),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    deadline = time.time() + 300
+    while not (out / "checkpoint-2").is_dir() and time.time() < deadline:
+        time.sleep(0.05)
+    hung = int((out / "pid1").read_text())
+    os.kill(hung, signal.SIGSTOP)  # alive but silent: without a timeout the other process waits for ever
+    stopped_at = time.time()
+    try:
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        try:
+            os.kill(hung, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode != 0 and time.time() - stopped_at < 120
+    assert "process 0 of 2: another process of this run stopped or hung past --ddp_timeout" in stderr, stderr[-2000:]
+    assert "--resume_from_checkpoint latest" in stderr
+
+
+def _generate(out, *launcher, num_images="3"):
+    cmd = [*launcher, "-m", "coemogen.cli", "generate", "--emotion", "all", "--num-images", num_images]
+    cmd += ["--batch-size", "2", "--steps", "2", "--out", str(out), "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _files(out):
+    return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_generation_is_shared_across_processes_and_byte_identical_to_one_process(tmp_path):
+    _generate(tmp_path / "one", sys.executable)
+    launcher = [*_two_processes()[:-2], "--main_process_port", str(_free_port())]
+    shared = _generate(tmp_path / "two", *launcher)
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert one.keys() == two.keys() and len([k for k in one if k.suffix == ".png"]) == 8 * 3 + 8  # and grids
+    assert all(one[k] == two[k] for k in one)
+    shares = [int(line.split("wrote ")[1].split()[0]) for line in shared.stdout.splitlines() if " of 2: wrote" in line]
+    # each emotion's batches (images 0-1, then 2) dealt out in turn: process 0 the pairs, 1 the third images
+    assert sorted(shares) == [8, 16]
+    # resumable: a lost image (and its metadata) is made again, by whichever process owns its batch
+    for name in ("fear/fear_0002.png", "awe/awe_0000.json"):
+        (tmp_path / "two" / name).unlink()
+    _generate(tmp_path / "two", *launcher[:-1], str(_free_port()))
+    assert _files(tmp_path / "two") == two

@@ -353,11 +353,12 @@ def test_model_flags_reach_the_run_config(tiny_models, tiny_world, tmp_path):
     argv = ["train", "--manifest", str(tiny_world / "manifest.jsonl"), "--out", str(out)]
     argv += ["--pretrained_model_name_or_path", str(tiny_models[0]), "--clip_model_name_or_path", str(tiny_models[1])]
     argv += ["--max_train_steps", "1", "--checkpointing_steps", "0", "--report_to", "none", "--validation_steps", "0"]
-    argv += ["--mapper_hidden_dim", "16", "--lora_rank", "2", "--lora_alpha", "8", "--method", "my-ablation"]
+    argv += ["--mapper_hidden_dim", "16", "--lora_rank", "2", "--lora_alpha", "8", "--run_name", "my-ablation"]
     argv += ["--group_lora", "false", "--lora_targets", "to_q", "to_v"]
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
-    assert (config["lora_rank"], config["lora_alpha"], config["method"]) == (2, 8.0, "my-ablation")
+    assert (config["lora_rank"], config["lora_alpha"], config["run_name"]) == (2, 8.0, "my-ablation")
+    assert config["method"] == "coemogen"
     assert config["group_lora"] is False and config["lora_targets"] == ["to_q", "to_v"]
     assert json.loads((out / "training_args.json").read_text())["max_train_steps"] == 1
     pipe = CoEmoGenPipeline.from_pretrained(out)

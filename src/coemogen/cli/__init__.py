@@ -46,9 +46,10 @@ def _peer_failure(err: BaseException) -> bool:
     dist = sys.modules.get("torch.distributed")
     if dist is None:
         return False
-    # gloo reports a vanished peer as a plain RuntimeError from its transport, not a DistError
+    # gloo reports a vanished peer, or one silent past --ddp_timeout, as a plain RuntimeError from its
+    # transport, not a DistError
     gloo_peer_gone = isinstance(err, RuntimeError) and any(
-        text in str(err) for text in ("Connection closed by peer", "Connection reset by peer")
+        text in str(err) for text in ("Connection closed by peer", "Connection reset by peer", "Timed out waiting")
     )
     return isinstance(err, getattr(dist, "DistError", ())) or gloo_peer_gone
 
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         if not _peer_failure(err):
             raise
         print(
-            f"coemogen: error: {process}another process of this run stopped ({str(err).splitlines()[0]}); "
+            f"coemogen: error: {process}another process of this run stopped or hung past --ddp_timeout "
+            f"({str(err).splitlines()[0]}); "
             f"{RESUME_HINT}",
             file=sys.stderr,
         )

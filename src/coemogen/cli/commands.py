@@ -56,12 +56,21 @@ def cmd_clusters(a: argparse.Namespace) -> None:
 
 
 def cmd_generate(a: argparse.Namespace) -> None:
-    from ..pipelines.pipeline_coemogen import CoEmoGenPipeline, generate_to_folders
+    import os
+
+    from ..pipelines.pipeline_coemogen import CoEmoGenPipeline, generate_to_folders, write_grids
     from ..taxonomy import Taxonomy
 
+    state = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch`: each process makes its share
+        from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
+
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it
     taxonomy = Taxonomy.load(a.taxonomy) if a.taxonomy else None
+    device = a.device or (str(state.device) if state is not None else None)
     pipe = CoEmoGenPipeline.from_pretrained(
-        a.model, a.pretrained_model_name_or_path, a.clip_model_name_or_path, a.device, taxonomy
+        a.model, a.pretrained_model_name_or_path, a.clip_model_name_or_path, device, taxonomy
     )
     out = Path(a.out)
     if a.emotion == "all":  # the paper's evaluation set: num_images of every emotion, one folder each
@@ -77,14 +86,23 @@ def cmd_generate(a: argparse.Namespace) -> None:
         a.num_images,
         seed=a.seed,
         batch_size=a.batch_size,
+        process_index=state.process_index if state is not None else 0,
+        num_processes=state.num_processes if state is not None else 1,
+        barrier=state.wait_for_everyone if state is not None else None,
         template=a.template,
         num_inference_steps=a.num_inference_steps,
         guidance_scale=a.guidance_scale,
         scheduler=a.scheduler,
         cluster_temperature=a.cluster_temperature,
     )
-    kept = a.num_images * len(jobs) - made
-    print(f"wrote {made} images ({kept} already there), metadata and grid.png to {out}")
+    if state is None:
+        kept = a.num_images * len(jobs) - made
+        print(f"wrote {made} images ({kept} already there), metadata and grid.png to {out}")
+        return
+    state.wait_for_everyone()  # every share written: the main process draws the grids
+    if state.is_main_process:
+        write_grids([folder for _, folder in jobs])
+    print(f"process {state.process_index} of {state.num_processes}: wrote {made} images to {out}")
 
 
 def cmd_caption(a: argparse.Namespace) -> None:
@@ -136,9 +154,12 @@ def cmd_caption_merge(a: argparse.Namespace) -> None:
 
 def cmd_filter(a: argparse.Namespace) -> None:
     from ..captioning.filtering import filter_captions
+    from ..data.manifest import first_image
     from ..models.base import resolve_sources
 
-    clip = resolve_sources(None, a.clip_model_name_or_path, a.preset)[1]
+    clip = a.clip_model_name_or_path
+    if clip is None or a.preset is not None:  # the SD source is not used: only CLIP must be chosen
+        clip = resolve_sources("unused", a.clip_model_name_or_path, a.preset, first_image(a.captions))[1]
     filter_captions(a.captions, a.out, clip, a.drop, a.batch_size, a.device, a.seed)
 
 

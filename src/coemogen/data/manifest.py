@@ -84,3 +84,20 @@ def read_manifest(
         extra = {k: v for k, v in item.items() if k not in REQUIRED}
         records.append(ManifestRecord(image, emotion, item["caption"].strip(), extra))
     return records
+
+
+def first_image(path: str | Path) -> Path | None:
+    """The image of a JSONL file's first readable record (relative to the file's folder), to tell
+    where a manifest's data comes from; None when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        for line in f:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(item, dict) and isinstance(item.get("image"), str):
+                return resolve_image(item["image"], path.parent)
+    return None

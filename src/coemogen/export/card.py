@@ -135,7 +135,7 @@ def training_section(run_dir: Path, config: RunConfig, metrics: dict | None, emo
         lines.append(
             f"- training: {args['max_train_steps']} steps, batch {args['train_batch_size']} x "
             f"{args['gradient_accumulation_steps']} accumulation, AdamW lr {args['learning_rate']:g}, "
-            f"weight decay {args['weight_decay']:g}, "
+            f"weight decay {args.get('adam_weight_decay', args.get('weight_decay')):g}, "
             + (f"lambda_SEM {args['lambda_sem']:g}, " if config.method == "coemogen" else "")
             + f"{args['mixed_precision']} precision, seed {args['seed']}, resolution {config.resolution}"
         )

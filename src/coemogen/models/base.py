@@ -60,11 +60,33 @@ def resolve_sources(
     pretrained_model_name_or_path: str | None = None,
     clip_model_name_or_path: str | None = None,
     preset: str | None = None,
+    data: str | Path | None = None,
 ) -> tuple[str, str]:
-    """Explicit paths win; otherwise the preset (default: the synthetic world's pocket models)."""
+    """Explicit paths win, then the preset. Without either, the synthetic world's pocket models,
+    but only when `data` (an image, a dataset folder) belongs to a synthetic world: any other data
+    stops with an error naming the flags, as diffusers' scripts refuse to start without
+    `--pretrained_model_name_or_path`."""
+    from ..data.readers import synthetic_world_root
+
     if preset is not None and preset not in PRESETS:
         raise CoEmoGenError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
-    sd, clip = PRESETS[preset or "pocket"]
+    if preset is None and not (pretrained_model_name_or_path and clip_model_name_or_path):
+        if data is None or synthetic_world_root(data) is None:
+            missing = [
+                flag
+                for flag, given in (
+                    ("--pretrained_model_name_or_path", pretrained_model_name_or_path),
+                    ("--clip_model_name_or_path", clip_model_name_or_path),
+                )
+                if not given
+            ]
+            raise CoEmoGenError(
+                f"choose the base models: --preset sd15 (stable-diffusion-v1-5 with openai/clip-vit-large-patch14), "
+                f"or {' and '.join(missing)}. The pocket models (--preset pocket) are the default only for a "
+                f"synthetic world's data (`coemogen world build`)" + (f", and {data} is not one" if data else "")
+            )
+        preset = "pocket"
+    sd, clip = PRESETS[preset] if preset is not None else (None, None)
     return pretrained_model_name_or_path or sd, clip_model_name_or_path or clip
 
 

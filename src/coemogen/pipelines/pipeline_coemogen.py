@@ -408,6 +408,9 @@ def generate_to_folders(
     seed: int = 0,
     batch_size: int = 16,
     grid_size: int = 64,
+    process_index: int = 0,
+    num_processes: int = 1,
+    barrier: Callable[[], None] | None = None,
     **call_kwargs,
 ) -> int:
     """Make `num_images` images for each (emotion spec(s), folder) job, in batches, with one progress
@@ -415,29 +418,44 @@ def generate_to_folders(
     folder are kept, so a killed run re-run completes the set. Images are always made in the same
     batches (images k*batch_size ... (k+1)*batch_size - 1): a batch with a missing image is made again
     whole and only the missing ones are written, since a CPU's float rounding can depend on the batch
-    size. Returns how many images were written now."""
+    size. Returns how many images were written now.
+
+    Several processes (`accelerate launch`): the batches left to make are dealt out in turn, process
+    p taking every `num_processes`-th from the p-th; every image keeps its own seed and batch, so the
+    set is the one a single process makes. `barrier` (every process waits for all) comes between
+    reading what is done and writing, so all processes deal out the same list. The grids are then
+    written by `write_grids` once every process is done (with one process, here)."""
     from tqdm import tqdm
 
-    plans = []
+    work = []  # (spec, folder, first image of the batch, the batch's missing images)
     for spec, folder in jobs:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         done = completed_indices(folder)
         missing = {i for i in range(num_images) if i not in done}
-        plans.append((spec, folder, missing))
-    total = num_images * len(jobs)
-    todo = sum(len(m) for _, _, m in plans)
-    bar = tqdm(total=total, initial=total - todo, desc="generate", unit="img")
-    for spec, folder, missing in plans:
         for first in sorted({i - i % batch_size for i in missing}):
-            count = min(batch_size, num_images - first)
-            output = pipe(spec, num_images=count, seed=seed, batch_size=batch_size, first_index=first, **call_kwargs)
-            wanted = [(image, meta) for image, meta in zip(output.images, output.metadata) if meta["index"] in missing]
-            for image, meta in wanted:
+            work.append((spec, folder, first, {i for i in missing if first <= i < first + batch_size}))
+    if barrier is not None:
+        barrier()
+    share = work[process_index::num_processes]
+    todo = sum(len(m) for *_, m in share)
+    bar = tqdm(total=todo, desc="generate", unit="img", disable=process_index != 0)
+    for spec, folder, first, missing in share:
+        count = min(batch_size, num_images - first)
+        output = pipe(spec, num_images=count, seed=seed, batch_size=batch_size, first_index=first, **call_kwargs)
+        for image, meta in zip(output.images, output.metadata):
+            if meta["index"] in missing:
                 save_image(image, meta, folder)
-            bar.update(len(wanted))
-        shown = sorted(completed_indices(folder).items())[:grid_size]
-        with atomic_output(folder / "grid.png") as tmp:
-            image_grid([Image.open(png).convert("RGB") for _, png in shown]).save(tmp, format="PNG")
+        bar.update(len(missing))
     bar.close()
+    if num_processes == 1:
+        write_grids([folder for _, folder in jobs], grid_size)
     return todo
+
+
+def write_grids(folders: list[Path], grid_size: int = 64) -> None:
+    """Each folder's `grid.png` of its first `grid_size` complete images."""
+    for folder in folders:
+        shown = sorted(completed_indices(Path(folder)).items())[:grid_size]
+        with atomic_output(Path(folder) / "grid.png") as tmp:
+            image_grid([Image.open(png).convert("RGB") for _, png in shown]).save(tmp, format="PNG")

@@ -314,7 +314,9 @@ def run_cache_command(args, process_index: int = 0, num_processes: int = 1, devi
     records = drop_unreadable(manifest_records, skips)
     if not records:
         raise CoEmoGenError(f"no usable records in {args.manifest} ({skips.total} skipped)")
-    sd, clip = resolve_sources(args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset)
+    sd, clip = resolve_sources(
+        args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, records[0].image
+    )
     base = load_base_models(sd, clip)
     for module in base.frozen_modules():
         module.to(device)

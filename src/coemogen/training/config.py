@@ -37,19 +37,39 @@ class TrainingArguments:
         "coemogen", "coemogen, or emogen: EmoGen (CVPR 2024) as published, the paper's baseline", tuple(METHODS)
     )
     pretrained_model_name_or_path: str | None = arg(
-        None, "Stable Diffusion 1.x hub id or local diffusers directory (default: the pocket SD)"
+        None, "Stable Diffusion 1.x hub id or local diffusers directory (required unless --preset or a synthetic world)"
     )
-    clip_model_name_or_path: str | None = arg(None, "CLIP hub id or local directory (default: the pocket CLIP)")
+    clip_model_name_or_path: str | None = arg(
+        None, "CLIP hub id or local directory (required unless --preset or a synthetic world)"
+    )
     preset: str | None = arg(
-        None, "pocket (default) or sd15 = stable-diffusion-v1-5 + openai/clip-vit-large-patch14", ("pocket", "sd15")
+        None,
+        "sd15 = stable-diffusion-v1-5 + openai/clip-vit-large-patch14, or pocket (the synthetic world's models, "
+        "the default only for a world's data)",
+        ("pocket", "sd15"),
     )
     taxonomy: str | None = arg(None, "mikels (default), artemis, emoart, or a JSON/YAML taxonomy file")
     resolution: int | None = arg(None, "training resolution (default: the U-Net sample size times the VAE factor)")
     train_batch_size: int = arg(8, "samples per process and micro-step")
     gradient_accumulation_steps: int = arg(1, "micro-steps per optimiser step")
     max_train_steps: int = arg(1000, "optimiser steps")
-    learning_rate: float = arg(1e-3, "AdamW learning rate")
-    weight_decay: float = arg(1e-2, "AdamW decoupled weight decay")
+    learning_rate: float = arg(1e-3, "initial learning rate (after the warm-up), the paper's")
+    scale_lr: bool = arg(
+        False, "scale the learning rate by accumulation steps x batch size x processes (diffusers)", switch=True
+    )
+    lr_scheduler: str = arg(
+        "constant",
+        "learning-rate schedule (diffusers get_scheduler)",
+        ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"),
+    )
+    lr_warmup_steps: int = arg(0, "optimiser steps of linear warm-up")
+    lr_num_cycles: int = arg(1, "hard restarts of cosine_with_restarts")
+    lr_power: float = arg(1.0, "power of the polynomial schedule")
+    max_grad_norm: float | None = arg(None, "clip the trainable parameters' gradient norm (default: no clipping)")
+    adam_beta1: float = arg(0.9, "AdamW beta1")
+    adam_beta2: float = arg(0.999, "AdamW beta2")
+    adam_weight_decay: float = arg(1e-2, "AdamW decoupled weight decay", aliases=("--weight_decay",))
+    adam_epsilon: float = arg(1e-8, "AdamW epsilon")
     lambda_sem: float = arg(1.0, "weight of L_SEM (0 = the w/o L_SEM ablation; CoEmoGen only)")
     mixed_precision: str = arg("no", "frozen weights in fp16/bf16; trainable ones stay fp32", ("no", "fp16", "bf16"))
     gradient_checkpointing: bool = arg(False, "recompute U-Net activations in backward (less memory)", switch=True)
@@ -67,6 +87,9 @@ class TrainingArguments:
     validation_steps: int | None = arg(None, "write a validation grid every N steps (and a final one)")
     report_to: str = arg("tensorboard", "where to log losses and validation grids", ("tensorboard", "none"))
     dataloader_num_workers: int = arg(0, "data-loading worker processes (pinned memory on CUDA)")
+    ddp_timeout: int | None = arg(
+        None, "seconds a process of a multi-process run waits for the others before the run stops (torch: 1800)"
+    )
 
 
 def _flag_type(hint):

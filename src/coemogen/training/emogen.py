@@ -37,10 +37,21 @@ from ..models.emogen import SMALL_CNN, EmoGen, EmoGenConfig, float_state, load_f
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
 from .cache import CacheFingerprint, FeatureCache
-from .checkpoints import find_checkpoint, load_checkpoint
 from .config import TrainingArguments
 from .data import BalancedBatchSampler, CachedDataset, ManifestDataset, collate
-from .loop import WEIGHT_DTYPES, diffusion_inputs, frozen_latents, make_optimizer, read_records, run_loop
+from .loop import (
+    WEIGHT_DTYPES,
+    Optimisation,
+    balanced_loader,
+    diffusion_inputs,
+    frozen_latents,
+    make_accelerator,
+    make_optimizer,
+    read_records,
+    resume,
+    run_loop,
+    write_run_records,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -256,29 +267,20 @@ def resolve_encoder(config_values: dict, world: bool, resolution: int) -> dict:
 def train_emogen(args: TrainingArguments, **hyperparameters) -> Path:
     """Train EmoGen on a manifest (records carry EmoSet-style `attributes`: scene, object); returns
     the run directory. `hyperparameters`: EmoGenConfig fields."""
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
     out = Path(args.out)
     known = {f.name for f in EmoGenConfig.hyperparameters()}
     if set(hyperparameters) - known:
         raise CoEmoGenError(f"unknown EmoGen hyper-parameters {sorted(set(hyperparameters) - known)}")
     check_template(hyperparameters.get("template", "{}"))
-    if args.mixed_precision not in WEIGHT_DTYPES:
-        raise CoEmoGenError(f"--mixed_precision must be no, fp16 or bf16, not '{args.mixed_precision}'")
 
     # The data, the accelerator and the frozen base models (CLIP whole: attribute words, L_emo).
     taxonomy = Taxonomy.load(args.taxonomy)
     records, skips = read_records(args.manifest, taxonomy)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-    )
-    if args.mixed_precision == "fp16" and accelerator.device.type != "cuda":
-        raise CoEmoGenError("--mixed_precision fp16 needs a CUDA device; use bf16 on this machine")
+    accelerator = make_accelerator(args)
     device = accelerator.device
-    sd, clip = resolve_sources(args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset)
+    sd, clip = resolve_sources(
+        args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, records[0].image
+    )
     base = load_base_models(sd, clip)
     vae_factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
     resolution = args.resolution or base.unet.config.sample_size * vae_factor
@@ -336,38 +338,18 @@ def train_emogen(args: TrainingArguments, **hyperparameters) -> Path:
     params = {f"mapper.{k}": p for k, p in model.mapper.named_parameters()}
     for p in params.values():
         p.requires_grad_(True)
-    optimizer = make_optimizer(args, list(params.values()), torch.device(device))
-    global_step = 0
-    if args.resume_from_checkpoint:
-        path = find_checkpoint(out, args.resume_from_checkpoint)
-        if path is None:
-            logger.warning("no checkpoint in %s; starting a new run", out)
-        else:
-            global_step = load_checkpoint(path, params, optimizer)
-            accelerator.print(f"resumed from {path} at step {global_step}")
+    optimizer = make_optimizer(args, list(params.values()), torch.device(device), accelerator.num_processes)
+    global_step, resumed = resume(args, params, optimizer)
     step_images = ManifestDataset(records, taxonomy, resolution, args.center_crop, args.seed)
     if args.cache:
         step_images = cached_images(args, base, records, step_images)
     dataset = EmoGenDataset(step_images, features, attribute, coefficient)
-    sampler = BalancedBatchSampler(
-        dataset.labels(),
-        args.train_batch_size,
-        args.seed,
-        start=global_step * args.gradient_accumulation_steps,
-        num_processes=accelerator.num_processes,
-        process_index=accelerator.process_index,
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=args.dataloader_num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=args.dataloader_num_workers > 0,
-    )
+    loader = balanced_loader(args, dataset, accelerator, global_step)
     attribute_embeds = word_features(base, vocabulary).to(device)
     training_module = EmoGenTrainingModule(model, base, attribute_embeds, args.random_flip)
-    module, optimizer = accelerator.prepare(training_module, optimizer)
+    opt = Optimisation.create(args, accelerator, training_module, params, optimizer)
+    if resumed is not None:
+        opt.load_state_dict(resumed)
     attributes = {
         "vocabulary": vocabulary,
         "coefficients": coefficients,
@@ -375,19 +357,15 @@ def train_emogen(args: TrainingArguments, **hyperparameters) -> Path:
         "records": len(records),
     }
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
         settings = {**asdict(args), **asdict(config)}
         accelerator.init_trackers("emogen", config={k: str(v) for k, v in settings.items()})
-        write_text(out / "training_args.json", json.dumps(asdict(args), indent=1))
-        per_emotion = {e: sum(r.emotion == e for r in records) for e in taxonomy.emotions}
-        summary = {"records": len(records), "skipped": skips.total, "skip_reasons": dict(skips.reasons)}
-        write_text(out / "data_summary.json", json.dumps({**summary, "per_emotion": per_emotion}, indent=1))
+        write_run_records(args, config, records, skips, taxonomy)
         write_text(out / "attributes.json", json.dumps(attributes, indent=1))
 
     def validation() -> Image.Image:
         return validation_grid(model, base, images, features, args.seed, device)
 
-    run_loop(args, accelerator, module, loader, params, optimizer, global_step, lambda _: nullcontext(), validation)
+    run_loop(args, opt, loader, global_step, lambda _: nullcontext(), validation)
 
     # 6. The emotion-space Gaussians (their mean and std per emotion); save the run.
     if accelerator.is_main_process:

@@ -39,7 +39,14 @@ from ..models.hilora import adapter_weights, hilora_layers
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
 from .cache import CacheFingerprint, FeatureCache, compute_features
-from .checkpoints import find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoints import (
+    find_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
 from .config import TrainingArguments
 from .data import BalancedBatchSampler, CachedDataset, ManifestDataset, collate, drop_unreadable
 
@@ -169,16 +176,136 @@ class Components:
     optimizer: torch.optim.Optimizer
 
 
-def make_optimizer(args: TrainingArguments, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
-    """AdamW: bitsandbytes' 8-bit one on request, the fused kernel on CUDA, else the default."""
+def make_optimizer(
+    args: TrainingArguments, params: list[nn.Parameter], device: torch.device, num_processes: int = 1
+) -> torch.optim.Optimizer:
+    """AdamW with the diffusers recipe's settings: bitsandbytes' 8-bit one on request, the fused
+    kernel on CUDA, else the default; `--scale_lr` multiplies the learning rate by accumulation steps
+    x batch size x processes."""
+    lr = args.learning_rate
+    if args.scale_lr:
+        lr *= args.gradient_accumulation_steps * args.train_batch_size * num_processes
+    settings = dict(
+        lr=lr, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon
+    )
     if args.use_8bit_adam:
         try:
             import bitsandbytes as bnb
         except ImportError:
             raise CoEmoGenError("--use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from None
-        return bnb.optim.AdamW8bit(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay, fused=fused or None)
+        return bnb.optim.AdamW8bit(params, **settings)
+    return torch.optim.AdamW(params, **settings, fused=device.type == "cuda" or None)
+
+
+def make_accelerator(args: TrainingArguments):
+    """The accelerator of a training run (mixed precision is our own autocast and GradScaler, so
+    accelerate is told none); `--ddp_timeout` bounds how long a process waits for the others."""
+    from datetime import timedelta
+
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+
+    if args.mixed_precision not in WEIGHT_DTYPES:
+        raise CoEmoGenError(f"--mixed_precision must be no, fp16 or bf16, not '{args.mixed_precision}'")
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    handlers = [] if args.ddp_timeout is None else [InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout))]
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(args.out), logging_dir=str(Path(args.out) / "logs")),
+        kwargs_handlers=handlers,
+    )
+
+
+@dataclass
+class Optimisation:
+    """Everything one optimiser step uses besides the batch: the (prepared) training module and
+    optimiser, the trainable parameters, the learning-rate schedule, the GradScaler (active for
+    fp16), the autocast context and the clipping norm."""
+
+    accelerator: object
+    module: nn.Module
+    params: dict[str, nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    autocast: torch.autocast
+    max_grad_norm: float | None = None
+
+    @classmethod
+    def create(
+        cls, args: TrainingArguments, accelerator, module: nn.Module, params: dict, optimizer: torch.optim.Optimizer
+    ) -> Optimisation:
+        """The schedule (diffusers' `get_scheduler`, stepped once per optimiser step) is built on the
+        optimiser before `accelerator.prepare` wraps both."""
+        from diffusers.optimization import get_scheduler
+
+        lr_scheduler = get_scheduler(
+            args.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=args.lr_warmup_steps,
+            num_training_steps=args.max_train_steps,
+            num_cycles=args.lr_num_cycles,
+            power=args.lr_power,
+        )
+        module, optimizer = accelerator.prepare(module, optimizer)
+        device = accelerator.device.type
+        dtype = WEIGHT_DTYPES[args.mixed_precision]
+        return cls(
+            accelerator,
+            module,
+            params,
+            optimizer,
+            lr_scheduler,
+            torch.amp.GradScaler(device, enabled=args.mixed_precision == "fp16"),
+            torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32),
+            args.max_grad_norm,
+        )
+
+    def state_dict(self, micro_step: int) -> dict:
+        """The states a checkpoint holds besides the weights and the optimiser."""
+        return {
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "micro_step": micro_step,
+            "rng": rng_states(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        # Building the schedule set each group's rate to its step-0 value; the checkpoint's is the last one.
+        for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr()):
+            group["lr"] = lr
+        if state["grad_scaler"]:  # empty when the checkpointed run had no fp16
+            self.scaler.load_state_dict(state["grad_scaler"])
+        set_rng_states(state["rng"])
+
+
+def training_step(
+    opt: Optimisation,
+    batch: dict,
+    generator: torch.Generator,
+    select_adapters: Callable[[dict], AbstractContextManager],
+) -> dict[str, torch.Tensor]:
+    """One micro-step: forward under autocast inside the batch's adapter selection (backward too:
+    gradient checkpointing re-runs the U-Net there), backward through the GradScaler, and at the end
+    of an accumulation: unscale, clip, optimiser step, schedule step, zero the gradients. Returns the
+    losses."""
+    accelerator = opt.accelerator
+    with accelerator.accumulate(opt.module), select_adapters(batch):
+        with opt.autocast:
+            losses = opt.module(batch, generator)
+        accelerator.backward(opt.scaler.scale(losses["loss"]))
+        if accelerator.sync_gradients:
+            if opt.max_grad_norm is not None:
+                opt.scaler.unscale_(opt.optimizer)
+                accelerator.clip_grad_norm_(list(opt.params.values()), opt.max_grad_norm)
+            opt.scaler.step(opt.optimizer)
+            opt.scaler.update()
+            opt.lr_scheduler.step()
+            opt.optimizer.zero_grad(set_to_none=True)
+    return losses
 
 
 def load_components(
@@ -186,14 +313,17 @@ def load_components(
     taxonomy: Taxonomy,
     device: torch.device,
     cache: tuple[FeatureCache, list[ManifestRecord]] | None = None,
+    data: Path | None = None,
+    num_processes: int = 1,
     **hyperparameters,
 ) -> Components:
     """Frozen base models (cast to the mixed-precision dtype), the model with its HiLoRA, AdamW.
 
     `cache`: a feature cache and the manifest's records, checked against this run's fingerprint.
     When the cache holds every CLIP output the run needs, only CLIP's text projection (for L_SEM)
-    is loaded, not its towers."""
-    sd, clip = resolve_sources(args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset)
+    is loaded, not its towers. `data`: a training image (the pocket models are the default only for
+    a synthetic world's)."""
+    sd, clip = resolve_sources(args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, data)
     encoder = hyperparameters.get("perception_encoder", True)
     cache_has_tokens = cache is not None and (cache[0].has_image_tokens or not encoder)
     base = load_base_models(sd, clip, load_clip="text_projection" if cache_has_tokens else True)
@@ -234,7 +364,7 @@ def load_components(
         base.unet.to(memory_format=torch.channels_last)
     if args.compile_unet:
         base.unet.compile()  # in place: adapter_weights still finds the HiLoRA layers
-    optimizer = make_optimizer(args, list(params.values()), torch.device(device))
+    optimizer = make_optimizer(args, list(params.values()), torch.device(device), num_processes)
     return Components(base, model.to(device), params, optimizer)
 
 
@@ -303,23 +433,17 @@ def validation_grid(model: CoEmoGen, base: BaseModels, dataset: ManifestDataset 
 
 def run_loop(
     args: TrainingArguments,
-    accelerator,
-    module: nn.Module,
+    opt: Optimisation,
     loader: torch.utils.data.DataLoader,
-    params: dict[str, nn.Parameter],
-    optimizer: torch.optim.Optimizer,
     global_step: int,
     select_adapters: Callable[[dict], AbstractContextManager],
     validation: Callable[[], Image.Image],
 ) -> None:
-    """The optimisation loop every method shares: `module(batch, generator)` returns the losses
-    (its "loss" is optimised), called and back-propagated inside `select_adapters(batch)`; resumable
-    checkpoints, logs and validation grids every so many steps. The random draws of micro-step m
-    come from (seed, m, process), so a resumed run continues as the uninterrupted one."""
-    out = Path(args.out)
-    weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
-    autocast = torch.autocast(accelerator.device.type, dtype=weight_dtype, enabled=weight_dtype != torch.float32)
-    scaler = torch.amp.GradScaler(accelerator.device.type, enabled=args.mixed_precision == "fp16")
+    """The loop every method shares: `training_step` on each micro-batch (the module's "loss" is
+    optimised), then logs, resumable checkpoints and validation grids every so many steps. The random
+    draws of micro-step m come from (seed, m, process), so a resumed run continues as the
+    uninterrupted one."""
+    accelerator, out = opt.accelerator, Path(args.out)
     bar = tqdm(
         total=args.max_train_steps, initial=global_step, desc="train", disable=not accelerator.is_local_main_process
     )
@@ -330,14 +454,7 @@ def run_loop(
         generator = torch.Generator().manual_seed(
             args.seed * 1_000_003 + micro_step * accelerator.num_processes + accelerator.process_index
         )
-        with accelerator.accumulate(module), select_adapters(batch):
-            with autocast:
-                losses = module(batch, generator)
-            accelerator.backward(scaler.scale(losses["loss"]))
-            if accelerator.sync_gradients:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
+        losses = training_step(opt, batch, generator, select_adapters)
         micro_step += 1
         if not accelerator.sync_gradients:
             continue
@@ -345,12 +462,13 @@ def run_loop(
         bar.update(1)
         logs = {k: v.detach().item() for k, v in losses.items()}
         bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
-        accelerator.log(logs, step=global_step)
+        accelerator.log({**logs, "lr": opt.lr_scheduler.get_last_lr()[0]}, step=global_step)
         if not math.isfinite(logs["loss"]):
             raise CoEmoGenError(f"loss became {logs['loss']} at step {global_step}; lower --learning_rate or use fp32")
         if accelerator.is_main_process:
             if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
-                save_checkpoint(out / f"checkpoint-{global_step}", params, optimizer, global_step)
+                path = out / f"checkpoint-{global_step}"
+                save_checkpoint(path, opt.params, opt.optimizer, global_step, opt.state_dict(micro_step))
                 prune_checkpoints(out, args.checkpoints_total_limit)
             if args.validation_steps and global_step % args.validation_steps == 0:
                 grid = validation()
@@ -366,6 +484,50 @@ def run_loop(
     accelerator.wait_for_everyone()
 
 
+def resume(args: TrainingArguments, params: dict, optimizer: torch.optim.Optimizer) -> tuple[int, dict | None]:
+    """With `--resume_from_checkpoint`: restore the weights and optimiser in place; returns the step
+    to continue from and the checkpoint's other training states (None: a new run)."""
+    if not args.resume_from_checkpoint:
+        return 0, None
+    path = find_checkpoint(Path(args.out), args.resume_from_checkpoint)
+    if path is None:
+        logger.warning("no checkpoint in %s; starting a new run", args.out)
+        return 0, None
+    step, state = load_checkpoint(path, params, optimizer)
+    logger.info("resumed from %s at step %d", path, step)
+    return step, state
+
+
+def balanced_loader(args: TrainingArguments, dataset, accelerator, global_step: int) -> torch.utils.data.DataLoader:
+    """This process's share of balanced batches, from where the run left off."""
+    sampler = BalancedBatchSampler(
+        dataset.labels(),
+        args.train_batch_size,
+        args.seed,
+        start=global_step * args.gradient_accumulation_steps,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+    )
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=args.dataloader_num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+        persistent_workers=args.dataloader_num_workers > 0,
+    )
+
+
+def write_run_records(args: TrainingArguments, config, records: list, skips: SkipCounter, taxonomy: Taxonomy) -> None:
+    """training_args.json and data_summary.json (main process)."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "training_args.json", json.dumps(asdict(args), indent=1))
+    per_emotion = {e: sum(r.emotion == e for r in records) for e in taxonomy.emotions}
+    summary = {"records": len(records), "skipped": skips.total, "skip_reasons": dict(skips.reasons)}
+    write_text(out / "data_summary.json", json.dumps({**summary, "per_emotion": per_emotion}, indent=1))
+
+
 def train(args: TrainingArguments, **hyperparameters) -> Path:
     """Run training; returns the run directory (config, safetensors weights, clusters).
 
@@ -376,19 +538,13 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
         from .emogen import train_emogen
 
         return train_emogen(args, **hyperparameters)
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
     out = Path(args.out)
     known = {f.name for f in CoEmoGenConfig.hyperparameters()}
     if set(hyperparameters) - known:
         raise CoEmoGenError(f"unknown model hyper-parameters {sorted(set(hyperparameters) - known)}")
     check_template(hyperparameters.get("template", "{}"))
-    if args.mixed_precision not in WEIGHT_DTYPES:
-        raise CoEmoGenError(f"--mixed_precision must be no, fp16 or bf16, not '{args.mixed_precision}'")
 
-    # 1. Data records (the cache's, when training from one) and the accelerator (mixed precision
-    # is our own autocast below).
+    # 1. Data records (the cache's, when training from one) and the accelerator.
     taxonomy = Taxonomy.load(args.taxonomy)
     if args.cache:
         if not args.center_crop:
@@ -399,70 +555,39 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
         records = [ManifestRecord(Path(r["image"]), r["emotion"], r["caption"]) for r in features.records()]
     else:
         records, skips = read_records(args.manifest, taxonomy)
-    if args.allow_tf32:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-    )
-    if args.mixed_precision == "fp16" and accelerator.device.type != "cuda":
-        raise CoEmoGenError("--mixed_precision fp16 needs a CUDA device; use bf16 on this machine")
+    accelerator = make_accelerator(args)
 
     # 2. Components: frozen base models, the model and its HiLoRA, the optimiser; resume.
     cache = (features, manifest_records) if args.cache else None
-    parts = load_components(args, taxonomy, accelerator.device, cache, **hyperparameters)
-    model, base, params, optimizer = parts.model, parts.base, parts.params, parts.optimizer
-    global_step = 0
-    if args.resume_from_checkpoint:
-        path = find_checkpoint(out, args.resume_from_checkpoint)
-        if path is None:
-            logger.warning("no checkpoint in %s; starting a new run", out)
-        else:
-            global_step = load_checkpoint(path, params, optimizer)
-            accelerator.print(f"resumed from {path} at step {global_step}")
+    parts = load_components(
+        args, taxonomy, accelerator.device, cache, records[0].image, accelerator.num_processes, **hyperparameters
+    )
+    model, base, params = parts.model, parts.base, parts.params
+    global_step, resumed = resume(args, params, parts.optimizer)
 
     # 3. Data: this process's share of balanced batches, from where the run left off.
     dataset = ManifestDataset(records, taxonomy, model.config.resolution, args.center_crop, args.seed)
     if args.cache:
         needs_pixels = model.config.perception_encoder and not features.has_image_tokens
         dataset = CachedDataset(features, dataset, load_pixels=needs_pixels, mirrored=args.random_flip)
-    sampler = BalancedBatchSampler(
-        dataset.labels(),
-        args.train_batch_size,
-        args.seed,
-        start=global_step * args.gradient_accumulation_steps,
-        num_processes=accelerator.num_processes,
-        process_index=accelerator.process_index,
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=args.dataloader_num_workers,
-        pin_memory=accelerator.device.type == "cuda",
-        persistent_workers=args.dataloader_num_workers > 0,
-    )
+    loader = balanced_loader(args, dataset, accelerator, global_step)
     training_module = CoEmoGenTrainingModule(model, base, args.lambda_sem, args.random_flip)
-    module, optimizer = accelerator.prepare(training_module, optimizer)
+    opt = Optimisation.create(args, accelerator, training_module, params, parts.optimizer)
+    if resumed is not None:
+        opt.load_state_dict(resumed)
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
         settings = {**asdict(args), **asdict(model.config)}
         accelerator.init_trackers("coemogen", config={k: str(v) for k, v in settings.items()})
-        write_text(out / "training_args.json", json.dumps(asdict(args), indent=1))
-        per_emotion = {e: sum(r.emotion == e for r in records) for e in taxonomy.emotions}
-        summary = {"records": len(records), "skipped": skips.total, "skip_reasons": dict(skips.reasons)}
-        write_text(out / "data_summary.json", json.dumps({**summary, "per_emotion": per_emotion}, indent=1))
+        write_run_records(args, model.config, records, skips, taxonomy)
 
-    # 4. The loop; backward stays inside the adapter selection: gradient checkpointing re-runs the
-    # U-Net there.
+    # 4. The loop, each batch's HiLoRA adapters selected explicitly.
     def select_adapters(batch: dict):
         return adapter_weights(base.unet, model.gates(model.one_hot(batch["labels"].to(accelerator.device))))
 
     def validation() -> Image.Image:
         return validation_grid(model, base, dataset, args.seed, accelerator.device)
 
-    run_loop(args, accelerator, module, loader, params, optimizer, global_step, select_adapters, validation)
+    run_loop(args, opt, loader, global_step, select_adapters, validation)
 
     # 5. Finalise: fit the emotion clusters on the trained embeddings, save the run.
     if accelerator.is_main_process:
