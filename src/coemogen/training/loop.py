@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
@@ -448,6 +449,7 @@ def run_loop(
         total=args.max_train_steps, initial=global_step, desc="train", disable=not accelerator.is_local_main_process
     )
     micro_step = global_step * args.gradient_accumulation_steps
+    first_step, timed_from = global_step, None
     batches = iter(loader)
     while global_step < args.max_train_steps:
         batch = next(batches)
@@ -459,6 +461,8 @@ def run_loop(
         if not accelerator.sync_gradients:
             continue
         global_step += 1
+        if timed_from is None:  # the first step (allocation, compilation) is left out of the rate
+            timed_from = (time.perf_counter(), global_step)
         bar.update(1)
         logs = {k: v.detach().item() for k, v in losses.items()}
         bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
@@ -481,6 +485,15 @@ def run_loop(
                         "validation", np.asarray(grid), global_step, dataformats="HWC"
                     )
     bar.close()
+    if timed_from is not None and global_step > timed_from[1]:
+        seconds, steps = time.perf_counter() - timed_from[0], global_step - timed_from[1]
+        samples = steps * args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+        cuda = torch.cuda.is_available()
+        peak = f", peak CUDA memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if cuda else ""
+        accelerator.print(
+            f"trained steps {first_step + 1}-{global_step}: {samples / seconds:.2f} samples/s "
+            f"({seconds / steps:.3f} s/step after the first){peak}"
+        )
     accelerator.wait_for_everyone()
 
 
