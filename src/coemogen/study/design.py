@@ -189,7 +189,9 @@ def create_study(
         if images_per_emotion is not None:
             count = min(count, images_per_emotion)
         for method in methods:
-            per_method[method, emotion] = [add_image(method, emotion, p, "method") for p in folders[method][emotion][:count]]
+            per_method[method, emotion] = [
+                add_image(method, emotion, p, "method") for p in folders[method][emotion][:count]
+            ]
     groups = list(combinations(methods, 2)) if design == "paired" else [tuple(methods)]
     for question in questions:
         for emotion in emotions:
@@ -270,8 +272,12 @@ def _gold_trials(gold, count, emotions, questions, trials, add_image, rng) -> li
         others = [
             e
             for e in real
-            if e != emotion and (e not in taxonomy.emotions or emotion not in taxonomy.emotions
-                                 or taxonomy.group_of(e) != taxonomy.group_of(emotion))
+            if e != emotion
+            and (
+                e not in taxonomy.emotions
+                or emotion not in taxonomy.emotions
+                or taxonomy.group_of(e) != taxonomy.group_of(emotion)
+            )
         ]
         if not others:
             raise CoEmoGenError(f"--gold {gold}: no unrelated emotion to set against {emotion}")

@@ -99,7 +99,9 @@ class StudyService:
             raise RequestError(404, f"there is no screen {step + 1} (the study has {len(steps)})")
         expected = steps[step]
         if trial != expected["trial"]:
-            raise RequestError(400, f"screen {step + 1} of participant {participant} shows another trial than {trial!r}")
+            raise RequestError(
+                400, f"screen {step + 1} of participant {participant} shows another trial than {trial!r}"
+            )
         shown = [self.study.trials[trial]["options"][i] for i in expected["order"]]
         if choice not in shown:
             raise RequestError(400, f"{choice!r} is not one of the images on screen {step + 1}")
@@ -222,4 +224,3 @@ def serve(study_root: str | Path, host: str = "127.0.0.1", port: int = 8765, dat
     finally:
         server.server_close()
         server.service.store.close()
-

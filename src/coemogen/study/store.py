@@ -109,9 +109,7 @@ class Store:
                 self.sa.select(self.sa.func.count()).where(t.c.study == self.study_id, t.c.participant == participant)
             ).scalar()
 
-    def record(
-        self, participant: str, step: int, trial: str, choice: str, position: int, rt_ms: int | None
-    ) -> None:
+    def record(self, participant: str, step: int, trial: str, choice: str, position: int, rt_ms: int | None) -> None:
         """Store one answer in its own transaction; a second answer to the same screen is refused."""
         sa = self.sa
         try:
