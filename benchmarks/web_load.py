@@ -6,7 +6,10 @@
 3. a burst of max_queue + 8 requests at once: how many the bounded queue refuses, and with what message;
 4. a request over the limits: the message the caller gets.
 
-Usage: python benchmarks/web_load.py [--model RUN] [--users 4] [--images 8] [--steps 25] [--rounds 3] [--out FILE.json]
+Usage: python benchmarks/web_load.py [--model RUN] [--users 4] [--images 8] [--steps 25] [--rounds 3]
+           [--concurrency 4] [--out FILE.json]
+Another version's server side by side: PYTHONPATH=OLD/src python benchmarks/web_load.py ... (the server
+subprocess inherits it).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def free_port() -> int:
 
 def start_server(args, port: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "coemogen.cli", "web", "--port", str(port), "--max-queue", str(args.max_queue)]
+    command += ["--concurrency", str(args.concurrency)]
     server = subprocess.Popen(command + (["--model", args.model] if args.model else []))
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 300
@@ -85,6 +89,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-queue", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=1, help="the server's --concurrency")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
 

@@ -88,7 +88,7 @@ def served_app(shipped_pipeline):
     pytest.importorskip("gradio")
     from coemogen.web import CoEmoGenWebApp
 
-    demo = CoEmoGenWebApp([shipped_pipeline], TEST_LIMITS).launch(port=None, block=False)
+    demo = CoEmoGenWebApp(shipped_pipeline, TEST_LIMITS).launch(port=None, block=False)
     yield demo
     demo.close()
 

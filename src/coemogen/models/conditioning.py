@@ -5,13 +5,30 @@ and EmoGen inject vectors). Gradients flow through the frozen encoder back to e^
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 
 import torch
 
 from ..errors import CoEmoGenError
 
 PLACEHOLDER = "{}"
+# embedding module -> (embeddings, slot) of the calling thread's injection; replaced, never mutated
+_INJECTIONS: ContextVar[Mapping] = ContextVar("placeholder_injections", default=MappingProxyType({}))
+_HOOKED: weakref.WeakSet = weakref.WeakSet()  # embedding modules that carry the one `_replace_slot` hook
+
+
+def _replace_slot(module, _inputs, output):
+    injection = _INJECTIONS.get().get(module)
+    if injection is None:
+        return output
+    embeds, slot = injection
+    mask = torch.zeros(output.shape[:2], dtype=torch.bool, device=output.device)
+    mask[:, slot] = True
+    return torch.where(mask[..., None], embeds[:, None, :].to(output.dtype), output)
 
 
 def check_template(template: str) -> str:
@@ -42,18 +59,17 @@ class EmotionConditioner:
 
     @contextmanager
     def _inject(self, embeds: torch.Tensor, slot: int):
+        """Replace the slot's input embedding for the calls inside the block, for the calling thread
+        only (threads sharing one text encoder never see each other's embeddings)."""
         embedding = self.text_encoder.get_input_embeddings()
-
-        def hook(_module, _inputs, output):
-            mask = torch.zeros(output.shape[:2], dtype=torch.bool, device=output.device)
-            mask[:, slot] = True
-            return torch.where(mask[..., None], embeds[:, None, :].to(output.dtype), output)
-
-        handle = embedding.register_forward_hook(hook)
+        if embedding not in _HOOKED:
+            embedding.register_forward_hook(_replace_slot)
+            _HOOKED.add(embedding)
+        token = _INJECTIONS.set({**_INJECTIONS.get(), embedding: (embeds, slot)})
         try:
             yield
         finally:
-            handle.remove()
+            _INJECTIONS.reset(token)
 
     def encode_embeddings(self, embeds: torch.Tensor, template: str = PLACEHOLDER) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, d0) placeholder embeddings -> (hidden states for the U-Net, pooled output)."""

@@ -16,28 +16,39 @@ the same sum without the zero terms, and the unselected adapters' gradient is st
 `adapter_weights` picks it whenever the gates are sparse.
 
 Adapter selection is explicit, as in peft: `with adapter_weights(unet, gates): ...` selects each
-sample's adapters for every HiLoRA layer and restores the previous selection on exit.
+sample's adapters for every HiLoRA layer and restores the previous selection on exit. The selection
+belongs to the calling thread (a `ContextVar`), not to the modules, so one loaded model serves
+several threads at once, each with its own gates. The layers also keep the latest selection as a
+fallback for autograd's device threads, which re-run a checkpointed forward during backward outside
+the caller's context (training is one caller). Merging (`merge=True`) does change the shared
+weights: a model shared between threads must be called without it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+# layer -> (gates, selected) of the calling thread's `adapter_weights` blocks; never mutated, replaced
+_SELECTIONS: ContextVar[Mapping] = ContextVar("hilora_selections", default=MappingProxyType({}))
 
 
 class HiLoRALinear(nn.Module):
     """A frozen nn.Linear plus `num_adapters` rank-`rank` LoRAs selected per sample by `gates`.
 
-    State (set only through `adapter_weights`): `gates`, a (rows, num_adapters) tensor or None;
-    `selected`, the (adapter indices, gate values) of each row, both (rows, k), when the gathered
-    form is used, else None; `merged_gate`, the gate row folded into the base weight, or None.
+    The selection (set only through `adapter_weights`, per calling thread): `gates`, a (rows,
+    num_adapters) tensor or None; `selected`, the (adapter indices, gate values) of each row, both
+    (rows, k), when the gathered form is used, else None. `self.gates` / `self.selected` hold the
+    latest selection of any thread (the fallback for autograd's threads); `merged_gate` is the gate
+    row folded into the base weight, or None.
     """
 
     def __init__(self, base: nn.Linear, num_adapters: int, rank: int, alpha: float) -> None:
@@ -62,7 +73,7 @@ class HiLoRALinear(nn.Module):
         out = self.base(x)
         if self.merged_gate is not None:  # the selected adapters are already inside base.weight
             return out
-        gates = self.gates
+        gates, selected = _SELECTIONS.get().get(self, (self.gates, self.selected))
         if gates is None:
             if torch.is_grad_enabled() and self.lora_A.requires_grad:
                 raise RuntimeError(
@@ -76,8 +87,8 @@ class HiLoRALinear(nn.Module):
                 "the batch must be a whole multiple of the gate rows"
             )
         copies = x.shape[0] // gates.shape[0]  # classifier-free guidance stacks [uncond, cond] copies
-        if self.selected is not None:
-            index, values = (t.repeat(copies, 1) for t in self.selected)
+        if selected is not None:
+            index, values = (t.repeat(copies, 1) for t in selected)
             return out + self._gathered(x, index, values).to(out.dtype)
         gates = gates.repeat(copies, 1).to(self.lora_A.dtype).repeat_interleave(self.rank, dim=1)
         gates = gates.view(gates.shape[0], *([1] * (x.dim() - 2)), gates.shape[1])
@@ -138,6 +149,7 @@ def adapter_weights(model: nn.Module, gates: torch.Tensor, merge: bool = False) 
     merge_now = merge and not merged and bool((gates == gates[:1]).all())
     selected = None if merge_now else sparse_selection(gates)
     previous = [(layer.gates, layer.selected) for layer in layers]
+    token = _SELECTIONS.set({**_SELECTIONS.get(), **{layer: (gates, selected) for layer in layers}})
     for layer in layers:
         layer.gates, layer.selected = gates, selected
         if merge_now:
@@ -145,6 +157,7 @@ def adapter_weights(model: nn.Module, gates: torch.Tensor, merge: bool = False) 
     try:
         yield
     finally:
+        _SELECTIONS.reset(token)
         for layer, (old_gates, old_selected) in zip(layers, previous):
             layer.gates, layer.selected = old_gates, old_selected
             if merge_now:

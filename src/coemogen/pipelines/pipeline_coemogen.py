@@ -224,6 +224,7 @@ class CoEmoGenPipeline:
         guidance_scale: float,
         progress: bool = False,
         step_conditions: Callable[[int], tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+        merge_adapters: bool = True,
     ) -> torch.Tensor:
         """Classifier-free guided sampling; each sample's adapters apply to both guidance halves.
 
@@ -231,6 +232,7 @@ class CoEmoGenPipeline:
         are merged into the weights for the loop (the same maths, no LoRA cost per step) and
         unmerged afterwards. `step_conditions(i) -> (cond, gates)` changes them step by step
         (`EmotionWindow`); the adapters are then selected per step. `gates` None: no adapters.
+        `merge_adapters=False` keeps them per sample (a pipeline several threads call at once).
         """
         from tqdm import tqdm
 
@@ -250,7 +252,7 @@ class CoEmoGenPipeline:
 
         timesteps = tqdm(scheduler.timesteps, desc="denoise", disable=not progress, leave=False)
         def adapters(gates: torch.Tensor | None):
-            return nullcontext() if gates is None else adapter_weights(unet, gates, merge=True)
+            return nullcontext() if gates is None else adapter_weights(unet, gates, merge=merge_adapters)
 
         if step_conditions is None:
             with adapters(gates):
@@ -286,6 +288,8 @@ class CoEmoGenPipeline:
         visual_embeds: torch.Tensor | None = None,
         first_index: int = 0,
         emotion_window: EmotionWindow | None = None,
+        seeds: list[int] | None = None,
+        merge_adapters: bool = True,
     ) -> CoEmoGenOutput:
         """`emotion`: a name, a mix "amusement:0.5,awe:0.5", or a list (one per image, cycled).
 
@@ -296,7 +300,11 @@ class CoEmoGenPipeline:
         noises). `cluster_temperature` defaults to the run's. `visual_embeds` (num_images, d0)
         replaces the cluster samples (training's validation images use the embeddings of real images).
         `first_index=k` makes images k, k+1, ... of the same seeded sequence (resuming a large set).
-        `emotion_window` restricts the emotion to some denoising steps (`EmotionWindow`).
+        `emotion_window` restricts the emotion to some denoising steps (`EmotionWindow`). `seeds`: one
+        seed per image instead of seed + i (several requests made in one batch keep their own images).
+        `merge_adapters`: fold a batch's shared adapters into the U-Net while it denoises (the fastest
+        for one caller); False keeps them per sample and leaves the weights untouched, so several
+        threads can call one pipeline at once (each thread's adapter selection is its own).
         """
         # 1. Check inputs and fill defaults from the run's configuration.
         specs = [emotion] if isinstance(emotion, str) else list(emotion)
@@ -308,9 +316,12 @@ class CoEmoGenPipeline:
         indices = range(first_index, first_index + num_images)
         mixes = [self.taxonomy.parse_mix(specs[i % len(specs)]) for i in indices]
         # 3. Per-image generators for the cluster samples and the initial noise.
+        if seeds is not None and (len(seeds) != num_images or generator is not None):
+            raise CoEmoGenError(f"pass one seed per image ({num_images}), and no generator with seeds")
+        image_seeds = list(seeds) if seeds is not None else [seed + i for i in indices]
         if generator is None:
-            cluster_generators = [torch.Generator().manual_seed(seed + i) for i in indices]
-            noise_generators = [torch.Generator().manual_seed(seed + i) for i in indices]
+            cluster_generators = [torch.Generator().manual_seed(s) for s in image_seeds]
+            noise_generators = [torch.Generator().manual_seed(s) for s in image_seeds]
         else:
             cluster_generators = noise_generators = (
                 generator if isinstance(generator, list) else [generator] * num_images
@@ -348,8 +359,9 @@ class CoEmoGenPipeline:
                 else emotion_window.step_conditions(cond, neutral, gates, self.taxonomy.num_emotions)
             )
             latents = self.denoise(
-                sched, latents, cond, uncond, gates, num_inference_steps, guidance_scale, progress, window
-            )
+                sched, latents, cond, uncond, gates, num_inference_steps, guidance_scale, progress, window,
+                merge_adapters,
+            )  # fmt: skip
             images += self.decode_latents(latents)
             for i, comp in zip(idx, components):
                 metadata.append(
@@ -357,7 +369,7 @@ class CoEmoGenPipeline:
                         "index": first_index + i,
                         "emotion": max(mixes[i], key=mixes[i].get),
                         "weights": mixes[i],
-                        "seed": seed + first_index + i if generator is None else None,
+                        "seed": image_seeds[i] if generator is None else None,
                         "cluster_component": comp,
                         "template": template,
                         "scheduler": scheduler,

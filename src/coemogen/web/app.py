@@ -1,8 +1,9 @@
 """The Gradio app: pick an emotion (or a mix), generate, see each image's metadata, download them.
 
-The run is loaded once at start and kept in memory; requests go through Gradio's bounded queue, and
-each generation borrows one of `limits.concurrency` pipelines (a pipeline merges adapters into its
-U-Net while it runs, so two generations never share one). The page accepts no file or path: the
+The run is loaded once at start and kept in memory, one copy whatever the load; requests go through
+Gradio's bounded queue, up to `limits.concurrency` of them at once, and those that share their
+denoising settings are made together in one batched pass (`batching.py`: HiLoRA gates each sample
+by its own emotion). The page accepts no file or path: the
 model is fixed when the server starts, and every value the page sends is checked on the server
 (`limits.py`); a bad request gets its message in the page, any other failure a generic one.
 """
@@ -10,7 +11,6 @@ model is fixed when the server starts, and every value the page sends is checked
 from __future__ import annotations
 
 import logging
-import queue
 import shutil
 import tempfile
 import time
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CoEmoGenError
 from ..pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS, CoEmoGenOutput, CoEmoGenPipeline, save_images
+from .batching import RequestBatcher
 from .limits import (
     MAX_GUIDANCE,
     MAX_SEED,
@@ -42,15 +43,11 @@ DOWNLOAD_TTL_S = 3600  # zips older than this are deleted (Gradio serves its own
 class CoEmoGenWebApp:
     """The models behind the page and the request handler; `build()` makes the Gradio Blocks."""
 
-    def __init__(self, pipelines: list[CoEmoGenPipeline], limits: WebLimits, title: str = "CoEmoGen") -> None:
-        if len(pipelines) != limits.concurrency:
-            raise CoEmoGenError(f"need {limits.concurrency} pipelines for concurrency {limits.concurrency}")
+    def __init__(self, pipeline: CoEmoGenPipeline, limits: WebLimits, title: str = "CoEmoGen") -> None:
         self.limits, self.title = limits, title
-        self.taxonomy = pipelines[0].taxonomy
-        self.config = pipelines[0].model.config
-        self.idle: queue.Queue[CoEmoGenPipeline] = queue.Queue()
-        for pipeline in pipelines:
-            self.idle.put(pipeline)
+        self.taxonomy = pipeline.taxonomy
+        self.config = pipeline.model.config
+        self.batcher = RequestBatcher(pipeline, max_batch_images=limits.concurrency * limits.max_images)
         self.downloads = Path(tempfile.mkdtemp(prefix="coemogen-web-"))
         weakref.finalize(self, shutil.rmtree, self.downloads, ignore_errors=True)  # also at interpreter exit
 
@@ -58,19 +55,16 @@ class CoEmoGenWebApp:
     def from_pretrained(
         cls, run_dir: str | Path | None = None, limits: WebLimits | None = None, device: str | None = None
     ) -> CoEmoGenWebApp:
-        """Load the run (default: the shipped world run) once per concurrent generation."""
+        """Load the run (default: the shipped world run) once."""
         limits = limits or WebLimits()
-        pipelines = [CoEmoGenPipeline.from_pretrained(run_dir, device=device) for _ in range(limits.concurrency)]
+        pipeline = CoEmoGenPipeline.from_pretrained(run_dir, device=device)
         name = "the shipped synthetic-world run" if run_dir is None else f"run {Path(run_dir).name}"
-        return cls(pipelines, limits, title=f"CoEmoGen: {name}")
+        return cls(pipeline, limits, title=f"CoEmoGen: {name}")
 
     def generate(self, request: GenerationRequest) -> tuple[CoEmoGenOutput, Path]:
-        """Run one validated request on a free pipeline: (CoEmoGenOutput, zip of PNGs + metadata JSON)."""
-        pipeline = self.idle.get()  # Gradio's concurrency limit keeps one free for every running request
-        try:
-            output = pipeline(**request.pipeline_kwargs())
-        finally:
-            self.idle.put(pipeline)
+        """Run one validated request (batched with concurrent ones): (CoEmoGenOutput, zip of PNGs +
+        metadata JSON)."""
+        output = self.batcher.generate(request)
         return output, self._zip(output, request)
 
     def handle(

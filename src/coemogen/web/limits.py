@@ -27,7 +27,7 @@ class WebLimits:
 
     max_images: int = 8  # images per request
     max_steps: int = 50  # denoising steps per request
-    concurrency: int = 1  # generations at once; each holds its own copy of the model
+    concurrency: int = 1  # requests served at once, batched into one pass on the one model copy
     max_queue: int = 16  # requests waiting; more are refused with a message
 
     def __post_init__(self) -> None:
