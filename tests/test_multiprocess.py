@@ -130,7 +130,7 @@ def test_cache_under_two_processes_equals_the_single_process_cache(tiny_models, 
 
 def test_a_hung_process_ends_the_run_after_ddp_timeout_with_a_clear_message(tiny_models, tiny_world, tmp_path):
     out = tmp_path / "run"
-    flags = ["--max_train_steps", "400", "--checkpointing_steps", "2", "--ddp_timeout", "10"]
+    flags = ["--max_train_steps", "400", "--checkpointing_steps", "2", "--ddp_timeout", "5"]
     proc = subprocess.Popen(
         _command(tiny_models, tiny_world, out, *flags),
         stdout=subprocess.DEVNULL,

@@ -146,7 +146,7 @@ def test_pocket_sd_loads_like_a_real_checkpoint():
 
     pipe = StableDiffusionPipeline.from_pretrained(POCKET_SD, safety_checker=None, requires_safety_checker=False)
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
-    sd, clip = resolve_sources()
+    sd, clip = resolve_sources(preset="pocket")
     base = load_base_models(sd, clip)
     assert base.unet.config.sample_size == pipe.unet.config.sample_size
     total = sum(p.stat().st_size for p in POCKET_SD.parent.rglob("*.safetensors"))
