@@ -47,8 +47,32 @@ def hparam(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+class RunConfigRecord:
+    """What every method's configuration dataclass shares: its flags, and its config.json written
+    and read back (a run of another method refused by name). The dataclass's `method` field default
+    names the method."""
+
+    @classmethod
+    def hyperparameters(cls) -> list:
+        """The fields users choose (each is a `coemogen train` flag)."""
+        return [f for f in fields(cls) if not f.metadata.get("derived")]
+
+    def save(self, run_dir: Path) -> None:
+        write_text(run_dir / CONFIG_NAME, json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, run_dir: str | Path):
+        data = read_run_config(run_dir)
+        expected = next(f.default for f in fields(cls) if f.name == "method")
+        if data.get("method", "coemogen") != expected:
+            raise CoEmoGenError(
+                f"'{run_dir}' is a run of method '{data.get('method', 'coemogen')}', not a {expected} run"
+            )
+        return config_from_dict(cls, data, str(Path(run_dir) / CONFIG_NAME))
+
+
 @dataclass
-class CoEmoGenConfig:
+class CoEmoGenConfig(RunConfigRecord):
     """Everything needed to rebuild a trained model around its base models."""
 
     taxonomy: dict = derived("groups -> emotions, from --taxonomy")
@@ -87,20 +111,6 @@ class CoEmoGenConfig:
         if self.method != "coemogen":
             raise CoEmoGenError(f"a CoEmoGen configuration records method 'coemogen', not '{self.method}'")
 
-    @classmethod
-    def hyperparameters(cls) -> list:
-        """The fields users choose (each is a `coemogen train` flag)."""
-        return [f for f in fields(cls) if not f.metadata.get("derived")]
-
-    def save(self, run_dir: Path) -> None:
-        write_text(run_dir / CONFIG_NAME, json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> CoEmoGenConfig:
-        data = read_run_config(run_dir)
-        if data.get("method", "coemogen") != "coemogen":
-            raise CoEmoGenError(f"'{run_dir}' is a run of method '{data['method']}', not a CoEmoGen run")
-        return config_from_dict(cls, data, str(Path(run_dir) / CONFIG_NAME))
 
 
 def config_from_dict(cls: type, data: dict, where: str):

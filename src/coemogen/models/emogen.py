@@ -15,7 +15,7 @@ classifier; `save_emogen_run` / `load_emogen_run` write and read its run directo
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from ..errors import CoEmoGenError
 from ..io import read_safetensors, refuse_pickles, save_safetensors, write_text
 from ..taxonomy import Taxonomy
 from .clusters import EmotionClusters
-from .coemogen import CONFIG_NAME, config_from_dict, derived, hparam, read_run_config
+from .coemogen import CONFIG_NAME, RunConfigRecord, derived, hparam
 
 SMALL_CNN = "small-cnn"
 MAPPERS = ("MLP", "FC")
@@ -33,7 +33,7 @@ WEIGHT_FILES = ("emotion_encoder", "mapper")  # clip_emotion_classifier when emo
 
 
 @dataclass
-class EmoGenConfig:
+class EmoGenConfig(RunConfigRecord):
     """Everything needed to rebuild a trained EmoGen around its base models."""
 
     taxonomy: dict = derived("groups -> emotions, from --taxonomy")
@@ -83,19 +83,6 @@ class EmoGenConfig:
         if self.method != "emogen":
             raise CoEmoGenError(f"an EmoGen configuration records method 'emogen', not '{self.method}'")
 
-    @classmethod
-    def hyperparameters(cls) -> list:
-        return [f for f in fields(cls) if not f.metadata.get("derived")]
-
-    def save(self, run_dir: Path) -> None:
-        write_text(run_dir / CONFIG_NAME, json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> EmoGenConfig:
-        data = read_run_config(run_dir)
-        if data.get("method") != "emogen":
-            raise CoEmoGenError(f"'{run_dir}' is a run of method '{data.get('method', 'coemogen')}', not EmoGen")
-        return config_from_dict(cls, data, str(Path(run_dir) / CONFIG_NAME))
 
 
 class SmallEmotionCNN(nn.Module):

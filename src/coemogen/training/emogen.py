@@ -32,7 +32,7 @@ from ..io import atomic_output, save_safetensors, write_text
 from ..models.base import BaseModels, load_base_models, resolve_sources
 from ..models.clip import text_embeds
 from ..models.clusters import EmotionClusters
-from ..models.conditioning import EmotionConditioner, check_template
+from ..models.conditioning import EmotionConditioner
 from ..models.emogen import SMALL_CNN, EmoGen, EmoGenConfig, float_state, load_float_state, save_emogen_run
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
@@ -43,6 +43,7 @@ from .loop import (
     WEIGHT_DTYPES,
     Optimisation,
     balanced_loader,
+    check_hyperparameters,
     diffusion_inputs,
     frozen_latents,
     make_accelerator,
@@ -268,10 +269,7 @@ def train_emogen(args: TrainingArguments, **hyperparameters) -> Path:
     """Train EmoGen on a manifest (records carry EmoSet-style `attributes`: scene, object); returns
     the run directory. `hyperparameters`: EmoGenConfig fields."""
     out = Path(args.out)
-    known = {f.name for f in EmoGenConfig.hyperparameters()}
-    if set(hyperparameters) - known:
-        raise CoEmoGenError(f"unknown EmoGen hyper-parameters {sorted(set(hyperparameters) - known)}")
-    check_template(hyperparameters.get("template", "{}"))
+    check_hyperparameters(EmoGenConfig, hyperparameters)
 
     # The data, the accelerator and the frozen base models (CLIP whole: attribute words, L_emo).
     taxonomy = Taxonomy.load(args.taxonomy)

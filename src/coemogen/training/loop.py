@@ -497,6 +497,14 @@ def run_loop(
     accelerator.wait_for_everyone()
 
 
+def check_hyperparameters(config_class: type, hyperparameters: dict) -> None:
+    """Refuse a hyper-parameter the method does not have, and a bad template, before any loading."""
+    unknown = set(hyperparameters) - {f.name for f in config_class.hyperparameters()}
+    if unknown:
+        raise CoEmoGenError(f"unknown {config_class.__name__} hyper-parameters {sorted(unknown)}")
+    check_template(hyperparameters.get("template", "{}"))
+
+
 def resume(args: TrainingArguments, params: dict, optimizer: torch.optim.Optimizer) -> tuple[int, dict | None]:
     """With `--resume_from_checkpoint`: restore the weights and optimiser in place; returns the step
     to continue from and the checkpoint's other training states (None: a new run)."""
@@ -552,10 +560,7 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
 
         return train_emogen(args, **hyperparameters)
     out = Path(args.out)
-    known = {f.name for f in CoEmoGenConfig.hyperparameters()}
-    if set(hyperparameters) - known:
-        raise CoEmoGenError(f"unknown model hyper-parameters {sorted(set(hyperparameters) - known)}")
-    check_template(hyperparameters.get("template", "{}"))
+    check_hyperparameters(CoEmoGenConfig, hyperparameters)
 
     # 1. Data records (the cache's, when training from one) and the accelerator.
     taxonomy = Taxonomy.load(args.taxonomy)
