@@ -285,6 +285,42 @@ def cmd_web(a: argparse.Namespace) -> None:
     launch(a.model, limits, a.host, a.port, a.device)
 
 
+def cmd_study(a: argparse.Namespace) -> None:
+    if a.study_command == "create":
+        from ..study.design import create_study, parse_methods, parse_questions
+
+        study = create_study(
+            parse_methods(a.methods),
+            a.out,
+            a.design,
+            parse_questions(a.questions),
+            a.trials_per_participant,
+            a.sequences,
+            a.repeats,
+            a.gold,
+            a.gold_trials,
+            a.images_per_emotion,
+            a.seed,
+            a.title,
+        )
+        steps = len(study.sequences[0])
+        print(f"wrote study {study.id} ({len(study.trials)} trials, {steps} screens per participant) to {a.out}")
+    elif a.study_command == "serve":
+        from ..study.server import serve
+
+        serve(a.study, a.host, a.port, a.database)
+    elif a.study_command == "analyze":
+        from ..study.analysis import analyze
+
+        results = analyze(a.study, a.out, a.database, a.resamples, a.seed)
+        print(f"{results['included']} of {results['participants']} participants included; report in {a.out}")
+    else:
+        from ..study.simulate import simulate
+
+        stored = simulate(a.study, a.participants, a.seed, a.database)
+        print(f"stored {stored} simulated answers")
+
+
 def cmd_doctor(a: argparse.Namespace) -> None:
     from ..doctor import doctor
 

@@ -288,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=8, help="images per request at most")
     p.add_argument("--max-steps", type=int, default=50, help="denoising steps per request at most")
     p.add_argument(
-        "--concurrency", type=int, default=1, help="generations at once (each holds its own copy of the model)"
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests served at once, batched into one denoising pass on the one model copy",
     )
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting at most; more are refused")
     p.set_defaults(func=commands.cmd_web)
@@ -298,6 +301,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="run directory whose base models to look for (default: the shipped world run)")
     p.add_argument("--preset", choices=["pocket", "sd15"], help="look for this preset's base models instead")
     p.set_defaults(func=commands.cmd_doctor)
+
+    study = sub.add_parser("study", help="human preference studies: create, serve, analyze, simulate").add_subparsers(
+        dest="study_command", required=True
+    )
+    p = study.add_parser("create", help="a study folder from the image folders of several methods")
+    p.add_argument(
+        "--methods", nargs="+", required=True, metavar="NAME=IMAGE_DIR", help="`generate --emotion all` folders"
+    )
+    p.add_argument("--out", required=True, help="the new study folder")
+    p.add_argument("--design", choices=["paired", "pick-one"], default="paired")
+    p.add_argument(
+        "--questions", nargs="+", metavar="ID=TEXT", help="default: emotion and coherence ({emotion} allowed)"
+    )
+    p.add_argument("--trials-per-participant", type=int, default=24)
+    p.add_argument("--sequences", type=int, default=64, help="participant sequences; participants take them in turn")
+    p.add_argument("--repeats", type=int, default=2, help="repeated trials (sides swapped) per participant")
+    p.add_argument("--gold", metavar="REAL_DIR", help="real images, REAL_DIR/<emotion>/*, for gold trials")
+    p.add_argument("--gold-trials", type=int, default=2)
+    p.add_argument("--images-per-emotion", type=int, help="use at most this many images of each emotion per method")
+    p.add_argument("--title", default="Image study")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=commands.cmd_study)
+    p = study.add_parser("serve", help="the participants' page (any browser, phones included)")
+    p.add_argument("study")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the study to the network")
+    p.add_argument("--port", type=int, default=8765, help="0: any free port (printed)")
+    p.add_argument("--database", help="sqlite:///PATH or postgresql://... (default: STUDY/answers.sqlite)")
+    p.set_defaults(func=commands.cmd_study)
+    p = study.add_parser("analyze", help="exclusions, preference statistics, agreement; a report with plots")
+    p.add_argument("study")
+    p.add_argument("--out", required=True)
+    p.add_argument("--database", help="as for serve")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=commands.cmd_study)
+    p = study.add_parser("simulate", help="simulated participants answering from the world's judges")
+    p.add_argument("study")
+    p.add_argument("--participants", type=int, required=True)
+    p.add_argument("--database", help="as for serve")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=commands.cmd_study)
 
     p = sub.add_parser("demo", help="the whole pipeline on the synthetic world")
     p.add_argument("--out", default="coemogen-demo")

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from itertools import combinations
@@ -232,7 +233,8 @@ def create_study(
         plans.append(steps)
     spec = {
         "format": "coemogen-study-1",
-        "id": f"study-{rng.getrandbits(48):012x}",
+        # Identity, not design: two studies made with one seed must not share answers in one database.
+        "id": f"study-{secrets.token_hex(6)}",
         "title": title,
         "design": design,
         "seed": seed,
@@ -241,7 +243,7 @@ def create_study(
         "questions": questions,
         "consent": CONSENT,
         "instructions": INSTRUCTIONS,
-        "completion_code": f"{rng.getrandbits(40):010X}",
+        "completion_code": secrets.token_hex(5).upper(),
         "exclusion": {"max_gold_errors": 0, "min_repeat_agreement": 0.5},
         "images": images,
         "trials": trials,

@@ -131,6 +131,11 @@ def _static(name: str) -> bytes:
     return resources.files("coemogen.study").joinpath("static", name).read_bytes()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 resets connections when a class of participants starts at once
+
+
 def make_server(study_root: str | Path, host: str = "127.0.0.1", port: int = 8765, database: str | None = None):
     """A ThreadingHTTPServer serving the study (not started: call serve_forever)."""
     study = Study.load(study_root)
@@ -201,8 +206,7 @@ def make_server(study_root: str | Path, host: str = "127.0.0.1", port: int = 876
                 raise RequestError(400, "the request body must be a JSON object")
             return payload
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _Server((host, port), Handler)
     server.service = service
     return server
 
