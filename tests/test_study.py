@@ -195,7 +195,13 @@ def test_http_refuses_oversized_and_malformed_bodies_and_serves_only_the_studys_
     image = next(iter(study.images))
     status, data = _raw(url, "GET", f"/images/{image}")
     assert status == 200 and data == study.image_path(image).read_bytes()
-    for path in ("/images/../study.json", "/images/%2e%2e%2fstudy.json", "/study.json", "/images/i9999", "/answers.sqlite"):
+    for path in (
+        "/images/../study.json",
+        "/images/%2e%2e%2fstudy.json",
+        "/study.json",
+        "/images/i9999",
+        "/answers.sqlite",
+    ):
         assert _raw(url, "GET", path)[0] == 404, path
     assert server.service.store.all_answers() == []
 
@@ -244,9 +250,9 @@ class Participant:
         self.refused: str | None = None
         self.error: str | None = None
 
-    def run(self, urls: list[str], stop: threading.Event | None = None, pause: float = 0.0) -> None:
+    def run(self, urls: list[str], pause: float = 0.0) -> None:
         state = None
-        while not self.done and not (stop and stop.is_set()):
+        while not self.done:
             url = urls[self.requests % len(urls)]
             self.requests += 1
             try:
@@ -265,8 +271,9 @@ class Participant:
                 return
             except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as err:
                 self.error = repr(err)
-                if len(urls) == 1:
-                    return  # the only server is gone
+                urls = [u for u in urls if u != url]  # that server is gone
+                if not urls:
+                    return
                 state = None  # ask another server where this participant is
 
 
@@ -370,11 +377,19 @@ def postgres_url():
         port = probe.getsockname()[1]
     data = folder / "data"
     try:
-        subprocess.run([*as_user, bin_dir / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [*as_user, bin_dir / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         options = f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off"
-        subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-l", folder / "log", "-o", options, "-w", "start"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_user, bin_dir / "pg_ctl", "-D", data, "-l", folder / "log", "-o", options, "-w", "start"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, KeyError, LookupError) as err:
         shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(f"could not start a throwaway PostgreSQL: {err}")
@@ -420,7 +435,6 @@ def test_browser_answers_by_keyboard_and_click_reloads_and_continues(study, serv
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
-
     from test_web import chromium_driver
 
     server, url = served
@@ -488,6 +502,7 @@ def test_wilson_binomial_bradley_terry_and_alpha_by_hand():
 
 def test_analyze_excludes_by_the_rule_and_counts_the_rest_by_hand(study, tmp_path):
     service = _service(study)
+
     def method_index(state: dict, method: str) -> int:
         return next(i for i, im in enumerate(state["images"]) if study.images[im["id"]]["method"] == method)
 
@@ -527,14 +542,18 @@ def _gold_index(state: dict, trial: dict) -> int:
 
 
 def test_pick_one_vote_shares_and_bradley_terry_by_hand(method_dirs, tmp_path):
-    study = create_study(method_dirs, tmp_path / "pick", design="pick-one", trials_per_participant=16, repeats=0,
-                         sequences=2)
+    study = create_study(
+        method_dirs, tmp_path / "pick", design="pick-one", trials_per_participant=16, repeats=0, sequences=2
+    )
     service = _service(study)
     for name, favourite in (("likes-a", "A"), ("likes-b", "B")):
         state = service.start({"participant": name})
         while not state["done"]:
             state = service.answer(
-                _answer(state, next(i for i, im in enumerate(state["images"]) if study.images[im["id"]]["method"] == favourite))
+                _answer(
+                    state,
+                    next(i for i, im in enumerate(state["images"]) if study.images[im["id"]]["method"] == favourite),
+                )
             )
     results = analyze(study.root, tmp_path / "report", resamples=200)
     shares = {(r["question"], r["method"]): r for r in results["vote_share"]}
