@@ -1,5 +1,7 @@
-# The base model's images in `coemogen generate --emotion all` layout (as stages.base_model_images prompts it).
+"""The base model's images in the layout `coemogen generate --emotion all` writes (prompted as
+stages.base_model_images prompts it): python base_model_images.py OUT"""
 import sys
+
 from coemogen.experiments.stages import base_model_images
 from coemogen.pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS, save_images
 from coemogen.taxonomy import Taxonomy
