@@ -272,7 +272,22 @@ class LPIPSDiversity(_PairwiseMean):
         return total
 
 
-class _RunningMean(Metric):
+class _PerImage(Metric):
+    """A metric whose state is one value per image (`_add`), so it can be rebuilt from them."""
+
+    def _add(self, values: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_samples(cls, samples: dict, key: str, image_idx: np.ndarray, pair_idx=None) -> _PerImage:
+        """The metric over the images `image_idx`, from their per-image values `samples[key]`."""
+        metric = cls.__new__(cls)
+        metric.reset()
+        metric._add(torch.as_tensor(samples[key][image_idx]))
+        return metric
+
+
+class _RunningMean(_PerImage):
     """A mean of per-sample values kept as a running sum (float64) and count, and the values
     themselves (`per_sample()`, one float each: what a bootstrap over images resamples)."""
 
@@ -297,16 +312,9 @@ class _RunningMean(Metric):
             raise ValueError(f"{type(self).__name__} has no samples (call update first)")
         return self.sum / self.count
 
-    @classmethod
-    def from_samples(cls, samples: dict, key: str, image_idx: np.ndarray, pair_idx=None) -> _RunningMean:
-        """The metric over the images `image_idx`, from their per-sample values `samples[key]`."""
-        metric = cls.__new__(cls)
-        metric.reset()
-        metric._add(torch.as_tensor(samples[key][image_idx]))
-        return metric
 
 
-class _Accuracy(Metric):
+class _Accuracy(_PerImage):
     """A share of hits kept as running counts, `correct` out of `total`, and the hits themselves
     (`per_sample()`, 1.0 or 0.0 per image)."""
 
@@ -330,13 +338,6 @@ class _Accuracy(Metric):
             raise ValueError(f"{type(self).__name__} has no samples (call update first)")
         return self.correct / self.total
 
-    @classmethod
-    def from_samples(cls, samples: dict, key: str, image_idx: np.ndarray, pair_idx=None) -> _Accuracy:
-        """The metric over the images `image_idx`, from their per-sample hits `samples[key]`."""
-        metric = cls.__new__(cls)
-        metric.reset()
-        metric._add(torch.as_tensor(samples[key][image_idx]))
-        return metric
 
 
 class EmotionAccuracy(_Accuracy):
