@@ -49,6 +49,21 @@ def _launch(tiny_models, world, out, *flags):
     return [json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1)]
 
 
+def _start_until_checkpoint(tiny_models, world, out, *flags) -> subprocess.Popen:
+    """A two-process run started in the background, returned once its checkpoint-2 is complete."""
+    proc = subprocess.Popen(
+        _command(tiny_models, world, out, *flags),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    deadline = time.time() + 300
+    while not (out / "checkpoint-2").is_dir() and time.time() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.fixture(scope="module")
 def two_process_run(tiny_models, tiny_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "run"
@@ -73,16 +88,7 @@ def test_one_process_killed_the_other_stops_with_a_clear_message_and_resume_late
     full, _ = two_process_run
     out = tmp_path / "run"
     flags = ["--max_train_steps", "400", "--checkpointing_steps", "2"]  # no LR schedule: the length changes nothing
-    proc = subprocess.Popen(
-        _command(tiny_models, tiny_world, out, *flags),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    deadline = time.time() + 300
-    while not (out / "checkpoint-2").is_dir() and time.time() < deadline:
-        time.sleep(0.05)
+    proc = _start_until_checkpoint(tiny_models, tiny_world, out, *flags)
     os.kill(int((out / "pid1").read_text()), signal.SIGKILL)
     killed_at = time.time()
     _, stderr = proc.communicate(timeout=120)  # no hang: the survivor is stopped, not left waiting
@@ -131,16 +137,7 @@ def test_cache_under_two_processes_equals_the_single_process_cache(tiny_models, 
 def test_a_hung_process_ends_the_run_after_ddp_timeout_with_a_clear_message(tiny_models, tiny_world, tmp_path):
     out = tmp_path / "run"
     flags = ["--max_train_steps", "400", "--checkpointing_steps", "2", "--ddp_timeout", "5"]
-    proc = subprocess.Popen(
-        _command(tiny_models, tiny_world, out, *flags),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    deadline = time.time() + 300
-    while not (out / "checkpoint-2").is_dir() and time.time() < deadline:
-        time.sleep(0.05)
+    proc = _start_until_checkpoint(tiny_models, tiny_world, out, *flags)
     hung = int((out / "pid1").read_text())
     os.kill(hung, signal.SIGSTOP)  # alive but silent: without a timeout the other process waits for ever
     stopped_at = time.time()
