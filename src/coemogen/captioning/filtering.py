@@ -158,6 +158,9 @@ def filter_captions(
     flags = [bool(r.get("hallucinated")) for r, _ in scored]
     if any(flags):  # synthetic world: how well does the cut find the hallucinated captions?
         summary["hallucination"] = hallucination_removal(flags, keep, [r["emotion"] for r, _ in scored], drop, seed)
+    errors = [bool(r.get("reasoning_error")) for r, _ in scored]
+    if any(errors):  # narrative world: does the cut find wrong relations as well (the paper's stated blind spot)?
+        summary["reasoning_error"] = hallucination_removal(errors, keep, [r["emotion"] for r, _ in scored], drop, seed)
     write_text(out.parent / (out.stem + ".summary.json"), json.dumps(summary, indent=1))
     _histogram([s for _, s in scored], keep, out.parent / (out.stem + ".hist.png"))
     print(format_table(rows, ["emotion", "kept", "dropped", "q10", "median", "q90"]))

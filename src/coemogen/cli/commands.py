@@ -13,10 +13,37 @@ def cmd_world_build(a: argparse.Namespace) -> None:
     from ..world.dataset import build_world, write_corpus
 
     taxonomy = Taxonomy.load(a.taxonomy)
+    if getattr(a, "content", "objects") == "narrative":
+        from ..world.narrative import RELATION_NOISE, build_narrative_world, write_narrative_corpus
+
+        if a.style != "photo":
+            raise CoEmoGenError("the narrative world has the photo style only")
+        noise = RELATION_NOISE if a.relation_noise is None else a.relation_noise
+        path = build_narrative_world(a.out, a.images_per_emotion, a.seed, a.size, noise, taxonomy)
+        if a.corpus:
+            write_narrative_corpus(Path(a.out) / "neutral_corpus", a.corpus, a.seed + 1, a.size)
+        print(f"wrote the narrative world to {path}")
+        return
     path = build_world(a.out, a.images_per_emotion, a.seed, a.size, a.content_noise, a.style, taxonomy)
     if a.corpus:
         write_corpus(Path(a.out) / "neutral_corpus", a.corpus, a.seed + 1, a.size)
     print(f"wrote the synthetic world to {path}")
+
+
+def cmd_world_probe(a: argparse.Namespace) -> None:
+    import json
+
+    from ..io import write_text
+    from ..world.narrative_probe import probe_world
+
+    try:
+        report = probe_world(a.world, a.seed)
+    except ValueError as err:
+        raise CoEmoGenError(str(err)) from None
+    text = json.dumps(report, indent=1)
+    if a.out:
+        write_text(a.out, text + "\n")
+    print(text)
 
 
 def cmd_world_pocket(a: argparse.Namespace) -> None:

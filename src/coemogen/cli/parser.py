@@ -45,7 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", type=int, default=0, help="also write a neutral corpus of this many images")
     p.add_argument("--style", choices=["photo", "art"], default="photo", help="art: the same scenes as paintings")
     p.add_argument("--taxonomy", help="whose emotions to render: mikels (default), emoart, or a JSON/YAML file")
+    p.add_argument(
+        "--content",
+        choices=["objects", "narrative"],
+        default="objects",
+        help="objects: per-emotion scenes and objects; narrative: emotions carried by a person-entity relation "
+        "(docs/world-narrative.md)",
+    )
+    p.add_argument(
+        "--relation-noise", type=float, default=None, help="narrative only: share of relations from any emotion (0.1)"
+    )
     p.set_defaults(func=commands.cmd_world_build)
+    p = world.add_parser("probe", help="narrative world: emotion accuracy from the relation against the attribute bag")
+    p.add_argument("world", help="a world built with --content narrative")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the report as JSON here")
+    p.set_defaults(func=commands.cmd_world_probe)
     p = world.add_parser("pocket", help="retrain the pocket CLIP and Stable Diffusion models")
     p.add_argument("--out", required=True)
     p.add_argument("--corpus-size", type=int, default=6000)

@@ -1,0 +1,179 @@
+"""The narrative world (`coemogen world build --content narrative`): layout, determinism, the
+objects world left byte-identical, the annotation's rates, the oracle's relational captions and
+reasoning errors, and the relational-vs-bag probe."""
+
+import dataclasses
+import hashlib
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from coemogen.cli import main
+from coemogen.data.readers import read_dataset
+from coemogen.taxonomy import Taxonomy
+from coemogen.world import narrative
+from coemogen.world.dataset import ATTRIBUTE_DROP, build_world, read_truth
+from coemogen.world.narrative import (
+    RELATION,
+    RELATIONS,
+    annotate,
+    build_narrative_world,
+    describe_narrative,
+    neutral_narrative_specs,
+    read_narrative_truth,
+    sample_narrative,
+)
+from coemogen.world.narrative_draw import RELATION_PAINTERS, render_narrative
+from coemogen.world.narrative_probe import probe_world
+from coemogen.world.oracle import OracleCaptioner, plausible_wrong_relation
+
+# One torch thread: the probe's small MLP collapses with two threads on shared cores (conftest.py).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+ANNOTATION_KEYS = {"emotion", "image_id", "brightness", "colorfulness", "scene", "object", "facial_expression"}
+ANNOTATION_KEYS |= {"human_action"}
+
+# sha256 over (relative path, bytes) of every file of `coemogen world build --images-per-emotion 3 --seed 5
+# --size 32`, computed with the code before the narrative world existed (commit 946362a).
+OBJECTS_WORLD_DIGEST = "d54d36054d69065da86189e8892f97d93b133d13549d859e1c504e1eee89eeb2"
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_the_objects_world_is_byte_identical_to_before(tmp_path):
+    assert _digest(build_world(tmp_path / "api", images_per_emotion=3, seed=5, size=32)) == OBJECTS_WORLD_DIGEST
+    main(["world", "build", "--out", str(tmp_path / "cli"), "--images-per-emotion", "3", "--seed", "5", "--size", "32"])
+    assert _digest(tmp_path / "cli") == OBJECTS_WORLD_DIGEST
+    assert "content" not in json.loads((tmp_path / "cli" / "info.json").read_text())["world"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("narrative") / "w"
+    main(["world", "build", "--content", "narrative", "--out", str(root), "--images-per-emotion", "4", "--size", "32"])
+    return root
+
+
+def test_narrative_world_is_deterministic_and_in_the_emoset_layout(tiny, tmp_path):
+    again = build_narrative_world(tmp_path / "again", images_per_emotion=4, seed=0, size=32)
+    other = build_narrative_world(tmp_path / "other", images_per_emotion=4, seed=1, size=32)
+    assert _digest(tiny) == _digest(again) != _digest(other)
+    info = json.loads((tiny / "info.json").read_text())
+    assert info["world"]["content"] == "narrative" and narrative.is_narrative(tiny)
+    assert list(info["emotion"]["label2idx"]) == list(Taxonomy.default().emotions)
+    assert list(info["relation"]["label2idx"]) == [r.name for r in RELATIONS]
+    records = sum((json.loads((tiny / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])
+    assert len(records) == 32
+    truth = read_narrative_truth(tiny)
+    for emotion, image_path, ann_path in records:
+        assert image_path == f"image/{emotion}/{image_path.split('/')[-1]}" and image_path.endswith(".jpg")
+        ann = json.loads((tiny / ann_path).read_text())
+        assert ann["emotion"] == emotion and set(ann) <= ANNOTATION_KEYS  # never the relation
+        spec = truth[image_path]
+        assert spec.emotion == emotion and spec.relation in RELATION and spec.objects[0] == spec.entity
+    # the objects world's reader still reads the shared fields (scene, objects, lighting)
+    assert set(read_truth(tiny)) == set(truth)
+    # the readers take it as an EmoSet folder
+    assert len(read_dataset(tiny, Taxonomy.default())) == 32
+
+
+def test_every_relation_is_drawn_and_the_relation_changes_the_pixels():
+    assert set(RELATION_PAINTERS) == set(RELATION)
+    base = sample_narrative("fear", random.Random(3), relation_noise=0.0)
+    images = {}
+    for r in RELATIONS:
+        spec = dataclasses.replace(base, relation=r.name, entity=r.entity, action=r.action, objects=[r.entity])
+        images[r.name] = render_narrative(spec, 32).tobytes()
+        assert render_narrative(spec, 32).tobytes() == images[r.name]  # a spec always gives the same pixels
+    assert len(set(images.values())) == len(RELATIONS)
+    mirrored = dataclasses.replace(base, mirrored=not base.mirrored)
+    assert render_narrative(mirrored, 32).tobytes() != render_narrative(base, 32).tobytes()
+
+
+def test_the_word_set_is_ambiguous_and_the_relation_decides():
+    groups: dict[tuple[str, str], set[str]] = {}
+    for r in RELATIONS:
+        groups.setdefault((r.entity, r.action), set()).add(r.emotion)
+    shared = [g for g, emotions in groups.items() if len(emotions) > 1]
+    assert len(shared) >= 0.7 * len(groups)
+    for entity in narrative.ENTITIES:  # every entity takes part in relations of both polarities
+        polarities = {Taxonomy.default().group_of(r.emotion) for r in RELATIONS if r.entity == entity}
+        assert polarities == {"positive", "negative"}
+    for emotion in Taxonomy.default().emotions:
+        assert any(r.emotion == emotion for r in RELATIONS)
+    # word order carries who does what: the same words, two relations of different emotions
+    chase, chased = RELATION["dog_chases_person"], RELATION["person_chases_dog"]
+    assert sorted(chase.sentence().split()) == sorted(chased.sentence().split())
+    assert chase.sentence() != chased.sentence() and chase.emotion != chased.emotion
+    spec = next(neutral_narrative_specs(1, 0))
+    text = describe_narrative(spec)
+    assert RELATION[spec.relation].sentence(spec.entity) in text
+    assert not any(e in text for e in Taxonomy.default().emotions)
+
+
+def test_annotation_rates_match_the_stated_ones():
+    rng = random.Random(0)
+    n = 4000
+    empty = generic = 0
+    for i in range(n):
+        spec = sample_narrative(Taxonomy.default().emotions[i % 8], rng)
+        ann = annotate(spec, f"x_{i}", (0.5, 0.5), rng)
+        if set(ann) == {"emotion", "image_id"}:
+            empty += 1
+        elif narrative.GENERIC[spec.entity] in ann.get("object", []) and spec.entity.title() not in ann["object"]:
+            generic += 1
+    assert abs(empty / n - narrative.NO_ATTRIBUTES_RATE) < 0.02
+    # generic naming among annotations that kept their object list
+    kept_objects = n * (1 - narrative.NO_ATTRIBUTES_RATE) * (1 - ATTRIBUTE_DROP)
+    assert abs(generic / kept_objects - narrative.GENERIC_RATE) < 0.04
+
+
+def test_oracle_states_the_relation_and_marks_hallucinations_and_reasoning_errors(tiny):
+    items = read_dataset(tiny, Taxonomy.default())
+    truth = read_narrative_truth(tiny)
+    results = OracleCaptioner(0.3, seed=1, reasoning_error_rate=0.4).caption(items)
+    assert results == OracleCaptioner(0.3, seed=1, reasoning_error_rate=0.4).caption(list(reversed(items)))[::-1]
+    flags = Counter()
+    for item, result in zip(items, results):
+        spec = truth[str(item.path.relative_to(tiny))]
+        written = RELATION[result.extra["relation"]]
+        flags["hallucinated"] += result.extra["hallucinated"]
+        flags["reasoning_error"] += result.extra["reasoning_error"]
+        assert result.caption.endswith(f"evoking {item.emotion}")
+        if result.extra["reasoning_error"]:
+            assert written.name != spec.relation and written.emotion != RELATION[spec.relation].emotion
+            assert written.entity == spec.entity  # a wrong reading of the right objects
+        else:
+            assert written.name == spec.relation
+        entity = spec.entity if not result.extra["hallucinated"] else None
+        if entity:
+            assert written.sentence(entity) in result.caption and spec.scene in result.caption
+    assert flags["hallucinated"] and flags["reasoning_error"]  # 32 items at 0.3 and 0.4
+
+
+def test_a_plausible_wrong_relation_keeps_the_words_where_it_can():
+    rng = random.Random(0)
+    wrong = plausible_wrong_relation(RELATION["dog_chases_person"], rng)
+    assert wrong.name == "person_chases_dog"
+    for r in RELATIONS:
+        w = plausible_wrong_relation(r, rng)
+        assert w.entity == r.entity and w.emotion != r.emotion
+
+
+def test_probe_runs_and_rejects_an_objects_world(tiny, tmp_path, capsys):
+    report = probe_world(tiny)
+    for kind in ("relational", "truth_bag", "annotation_bag"):
+        assert 0.0 <= report[kind] <= 1.0
+    assert report["relational_minus_annotation_bag"] == round(report["relational"] - report["annotation_bag"], 4)
+    main(["world", "probe", str(tiny), "--out", str(tmp_path / "probe.json")])
+    assert json.loads((tmp_path / "probe.json").read_text()) == report
+    with pytest.raises(ValueError, match="not a narrative world"):
+        probe_world(build_world(tmp_path / "objects", images_per_emotion=1, size=32))
