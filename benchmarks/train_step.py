@@ -7,13 +7,16 @@ Variants, each one full optimiser step on a batch that mixes every emotion:
   hilora_unet      the U-Net alone with HiLoRA (10 adapters x rank 4, each sample its emotion's and group's)
   lora_unet        the U-Net alone with a peft rank-8 LoRA (same inputs): hilora_unet / lora_unet is the adapter cost
 
+With only the U-Net variants (hilora_unet, lora_unet) the two share one U-Net's frozen weights (each
+wraps its own adapters around the same tensors): two SDXL U-Nets would not fit a 24 GB machine.
+
 The batch is read from images on disk and, for coemogen_cached, from a cache made by `coemogen cache`
 beforehand, exactly as training reads them. For each batch size one child process times every variant
 in rounds (A B C ... A B C ..., so drift of the machine's speed hits all alike; medians over `--repeats`
 rounds after warm-up), and one child per variant measures its peak memory alone (CUDA max allocated, or
 peak RSS on the CPU). Ratios are printed last.
 
-Usage: python benchmarks/train_step.py --shape sd15 [--resolution 256] [--batch 1 4 8] [--repeats 3]
+Usage: python benchmarks/train_step.py --shape sd15|sdxl|pocket [--resolution 256] [--batch 1 4 8] [--repeats 3]
            [--mixed_precision bf16] [--gradient_checkpointing] [--compile] [--models DIR] [--out results.json]
 """
 
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -49,12 +53,13 @@ CAPTIONS = [
 
 def model_dirs(shape: str, models: str | None) -> tuple[str, str]:
     from coemogen.models.base import POCKET_CLIP, POCKET_SD
-    from coemogen.testing import build_sd15_shaped_models
+    from coemogen.testing import build_sd15_shaped_models, build_sdxl_shaped_models
 
     if shape == "pocket":
         return str(POCKET_SD), str(POCKET_CLIP)
-    root = Path(models or Path(tempfile.gettempdir()) / "coemogen-sd15-random")
-    return tuple(str(p) for p in build_sd15_shaped_models(root))
+    build = build_sdxl_shaped_models if shape == "sdxl" else build_sd15_shaped_models
+    root = Path(models or Path(tempfile.gettempdir()) / f"coemogen-{shape}-random")
+    return tuple(str(p) for p in build(root))
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -127,6 +132,8 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
         report_to="none",
     )
     steps = {}
+    if set(variants) <= {"hilora_unet", "lora_unet"}:
+        return unet_only_steps(variants, a, sd, clip, device, dtype)
     if {"coemogen", "coemogen_cached", "hilora_unet"} & set(variants):
         features = FeatureCache(data / "cache")
         cache = (features, records) if variants == ["coemogen_cached"] else None
@@ -150,7 +157,7 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
 
         for name in ("coemogen", "coemogen_cached"):
             steps[name] = coemogen_step(batches[name])
-        latents, cond = unet_inputs(a, unet, device, dtype)
+        latents, cond = unet_inputs(a, parts.base, device, dtype)
 
         def hilora_unet_step():
             with adapter_weights(unet, gates), autocast:
@@ -164,10 +171,11 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
         from peft import LoraConfig
 
         from coemogen.models.base import load_base_models
+        from coemogen.models.conditioning import EmotionConditioner
 
         base = load_base_models(sd, clip, load_clip=False)
-        for m in (base.vae, base.text_encoder, base.unet):
-            m.to(device, dtype)
+        for m in (base.vae, *base.text_encoders, base.unet):
+            m.to(device, torch.float32 if m is base.vae and base.vae_in_fp32 else dtype)
         lora = LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
         base.unet.add_adapter(lora)
         params = [p for p in base.unet.parameters() if p.requires_grad]
@@ -179,7 +187,7 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
             base.unet.compile()
         lora_optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda" or None)
         lora_unet = base.unet
-        plain_latents, plain_cond = unet_inputs(a, lora_unet, device, dtype)
+        plain_latents, plain_cond = unet_inputs(a, base, device, dtype)
 
         def lora_unet_step():
             with autocast:
@@ -189,18 +197,16 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
 
         batch = collate([images[i] for i in range(len(images))])
         pixels = batch["pixels"].to(device)
-        ids = base.tokenizer(
-            batch["captions"], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
-        )
-        ids = ids.input_ids.to(device)
+        conditioner = EmotionConditioner(base)
+        recipe_time_ids = unet_inputs(a, base, device, dtype)[1].get("added_cond_kwargs", {}).get("time_ids")
 
-        def lora_recipe_step():  # diffusers examples/text_to_image/train_text_to_image_lora.py, one step
+        def lora_recipe_step():  # diffusers examples/text_to_image/train_text_to_image_lora(_sdxl).py, one step
             with autocast:
                 with torch.no_grad():
-                    recipe_latents = base.vae.encode((pixels * 2 - 1).to(dtype)).latent_dist.sample()
+                    recipe_latents = base.vae.encode((pixels * 2 - 1).to(base.vae.dtype)).latent_dist.sample()
                     recipe_latents = recipe_latents * base.vae.config.scaling_factor
-                    recipe_cond = base.text_encoder(ids)[0]
-                unet_step(lora_unet, recipe_latents, recipe_cond)
+                    recipe_cond = conditioner.encode_text(batch["captions"])
+                unet_step(lora_unet, recipe_latents.to(dtype), base.family.unet_kwargs(recipe_cond, recipe_time_ids))
             lora_optimizer.step()
             lora_optimizer.zero_grad(set_to_none=True)
 
@@ -208,19 +214,84 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
     return {name: steps[name] for name in variants}
 
 
-def unet_inputs(a, unet, device, dtype):
+def unet_inputs(a, base, device, dtype) -> tuple[torch.Tensor, dict]:
+    """Random latents and the U-Net's condition keyword arguments (SDXL: with the added inputs)."""
+    from coemogen.models.conditioning import TextCondition
+
     g = torch.Generator().manual_seed(0)
-    size = a.resolution // 8
+    size = a.resolution // base.vae_scale_factor
     latents = torch.randn(a.batch, 4, size, size, generator=g).to(device, dtype)
-    cond = torch.randn(a.batch, 77, unet.config.cross_attention_dim, generator=g).to(device, dtype)
-    return latents, cond
+    config = base.unet.config
+    hidden = torch.randn(a.batch, 77, config.cross_attention_dim, generator=g).to(device, dtype)
+    text_embeds = None
+    if base.family.micro_conditioning:  # the added pooled text embedding: what the six time ids leave
+        width = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+        text_embeds = torch.randn(a.batch, width, generator=g).to(device, dtype)
+    condition = TextCondition(hidden, hidden[:, 0], text_embeds)
+    sizes = torch.tensor([[a.resolution, a.resolution]] * a.batch)
+    time_ids = base.family.time_ids(sizes, torch.zeros_like(sizes), (a.resolution, a.resolution))
+    return latents, base.family.unet_kwargs(condition, None if time_ids is None else time_ids.to(device))
 
 
-def unet_step(unet, latents, cond):
+def unet_step(unet, latents, kwargs: dict):
     noise = torch.randn_like(latents)
     t = torch.randint(0, 1000, (len(latents),), device=latents.device)
-    pred = unet(latents + noise, t, encoder_hidden_states=cond).sample
+    pred = unet(latents + noise, t, **kwargs).sample
     F.mse_loss(pred.float(), noise.float()).backward()
+
+
+def unet_only_steps(variants: list[str], a, sd: str, clip: str, device, dtype) -> dict:
+    """hilora_unet and lora_unet on one U-Net's frozen weights: a twin module shares every base
+    tensor; HiLoRA (10 adapters x rank 4, each sample its emotion's and group's) wraps the layers of
+    one, a peft rank-8 LoRA those of the other, both in fp32 as in training. Only the adapters of
+    `variants` are added (a memory child measures one)."""
+    import copy
+
+    from peft import LoraConfig
+
+    from coemogen.models.base import load_base_models
+    from coemogen.models.coemogen import CoEmoGen, CoEmoGenConfig
+    from coemogen.models.hilora import adapter_weights
+    from coemogen.taxonomy import Taxonomy
+
+    base = load_base_models(sd, clip, load_clip=False)
+    base.text_encoders.clear()  # only the U-Net is stepped
+    base.unet.to(device, dtype)
+    twin = copy.deepcopy(base.unet, memo={id(p): p for p in base.unet.parameters()})
+    taxonomy = Taxonomy.default()
+    config = CoEmoGenConfig(
+        taxonomy=taxonomy.to_dict(), embed_dim=base.embed_dim, image_dim=1024, pretrained_model_name_or_path=sd,
+        clip_model_name_or_path=clip, resolution=a.resolution,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = CoEmoGen(config)
+    if "hilora_unet" in variants:
+        model.inject_into(base.unet)
+    if "lora_unet" in variants:
+        twin.add_adapter(LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    labels = torch.arange(a.batch) % taxonomy.num_emotions
+    gates = model.gates(model.one_hot(labels)).to(device)
+    latents, kwargs = unet_inputs(a, base, device, dtype)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    steps = {}
+    for name, unet in (("hilora_unet", base.unet), ("lora_unet", twin)):
+        if name not in variants:
+            continue
+        params = [p for n, p in unet.named_parameters() if "lora" in n]
+        for p in params:
+            p.data, p.requires_grad = p.data.float(), True
+        optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda" or None)
+        if a.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+
+        def step(unet=unet, optimizer=optimizer, selection=name == "hilora_unet"):
+            with adapter_weights(base.unet, gates) if selection else nullcontext(), autocast:
+                unet_step(unet, latents, kwargs)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        steps[name] = step
+    return steps
 
 
 def run_child(a: argparse.Namespace) -> list[dict]:
@@ -265,7 +336,7 @@ def run(cmd: list[str], variant: str | None = None) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", default="sd15", choices=["sd15", "pocket"])
+    parser.add_argument("--shape", default="sd15", choices=["sd15", "sdxl", "pocket"])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
@@ -276,7 +347,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--max_grad_norm", type=float, help="clip as the trainer does (default: no clipping)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--models", help="folder for the random-weight SD1.5-shaped models (built once)")
+    parser.add_argument("--models", help="folder for the random-weight SD1.5- or SDXL-shaped models (built once)")
     parser.add_argument("--out", help="also write the results as JSON")
     parser.add_argument("--child", nargs="+", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)

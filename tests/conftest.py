@@ -7,7 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from coemogen.testing import build_tiny_models  # noqa: E402
+from coemogen.testing import build_tiny_models, build_tiny_sdxl_models  # noqa: E402
 from coemogen.world.dataset import build_world, read_truth  # noqa: E402
 from coemogen.world.scenes import describe  # noqa: E402
 
@@ -18,6 +18,12 @@ torch.set_num_threads(2)
 def tiny_models(tmp_path_factory):
     """(sd_dir, clip_dir) of small models saved with save_pretrained."""
     return build_tiny_models(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_models(tmp_path_factory):
+    """(sdxl_dir, clip_dir) of a tiny random SDXL (diffusers' tiny SDXL test U-Net) and its CLIP."""
+    return build_tiny_sdxl_models(tmp_path_factory.mktemp("tiny-sdxl"))
 
 
 @pytest.fixture(scope="session")

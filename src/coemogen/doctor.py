@@ -170,10 +170,26 @@ def check_base_models(model: str | None = None, preset: str | None = None) -> li
         config = load_run_config(SHIPPED_RUN)
         sd, clip = config.pretrained_model_name_or_path, config.clip_model_name_or_path
         origin = "the shipped world run"
-    return [
+    checks = [
         _base_model_check(f"Stable Diffusion of {origin}", sd, "model_index.json"),
         _base_model_check(f"CLIP of {origin}", clip, "config.json"),
     ]
+    if checks[0].status == "ok":
+        checks.append(_family_check(sd))
+    return checks
+
+
+def _family_check(source: str) -> Check:
+    """Which model family (models/families/) the base model is, from its model_index.json."""
+    from .errors import CoEmoGenError
+    from .models.base import model_index
+    from .models.families import family_for
+
+    try:
+        family = family_for(model_index(source), source)
+    except CoEmoGenError as err:
+        return Check("model family", "fail", str(err).splitlines()[0], "pass a Stable Diffusion 1.x/2.x or SDXL")
+    return Check("model family", "ok", f"{family.description} ({family.name})")
 
 
 def check_output(out: str | Path) -> list[Check]:

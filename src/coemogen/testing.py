@@ -71,6 +71,61 @@ def build_tiny_models(
     return out / "sd", out / "clip"
 
 
+def build_tiny_sdxl_models(out: str | Path, image_size: int = 32, seed: int = 0) -> tuple[Path, Path]:
+    """Write a tiny random SDXL (`out/sdxl`, diffusers' own tiny SDXL test U-Net: two blocks, two layers
+    each, text-time added embeddings) and its CLIP (`out/clip`); return both paths. The two text
+    encoders have different widths (32 and 48) so that a mix-up of e^v's parts cannot pass unseen;
+    the first is the CLIP's text tower, as SDXL's first encoder is CLIP ViT-L/14's."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTextModelWithProjection
+
+    out = Path(out)
+    torch.manual_seed(seed)
+    words = EXTRA_WORDS + SCENES + OBJECTS + list(CONTENT)
+    tokenizer = build_tokenizer([" ".join(words)], out / "clip", words)
+    clip = CLIPModel(clip_config(tokenizer, image_size, width=32, layers=2, heads=2))
+    clip.save_pretrained(out / "clip")
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(out / "clip")
+    second = CLIPTextConfig(
+        **{k: v for k, v in clip.config.text_config.to_dict().items() if k in ("vocab_size", "max_position_embeddings",
+                                                                              "bos_token_id", "eos_token_id",
+                                                                              "pad_token_id")},
+        hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2, projection_dim=40,
+    )  # fmt: skip
+    unet = UNet2DConditionModel(
+        sample_size=image_size // 2,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + second.projection_dim,
+        cross_attention_dim=32 + second.hidden_size,
+        norm_num_groups=1,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, timestep_spacing="leading"
+    )
+    StableDiffusionXLPipeline(
+        vae=make_vae((16, 32), image_size),
+        text_encoder=text_encoder_from_clip(clip),
+        text_encoder_2=CLIPTextModelWithProjection(second).eval(),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    ).save_pretrained(out / "sdxl")
+    return out / "sdxl", out / "clip"
+
+
 # The published shapes: stable-diffusion-v1-5's unet/ and vae/ config.json, openai/clip-vit-large-patch14's
 # config.json (whose text tower is SD1.5's text encoder).
 SD15_UNET = dict(
@@ -117,20 +172,15 @@ VIT_L14_VISION = dict(
 )
 
 
-def build_sd15_shaped_models(out: str | Path, seed: int = 0) -> tuple[Path, Path]:
-    """Random-weight models in the exact SD1.5 / CLIP ViT-L/14 shapes (860M-parameter U-Net, 24-layer
-    vision tower), written like `build_tiny_models`; nothing is downloaded. The tokenizer is the
-    pocket one (its ids fit the 49,408-token embedding). Returns (sd_dir, clip_dir); reuses them
-    when already written."""
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def build_clip_vit_l14(clip_dir: Path, seed: int = 0):
+    """Random-weight CLIP ViT-L/14 (the pocket tokenizer: its ids fit the 49,408-token embedding),
+    reused when written; returns (model, tokenizer)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     from .models.base import POCKET_SD
 
-    out = Path(out)
-    sd_dir, clip_dir = out / "sd", out / "clip"
-    if (sd_dir / "model_index.json").is_file() and (clip_dir / "config.json").is_file():
-        return sd_dir, clip_dir
+    if (clip_dir / "config.json").is_file():
+        return CLIPModel.from_pretrained(clip_dir), CLIPTokenizer.from_pretrained(clip_dir)
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(POCKET_SD, subfolder="tokenizer")
     ids = dict(
@@ -140,6 +190,21 @@ def build_sd15_shaped_models(out: str | Path, seed: int = 0) -> tuple[Path, Path
     clip.save_pretrained(clip_dir)
     tokenizer.save_pretrained(clip_dir)
     CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(clip_dir)
+    return clip, tokenizer
+
+
+def build_sd15_shaped_models(out: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """Random-weight models in the exact SD1.5 / CLIP ViT-L/14 shapes (860M-parameter U-Net, 24-layer
+    vision tower), written like `build_tiny_models`; nothing is downloaded. The tokenizer is the
+    pocket one (its ids fit the 49,408-token embedding). Returns (sd_dir, clip_dir); reuses them
+    when already written."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    out = Path(out)
+    sd_dir, clip_dir = out / "sd", out / "clip"
+    if (sd_dir / "model_index.json").is_file() and (clip_dir / "config.json").is_file():
+        return sd_dir, clip_dir
+    clip, tokenizer = build_clip_vit_l14(clip_dir, seed)  # then the U-Net and VAE from the same random stream
     scheduler = DDPMScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1
     )
@@ -154,6 +219,69 @@ def build_sd15_shaped_models(out: str | Path, seed: int = 0) -> tuple[Path, Path
         requires_safety_checker=False,
     ).save_pretrained(sd_dir)
     return sd_dir, clip_dir
+
+
+# stabilityai/stable-diffusion-xl-base-1.0's unet/config.json and text_encoder_2/config.json (OpenCLIP bigG);
+# its vae/ is SD1.5's layout with scaling factor 0.13025, its text_encoder/ CLIP ViT-L/14's text tower.
+SDXL_UNET = dict(
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+    norm_num_groups=32,
+)
+SDXL_VAE = {**SD15_VAE, "sample_size": 1024, "scaling_factor": 0.13025}
+BIGG_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    projection_dim=1280,
+)
+
+
+def build_sdxl_shaped_models(out: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """Random-weight models in the exact SDXL base 1.0 shapes (2.6B-parameter U-Net, CLIP ViT-L/14 and
+    OpenCLIP bigG text encoders) and CLIP ViT-L/14, written like `build_sd15_shaped_models` (nothing is
+    downloaded; about 15 GB on disk in fp32). Returns (sdxl_dir, clip_dir); reuses them when written."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    out = Path(out)
+    sdxl_dir, clip_dir = out / "sdxl", out / "clip"
+    if (sdxl_dir / "model_index.json").is_file() and (clip_dir / "config.json").is_file():
+        return sdxl_dir, clip_dir
+    clip, tokenizer = build_clip_vit_l14(clip_dir, seed)  # also SDXL's first text encoder
+    torch.manual_seed(seed)
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, timestep_spacing="leading"
+    )
+    StableDiffusionXLPipeline(
+        vae=AutoencoderKL(**SDXL_VAE),
+        text_encoder=text_encoder_from_clip(clip),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**BIGG_TEXT, **ids)),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=UNet2DConditionModel(**SDXL_UNET),
+        scheduler=scheduler,
+    ).save_pretrained(sdxl_dir)
+    return sdxl_dir, clip_dir
 
 
 def build_untrained_run(sd: str | Path, clip: str | Path, out: str | Path, seed: int = 0) -> Path:
@@ -173,20 +301,20 @@ def build_untrained_run(sd: str | Path, clip: str | Path, out: str | Path, seed:
     taxonomy = Taxonomy.default()
     config = CoEmoGenConfig(
         taxonomy=taxonomy.to_dict(),
-        embed_dim=base.text_encoder.config.hidden_size,
+        embed_dim=base.embed_dim,
         image_dim=CLIPConfig.from_pretrained(str(clip)).vision_config.hidden_size,
         pretrained_model_name_or_path=str(sd),
         clip_model_name_or_path=str(clip),
-        resolution=base.unet.config.sample_size * 2 ** (len(base.vae.config.block_out_channels) - 1),
+        resolution=base.default_resolution,
     )
     torch.manual_seed(seed)
     model = CoEmoGen(config)
     model.inject_into(base.unet)
-    tokens = base.text_encoder.get_input_embeddings().weight.detach()
-    picks = torch.randint(0, len(tokens), (16 * taxonomy.num_emotions,))
-    clusters = EmotionClusters.fit(
-        tokens[picks], torch.arange(len(picks)) % taxonomy.num_emotions, taxonomy.num_emotions
-    )
+    vocabulary = min(encoder.get_input_embeddings().num_embeddings for encoder in base.text_encoders)
+    picks = torch.randint(0, vocabulary, (16 * taxonomy.num_emotions,))
+    # A token's embedding in every text encoder, side by side (e^v's layout).
+    tokens = torch.cat([encoder.get_input_embeddings().weight.detach()[picks] for encoder in base.text_encoders], 1)
+    clusters = EmotionClusters.fit(tokens, torch.arange(len(picks)) % taxonomy.num_emotions, taxonomy.num_emotions)
     return save_run(out, model, base.unet, clusters)
 
 

@@ -46,17 +46,30 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageLoadError(f"unreadable image: {err}") from None
 
 
+def resized_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side of a (width, height) image to `resolution`."""
+    w, h = size
+    if (w, h) == (resolution, resolution):
+        return w, h
+    scale = resolution / min(w, h)
+    return max(resolution, round(w * scale)), max(resolution, round(h * scale))
+
+
+def crop_top_left(size: tuple[int, int], resolution: int, crop: tuple[float, float] = (0.5, 0.5)) -> tuple[int, int]:
+    """(top, left) of the square `to_tensor` cuts from a (width, height) image, in resized pixels
+    (SDXL's crop micro-condition)."""
+    w, h = resized_size(size, resolution)
+    return round((h - resolution) * crop[1]), round((w - resolution) * crop[0])
+
+
 def to_tensor(image: Image.Image, resolution: int, crop: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor:
     """Resize (shorter side) + crop to `resolution`; float (3, H, W) in [0, 1].
 
     `crop`: where the square sits along the longer side, (x, y) in [0, 1]; (0.5, 0.5) is the centre.
     """
-    w, h = image.size
-    scale = resolution / min(w, h)
-    if (w, h) != (resolution, resolution):
-        image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
-        left = round((image.width - resolution) * crop[0])
-        top = round((image.height - resolution) * crop[1])
+    if image.size != (resolution, resolution):
+        image = image.resize(resized_size(image.size, resolution), Image.BICUBIC)
+        top, left = crop_top_left(image.size, resolution, crop)
         image = image.crop((left, top, left + resolution, top + resolution))
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.images import load_rgb, to_tensor
+from ..data.images import crop_top_left, load_rgb, to_tensor
 from ..errors import CoEmoGenError
-from ..models.base import POCKET_SD
+from ..models.base import POCKET_SD, load_base_models
+from ..models.conditioning import EmotionConditioner, TextCondition
 from ..pipelines.pipeline_coemogen import CoEmoGenOutput, base_pipeline, save_image
 
 # Rare letter strings (DreamBooth's "sks"), one per emotion; none is a word of any caption.
@@ -77,8 +78,9 @@ def train_dreambooth_lora(
     seed: int,
     base: str | Path = POCKET_SD,
 ) -> Path:
-    """Train one subject's U-Net LoRA; write `pytorch_lora_weights.safetensors` into `out`."""
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    """Train one subject's U-Net LoRA; write `pytorch_lora_weights.safetensors` into `out`. Any
+    registered base-model family (`models/families/`): its text condition and U-Net inputs."""
+    from diffusers import DDPMScheduler
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
@@ -86,29 +88,30 @@ def train_dreambooth_lora(
     if not instance_images:
         raise CoEmoGenError(f"DreamBooth: no instance images for '{instance_prompt}'")
     torch.manual_seed(seed)  # the LoRA's initial weights, as the recipe's set_seed
-    pipe = StableDiffusionPipeline.from_pretrained(str(base), safety_checker=None, requires_safety_checker=False)
-    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False)
+    models = load_base_models(str(base), "unused", load_clip=False)
+    unet, vae, family = models.unet, models.vae, models.family
     unet.add_adapter(
         LoraConfig(r=config.rank, lora_alpha=config.rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
     )
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    resolution = unet.config.sample_size * pipe.vae_scale_factor
+    noise_scheduler = DDPMScheduler.from_config(models.noise_scheduler.config)
+    resolution = models.default_resolution
+    conditioner = EmotionConditioner(models)
 
-    def encode_prompt(prompt: str) -> torch.Tensor:
-        ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
-        return text_encoder(ids.input_ids)[0]
-
-    def pixels(paths: Sequence) -> torch.Tensor:
-        return torch.stack([to_tensor(load_rgb(p), resolution) * 2 - 1 for p in paths])
+    def images_and_time_ids(paths: Sequence) -> tuple[torch.Tensor, torch.Tensor | None]:
+        images = [load_rgb(p) for p in paths]
+        sizes = torch.tensor([[im.height, im.width] for im in images])
+        crops = torch.tensor([crop_top_left(im.size, resolution) for im in images])
+        pixels = torch.stack([to_tensor(im, resolution) * 2 - 1 for im in images])
+        return pixels, family.time_ids(sizes, crops, (resolution, resolution))
 
     with torch.no_grad():
-        instance_latents = vae.encode(pixels(instance_images)).latent_dist
-        class_latents = vae.encode(pixels(class_image_paths)).latent_dist
-        prompts = torch.cat([encode_prompt(instance_prompt), encode_prompt(config.class_prompt)])
+        instance_pixels, instance_ids = images_and_time_ids(instance_images)
+        class_pixels, class_ids = images_and_time_ids(class_image_paths)
+        instance_latents = vae.encode(instance_pixels).latent_dist
+        class_latents = vae.encode(class_pixels).latent_dist
+        prompts = TextCondition.cat([conditioner.encode_text([p]) for p in (instance_prompt, config.class_prompt)])
     g = torch.Generator().manual_seed(seed)
     n = config.instance_batch
     unet.train()
@@ -122,8 +125,9 @@ def train_dreambooth_lora(
         noise = torch.randn(latents.shape, generator=g)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=g)
         noisy = noise_scheduler.add_noise(latents, noise, t)
-        context = prompts.repeat_interleave(n, dim=0)
-        pred = unet(noisy, t, encoder_hidden_states=context).sample
+        context = prompts.map(lambda x: x.repeat_interleave(n, dim=0))
+        time_ids = None if instance_ids is None else torch.cat([instance_ids[pick], class_ids[pick_class]])
+        pred = unet(noisy, t, **family.unet_kwargs(context, time_ids)).sample
         instance_pred, class_pred = pred.chunk(2)
         instance_noise, class_noise = noise.chunk(2)
         # The recipe's prior-preservation loss: instance MSE + weight * class MSE.
@@ -134,7 +138,7 @@ def train_dreambooth_lora(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     out = Path(out)
-    StableDiffusionPipeline.save_lora_weights(
+    family.diffusers_pipeline_class().save_lora_weights(
         out, unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)), safe_serialization=True
     )
     return out / "pytorch_lora_weights.safetensors"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..evaluation.metrics import PAPER_METRICS
 from ..models.base import POCKET_IDS, SHIPPED_RUN
+from ..models.families import FAMILIES, ModelFamily
 from ..models.runs import RunConfig
 from ..pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS
 from ..tables import format_table
@@ -40,6 +41,11 @@ class ExportedEmotion:
     sample_tokens: list[str]
     prompt: str  # the run's template with the mean token in the placeholder
     temperature: float
+    family: str = "sd"  # the base model's family (models/families/): file forms and loader code
+
+    @property
+    def model_family(self) -> type[ModelFamily]:
+        return FAMILIES[self.family]
 
 
 def method_name(config: RunConfig) -> str:
@@ -65,9 +71,13 @@ def front_matter(config: RunConfig, license: str, instance_prompt: str | None = 
 
 def usage(item: ExportedEmotion, base_model: str) -> str:
     """The three ecosystems in a few lines each; paths are relative to the export folder."""
+    from .embeddings import diffusers_embedding_dirs
+
     sample = item.sample_tokens[0] if item.sample_tokens else item.mean_token
     folder = item.name
-    imports, load_base = "from diffusers import StableDiffusionPipeline", f'"{base_model}"'
+    family = item.model_family
+    pipeline_class = family.pipeline_class_names[0]
+    imports, load_base = f"from diffusers import {pipeline_class}", f'"{base_model}"'
     if base_model in POCKET_IDS:  # the shipped pocket SD is a folder inside the package
         imports += "\nfrom coemogen.models.base import model_path"
         load_base = f'model_path("{base_model}")'
@@ -79,6 +89,15 @@ def usage(item: ExportedEmotion, base_model: str) -> str:
         else "copy "
     )
     load_lora = f'pipe.load_lora_weights("{folder}", weight_name="{item.name}.safetensors")\n' if lora else ""
+    embedding_files = [f"{folder}/{d}/{item.mean_token}.safetensors" for d in diffusers_embedding_dirs(family)]
+    if len(family.text_encoders) == 1:
+        load_embeddings = f'pipe.load_textual_inversion("{embedding_files[0]}")'
+    else:  # one call per text encoder, the same token in each
+        load_embeddings = "\n".join(
+            f'pipe.load_textual_inversion("{path}", token="{item.mean_token}", '
+            f"text_encoder=pipe.{spec.subfolder}, tokenizer=pipe.{spec.tokenizer_subfolder})"
+            for path, spec in zip(embedding_files, family.text_encoders)
+        )
     return f"""\
 Paths are relative to the export folder, the one that holds `{folder}/`.
 
@@ -95,8 +114,8 @@ Paths are relative to the export folder, the one that holds `{folder}/`.
 ```python
 {imports}
 
-pipe = StableDiffusionPipeline.from_pretrained({load_base})
-{load_lora}pipe.load_textual_inversion("{folder}/learned_embeds/{item.mean_token}.safetensors")
+pipe = {pipeline_class}.from_pretrained({load_base})
+{load_lora}{load_embeddings}
 image = pipe("{item.prompt}", guidance_scale=5.0).images[0]
 ```
 
@@ -184,13 +203,19 @@ def emotion_card(
         f"  mean of its emotions'); {samples} are samples of the cluster at temperature {item.temperature:g},\n"
         f"  the ones `coemogen generate --emotion \"{item.spec}\" --seed k` draws for its first image."
     )
-    files = [
-        "| `embeddings/<token>.safetensors` | embedding `{\"emb_params\": [1, d]}` | A1111, Forge, ComfyUI |",
-        "| `learned_embeds/<token>.safetensors` | embedding `{token: [1, d]}` | diffusers `load_textual_inversion` |",
-    ]
+    from .embeddings import diffusers_embedding_dirs
+
+    specs = item.model_family.text_encoders
+    keys = ", ".join(f'\"{spec.ecosystem_name}\": [1, d]' for spec in specs)
+    files = [f"| `embeddings/<token>.safetensors` | embedding `{{{keys}}}` | A1111, Forge, ComfyUI |"]
+    for folder, spec in zip(diffusers_embedding_dirs(item.model_family), specs):
+        files.append(
+            f"| `{folder}/<token>.safetensors` | embedding `{{token: [1, d]}}` for `{spec.subfolder}` "
+            "| diffusers `load_textual_inversion` |"
+        )
     if item.rank:
         adapters = " + ".join(f"`{a}` x {g:g}" for a, g in item.adapters.items())
-        conditioning = f"""CoEmoGen ({PAPER}) conditions a frozen Stable Diffusion 1.x on two things; both are here as
+        conditioning = f"""CoEmoGen ({PAPER}) conditions a frozen Stable Diffusion on two things; both are here as
 standard files, without approximation:
 
 - a **LoRA** on the U-Net: the HiLoRA adapters of the emotion and of its polarity group, each times its

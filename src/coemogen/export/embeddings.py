@@ -2,11 +2,13 @@
 
 CoEmoGen's visual embedding e^v replaces one input-token embedding, exactly what a one-vector
 textual-inversion embedding does, so a sample of an emotion's cluster (or its mean) is a standard
-embedding. Two file forms hold it, both `[1, d]` (2-D even for one vector: a 1-D tensor can be
-read as d vectors):
+embedding. Two file forms hold it, each vector `[1, d]` (2-D even for one vector: a 1-D tensor can
+be read as d vectors):
 
-- A1111 / kohya / ComfyUI: `{"emb_params": [1, d]}`, the prompt word is the file stem;
-- diffusers (`load_textual_inversion`): `{token: [1, d]}`.
+- A1111 / kohya / ComfyUI: one file, the prompt word is its stem; one text encoder (SD1/2):
+  `{"emb_params": [1, d]}`; SDXL: `{"clip_l": [1, 768], "clip_g": [1, 1280]}`, e^v's two parts;
+- diffusers (`load_textual_inversion`): `{token: [1, d]}`, one file per text encoder
+  (`learned_embeds/`, and for SDXL's second encoder `learned_embeds_2/`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from safetensors.torch import save_file
 
 from ..errors import CoEmoGenError
 from ..models.clusters import EmotionClusters
+from ..models.families import ModelFamily
 from ..taxonomy import Taxonomy
 
 
@@ -33,9 +36,25 @@ def cluster_mean(clusters: EmotionClusters, taxonomy: Taxonomy, mix: dict[str, f
     return mean
 
 
-def save_embedding(vector: torch.Tensor, token: str, a1111_dir: str | Path, diffusers_dir: str | Path) -> None:
-    """Write `<token>.safetensors` in both forms: A1111 (`emb_params`) and diffusers (`{token: ...}`)."""
-    row = vector.detach().float().cpu().reshape(1, -1).contiguous()
-    for directory, key in ((Path(a1111_dir), "emb_params"), (Path(diffusers_dir), token)):
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({key: row.clone()}, directory / f"{token}.safetensors", metadata={"name": token})
+def diffusers_embedding_dirs(family: ModelFamily) -> list[str]:
+    """The diffusers-form folders, one per text encoder: learned_embeds, learned_embeds_2, ..."""
+    return ["learned_embeds" + (f"_{k + 1}" if k else "") for k in range(len(family.text_encoders))]
+
+
+def save_embedding(
+    vector: torch.Tensor, token: str, directory: str | Path, family: ModelFamily, widths: list[int]
+) -> None:
+    """Write `<token>.safetensors` in both forms under `directory`: the A1111 one in `embeddings/`
+    and the diffusers ones in `diffusers_embedding_dirs`. `widths`: the text encoders' widths, which
+    split e^v into each encoder's part."""
+    row = vector.detach().float().cpu().reshape(1, -1)
+    if row.shape[1] != sum(widths):
+        raise CoEmoGenError(f"an embedding of width {row.shape[1]} does not fit text encoders of widths {widths}")
+    parts = [part.contiguous() for part in row.split(widths, dim=1)]
+    files = {"embeddings": {spec.ecosystem_name: part for spec, part in zip(family.text_encoders, parts)}}
+    for folder, part in zip(diffusers_embedding_dirs(family), parts):
+        files[folder] = {token: part}
+    for folder, tensors in files.items():
+        (Path(directory) / folder).mkdir(parents=True, exist_ok=True)
+        save_file({k: v.clone() for k, v in tensors.items()}, Path(directory) / folder / f"{token}.safetensors",
+                  metadata={"name": token})  # fmt: skip

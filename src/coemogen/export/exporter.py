@@ -6,7 +6,8 @@ One folder per emotion (or mix) under the export root, plus a root model card:
       awe.safetensors                   LoRA, kohya keys (A1111, Forge, ComfyUI, InvokeAI, diffusers)
       pytorch_lora_weights.safetensors  LoRA, diffusers/peft keys
       embeddings/awe_mean.safetensors   embedding, A1111 form; also awe_seed0, awe_seed1, ...
-      learned_embeds/awe_mean.safetensors  embedding, diffusers form; the same tokens
+      learned_embeds/awe_mean.safetensors  embedding, diffusers form; the same tokens (SDXL: clip_l + clip_g
+                                        in embeddings/, and learned_embeds_2/ for the second text encoder)
       README.md, USAGE.md               model card, usage in the three ecosystems
 
 An EmoGen run (no adapters: its U-Net is the base model's) exports the embeddings only.
@@ -111,9 +112,12 @@ def export_emotion(
         sample_tokens=sample_tokens,
         prompt=config.template.replace("{}", mean_token),
         temperature=temperature,
+        family=pipeline.base.family.name,
     )
+    base = pipeline.base
+    widths = [encoder.config.hidden_size for encoder in base.text_encoders]
     for token, vector in zip([mean_token, *sample_tokens], vectors):
-        save_embedding(vector, token, directory / "embeddings", directory / "learned_embeds")
+        save_embedding(vector, token, directory, base.family, widths)
     if factors is None:
         return item
 
@@ -122,6 +126,8 @@ def export_emotion(
         directory / f"{name}.safetensors",
         title=f"CoEmoGen {item.spec}",
         resolution=config.resolution,
+        family=base.family,
+        unet_config=base.unet.config,
         prediction_type=pipeline.base.noise_scheduler.config.get("prediction_type", "epsilon"),
         extra_metadata={
             "modelspec.trigger_phrase": item.prompt,
@@ -131,7 +137,7 @@ def export_emotion(
             "coemogen.base_model": config.pretrained_model_name_or_path,
         },
     )
-    save_peft_lora(factors, directory)
+    save_peft_lora(factors, directory, base.family)
     return item
 
 

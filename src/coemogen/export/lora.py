@@ -1,4 +1,5 @@
-"""An emotion's U-Net delta as a plain LoRA, in the kohya and the diffusers/peft key formats.
+"""An emotion's U-Net delta as a plain LoRA, in the kohya and the diffusers/peft key formats, named
+as the base model's family names its modules (kohya SD1/2: diffusers paths; SDXL: the SGM U-Net's).
 
 For a gate vector g over a HiLoRA layer's adapters (one emotion: its own adapter and its group's),
 `HiLoRALinear.merge` adds scaling * B diag(g) A to the weight. Keeping only the adapters with a
@@ -21,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..models.families import ModelFamily
 from ..models.hilora import HiLoRALinear, hilora_layers
 
 KOHYA_PREFIX = "lora_unet_"
@@ -48,9 +50,10 @@ def unet_lora_factors(unet: nn.Module, gate_row: torch.Tensor) -> dict[str, tupl
     return factors
 
 
-def kohya_key(module_path: str) -> str:
-    """`down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0` -> `lora_unet_down_blocks_0_..._to_out_0`."""
-    return KOHYA_PREFIX + module_path.replace(".", "_")
+def kohya_key(module_path: str, family: ModelFamily, unet_config) -> str:
+    """SD: `down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0` -> `lora_unet_down_blocks_0_..._to_out_0`;
+    SDXL: `down_blocks.1.attentions.0...` -> `lora_unet_input_blocks_4_1_...` (kohya's SDXL names)."""
+    return KOHYA_PREFIX + family.kohya_module_name(module_path, unet_config)
 
 
 def save_kohya_lora(
@@ -58,6 +61,8 @@ def save_kohya_lora(
     path: str | Path,
     title: str,
     resolution: int,
+    family: ModelFamily,
+    unet_config,
     prediction_type: str = "epsilon",
     extra_metadata: dict[str, str] | None = None,
 ) -> Path:
@@ -66,7 +71,7 @@ def save_kohya_lora(
     alpha = torch.tensor(float(rank))
     tensors = {}
     for module_path, (down, up) in factors.items():
-        stem = kohya_key(module_path)
+        stem = kohya_key(module_path, family, unet_config)
         tensors[f"{stem}.lora_down.weight"] = down
         tensors[f"{stem}.lora_up.weight"] = up
         tensors[f"{stem}.alpha"] = alpha.clone()
@@ -74,11 +79,9 @@ def save_kohya_lora(
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(rank),
         "ss_network_alpha": str(float(rank)),
-        "ss_base_model_version": "sd_v1",
-        "ss_v2": "False",
+        **family.kohya_metadata(unet_config),
         "ss_output_name": Path(path).stem,
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": "stable-diffusion-v1/lora",
         "modelspec.implementation": "diffusers",
         "modelspec.title": title,
         "modelspec.date": date.today().isoformat(),
@@ -92,10 +95,12 @@ def save_kohya_lora(
     return path
 
 
-def save_peft_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], directory: str | Path) -> Path:
+def save_peft_lora(
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]], directory: str | Path, family: ModelFamily
+) -> Path:
     """Write the LoRA in the diffusers/peft format (`unet.<module>.lora_A.weight` / `lora_B.weight`)
-    with its adapter metadata, through diffusers' own writer: `pytorch_lora_weights.safetensors`."""
-    from diffusers import StableDiffusionPipeline
+    with its adapter metadata, through the family's diffusers pipeline's own writer:
+    `pytorch_lora_weights.safetensors`."""
     from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
 
     rank = next(iter(factors.values()))[0].shape[0]
@@ -104,7 +109,7 @@ def save_peft_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], direct
         layers[f"{module_path}.lora_A.weight"] = down
         layers[f"{module_path}.lora_B.weight"] = up
     adapter_metadata = {"r": rank, "lora_alpha": rank, "target_modules": sorted(factors)}
-    StableDiffusionPipeline.save_lora_weights(
+    family.diffusers_pipeline_class().save_lora_weights(
         directory, unet_lora_layers=layers, unet_lora_adapter_metadata=adapter_metadata
     )
     return Path(directory) / LORA_WEIGHT_NAME_SAFE

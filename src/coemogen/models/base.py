@@ -1,4 +1,5 @@
-"""Loading the frozen base models: any diffusers-format Stable Diffusion 1.x plus any CLIP.
+"""Loading the frozen base models: a diffusers-format Stable Diffusion of a registered family
+(1.x/2.x, SDXL: `models/families/`, chosen from its model_index.json) plus any CLIP.
 
 Hub ids and local directories go through the same `from_pretrained` calls; the synthetic
 world's pocket models are plain local directories in those formats.
@@ -14,6 +15,7 @@ import torch
 
 from ..errors import CoEmoGenError
 from .clip import ClipImagePreprocessor, image_tokens
+from .families import ModelFamily, family_for
 
 ASSETS = Path(__file__).parent.parent / "world" / "assets"
 POCKET_SD = ASSETS / "pocket-sd"
@@ -25,28 +27,60 @@ POCKET_IDS = {"coemogen:pocket-sd": POCKET_SD, "coemogen:pocket-clip": POCKET_CL
 PRESETS = {
     "pocket": ("coemogen:pocket-sd", "coemogen:pocket-clip"),
     "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "openai/clip-vit-large-patch14"),
+    # CLIP ViT-L/14 is also SDXL's first text encoder: its text tower has that encoder's width, so L_SEM
+    # lives in ViT-L/14's image-text space, and its vision tower gives the image tokens v_i.
+    "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", "openai/clip-vit-large-patch14"),
 }
+PRESET_HELP = (
+    "sd15 = stable-diffusion-v1-5/stable-diffusion-v1-5 + openai/clip-vit-large-patch14; sdxl = "
+    "stabilityai/stable-diffusion-xl-base-1.0 + openai/clip-vit-large-patch14; pocket = the synthetic world's models"
+)
 
 
 @dataclass
 class BaseModels:
-    """Frozen components CoEmoGen builds on. `clip` is None when loaded for inference only."""
+    """Frozen components CoEmoGen builds on. `clip` is None when loaded for inference only.
+    `text_encoders` / `tokenizers` in the family's order; the first is CLIP-width (L_SEM, captions)."""
 
+    family: ModelFamily
     vae: torch.nn.Module
     unet: torch.nn.Module
-    text_encoder: torch.nn.Module
-    tokenizer: object
+    text_encoders: list[torch.nn.Module]
+    tokenizers: list
     noise_scheduler: object
     clip: torch.nn.Module | None
     clip_preprocess: ClipImagePreprocessor | None
     pretrained_model_name_or_path: str
     clip_model_name_or_path: str
+    pretrained_vae_model_name_or_path: str | None = None  # a VAE replacing the base model's
 
     clip_config: object | None = None  # the CLIP model's configuration, also when only its projection is loaded
     text_projection: torch.nn.Module | None = None  # CLIP's text projection, for L_SEM
 
+    def __post_init__(self) -> None:
+        self.vae_scale_factor = self.family.vae_scale_factor(self.vae.config)
+        self.default_resolution = self.family.default_resolution(self.unet.config, self.vae.config)
+
+    @property
+    def text_encoder(self) -> torch.nn.Module:
+        return self.text_encoders[0]
+
+    @property
+    def tokenizer(self):
+        return self.tokenizers[0]
+
+    @property
+    def embed_dim(self) -> int:
+        """The placeholder embedding's width: every text encoder's token width, side by side."""
+        return sum(encoder.config.hidden_size for encoder in self.text_encoders)
+
+    @property
+    def vae_in_fp32(self) -> bool:
+        """The VAE stays fp32 under mixed precision (SDXL's own VAE overflows in fp16)."""
+        return self.family.vae_needs_fp32 and self.pretrained_vae_model_name_or_path is None
+
     def frozen_modules(self) -> list[torch.nn.Module]:
-        modules = (self.vae, self.text_encoder, self.clip, self.unet, self.text_projection)
+        modules = (self.vae, *self.text_encoders, self.clip, self.unet, self.text_projection)
         return list({id(m): m for m in modules if m is not None}.values())
 
     def image_tokens(self, pixels: torch.Tensor, layer: int = -1) -> torch.Tensor:
@@ -82,6 +116,7 @@ def resolve_sources(
             ]
             raise CoEmoGenError(
                 f"choose the base models: --preset sd15 (stable-diffusion-v1-5 with openai/clip-vit-large-patch14), "
+                f"--preset sdxl (stable-diffusion-xl-base-1.0 with the same CLIP), "
                 f"or {' and '.join(missing)}. The pocket models (--preset pocket) are the default only for a "
                 f"synthetic world's data (`coemogen world build`)" + (f", and {data} is not one" if data else "")
             )
@@ -110,31 +145,54 @@ def _load(loader, source: str, what: str, **kwargs):
         raise CoEmoGenError(f"could not load {what} from '{source}': {str(err).splitlines()[0]}\n{hint}") from None
 
 
+def model_index(source: str) -> dict:
+    """A diffusers model directory's model_index.json (local folder or hub id), with clear errors."""
+    from diffusers import DiffusionPipeline
+
+    return _load(DiffusionPipeline.load_config, source, "a Stable Diffusion (diffusers format)")
+
+
 def load_base_models(
     pretrained_model_name_or_path: str,
     clip_model_name_or_path: str,
     dtype: torch.dtype | None = None,
     load_clip: bool | str = True,
+    pretrained_vae_model_name_or_path: str | None = None,
 ) -> BaseModels:
-    """Load VAE, U-Net, text encoder, tokenizer, noise scheduler and (for training) CLIP, all frozen
-    and in eval mode. Inference never uses CLIP: `load_clip=False` skips it (1.7 GB at ViT-L/14);
-    `load_clip="text_projection"` reads only its configuration and text projection (training from a
-    feature cache that holds every CLIP output)."""
+    """Load VAE, U-Net, text encoders, tokenizers, noise scheduler and (for training) CLIP, all frozen
+    and in eval mode, as the base model's family lays them out. Inference never uses CLIP:
+    `load_clip=False` skips it (1.7 GB at ViT-L/14); `load_clip="text_projection"` reads only its
+    configuration and text projection (training from a feature cache that holds every CLIP output).
+    `pretrained_vae_model_name_or_path`: another VAE (e.g. SDXL's fp16-safe one), a diffusers
+    AutoencoderKL folder or hub id. `dtype` casts every module but a VAE that must stay fp32."""
+    import transformers
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
 
     sd, clip_src = pretrained_model_name_or_path, clip_model_name_or_path
-    what = "a Stable Diffusion 1.x (diffusers format)"
+    family = family_for(model_index(sd), f"'{sd}'")
+    what = f"a {family.description} (diffusers format)"
+    if pretrained_vae_model_name_or_path is None:
+        vae = _load(AutoencoderKL.from_pretrained, sd, what, subfolder="vae")
+    else:
+        vae = _load(AutoencoderKL.from_pretrained, pretrained_vae_model_name_or_path, "a VAE (diffusers AutoencoderKL)")
     models = BaseModels(
-        vae=_load(AutoencoderKL.from_pretrained, sd, what, subfolder="vae"),
+        family=family,
+        vae=vae,
         unet=_load(UNet2DConditionModel.from_pretrained, sd, what, subfolder="unet"),
-        text_encoder=_load(CLIPTextModel.from_pretrained, sd, what, subfolder="text_encoder"),
-        tokenizer=_load(CLIPTokenizer.from_pretrained, sd, what, subfolder="tokenizer"),
+        text_encoders=[
+            _load(getattr(transformers, spec.model_class).from_pretrained, sd, what, subfolder=spec.subfolder)
+            for spec in family.text_encoders
+        ],
+        tokenizers=[
+            _load(transformers.CLIPTokenizer.from_pretrained, sd, what, subfolder=spec.tokenizer_subfolder)
+            for spec in family.text_encoders
+        ],
         noise_scheduler=_load(DDPMScheduler.from_pretrained, sd, what, subfolder="scheduler"),
         clip=None,
         clip_preprocess=None,
         pretrained_model_name_or_path=sd,
         clip_model_name_or_path=clip_src,
+        pretrained_vae_model_name_or_path=pretrained_vae_model_name_or_path,
     )
     if load_clip == "text_projection":
         models.clip_config, models.text_projection = _load(load_text_projection, clip_src, "a CLIP model")
@@ -148,13 +206,14 @@ def load_base_models(
     for module in models.frozen_modules():
         module.requires_grad_(False)
         module.eval()
-        if dtype is not None:
+        if dtype is not None and not (module is models.vae and models.vae_in_fp32):
             module.to(dtype)
     clip_width = models.clip_config.text_config.hidden_size if models.clip_config is not None else None
     if clip_width is not None and models.text_encoder.config.hidden_size != clip_width:
         raise CoEmoGenError(
-            "the CLIP model's text tower width does not match the SD text encoder's; "
-            "L_SEM projects the condition with the CLIP text projection, so they must match"
+            f"the CLIP model's text tower is {clip_width} wide but the base model's first text encoder is "
+            f"{models.text_encoder.config.hidden_size}; L_SEM projects that encoder's pooled output with the CLIP "
+            "text projection, so they must match"
         )
     return models
 

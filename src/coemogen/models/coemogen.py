@@ -76,11 +76,14 @@ class CoEmoGenConfig(RunConfigRecord):
     """Everything needed to rebuild a trained model around its base models."""
 
     taxonomy: dict = derived("groups -> emotions, from --taxonomy")
-    embed_dim: int = derived("token-embedding width d0 of the text encoder")
+    embed_dim: int = derived("width d0 of e^v: the text encoders' token widths side by side (SDXL: 768 + 1280)")
     image_dim: int = derived("width of the CLIP vision tower's tokens v_i")
-    pretrained_model_name_or_path: str = derived("the base Stable Diffusion 1.x")
+    pretrained_model_name_or_path: str = derived("the base Stable Diffusion (1.x/2.x or SDXL)")
     clip_model_name_or_path: str = derived("the CLIP model (image tokens, L_SEM, filter)")
     resolution: int = derived("training image resolution")
+    pretrained_vae_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "a VAE that replaced the base model's", "derived": True}
+    )
     mapper_hidden_dim: int = hparam(512, "hidden width of the neuro-symbolic mapper")
     mapper_layers: int = hparam(2, "linear layers in the neuro-symbolic mapper (>= 2)")
     lora_rank: int = hparam(4, "rank of every HiLoRA adapter")

@@ -37,11 +37,14 @@ class EmoGenConfig(RunConfigRecord):
     """Everything needed to rebuild a trained EmoGen around its base models."""
 
     taxonomy: dict = derived("groups -> emotions, from --taxonomy")
-    embed_dim: int = derived("token-embedding width d0 of the text encoder")
+    embed_dim: int = derived("token-embedding width d0: the text encoders' widths side by side")
     clip_dim: int = derived("width of CLIP's shared image-text space (L_attr, L_emo)")
-    pretrained_model_name_or_path: str = derived("the base Stable Diffusion 1.x")
+    pretrained_model_name_or_path: str = derived("the base Stable Diffusion (1.x/2.x or SDXL)")
     clip_model_name_or_path: str = derived("the CLIP model (attribute words, L_emo's classifier)")
     resolution: int = derived("training image resolution")
+    pretrained_vae_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "a VAE that replaced the base model's", "derived": True}
+    )
     emotion_encoder: str = hparam(
         SMALL_CNN,
         "image emotion classifier whose penultimate features are the emotion space: small-cnn, or any "

@@ -23,7 +23,7 @@ from ..io import atomic_output, write_text
 from ..models.base import SHIPPED_RUN, BaseModels, load_base_models
 from ..models.clusters import EmotionClusters
 from ..models.coemogen import CoEmoGen
-from ..models.conditioning import PLACEHOLDER, EmotionConditioner, check_template
+from ..models.conditioning import PLACEHOLDER, EmotionConditioner, TextCondition, check_template
 from ..models.emogen import EmoGen
 from ..models.hilora import adapter_weights
 from ..models.runs import load_method_run, load_run_config
@@ -49,11 +49,19 @@ def make_scheduler(name: str, base_scheduler_config):
 
 
 def base_pipeline(source: str | Path):
-    """The plain base model as a diffusers StableDiffusionPipeline with the DPM-Solver++ scheduler
-    `coemogen generate` uses: the baselines' and the transfer evaluation's reference images."""
-    from diffusers import StableDiffusionPipeline
+    """The plain base model as its family's diffusers pipeline (StableDiffusionPipeline,
+    StableDiffusionXLPipeline) with the DPM-Solver++ scheduler `coemogen generate` uses: the
+    baselines' and the transfer evaluation's reference images."""
+    import inspect
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(source), safety_checker=None, requires_safety_checker=False)
+    from ..models.base import model_index, model_path
+    from ..models.families import family_for
+
+    source = model_path(source)
+    pipeline_class = family_for(model_index(source), f"'{source}'").diffusers_pipeline_class()
+    no_checker = {"safety_checker": None, "requires_safety_checker": False}
+    kwargs = no_checker if "safety_checker" in inspect.signature(pipeline_class.__init__).parameters else {}
+    pipe = pipeline_class.from_pretrained(str(source), **kwargs)
     pipe.scheduler = make_scheduler("dpm", pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -89,17 +97,17 @@ class EmotionWindow:
             raise CoEmoGenError(f"an emotion window needs 0 <= start <= stop, got [{self.start}, {self.stop})")
 
     def step_conditions(
-        self, cond: torch.Tensor, neutral: torch.Tensor, gates: torch.Tensor | None, num_emotions: int
-    ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor | None]]:
+        self, cond: TextCondition, neutral: TextCondition, gates: torch.Tensor | None, num_emotions: int
+    ) -> Callable[[int], tuple[TextCondition, torch.Tensor | None]]:
         """step index -> (condition, gates) of that step; `gates` None: a method without adapters."""
         outside = None if gates is None else torch.zeros_like(gates)
         if self.level != "all":  # switch one adapter level: [emotions | groups] columns
             columns = slice(0, num_emotions) if self.level == "emotion" else slice(num_emotions, None)
             outside = gates.clone()
             outside[:, columns] = 0
-        outside_cond = neutral.expand_as(cond) if self.level == "all" else cond
+        outside_cond = neutral.expand(len(cond)) if self.level == "all" else cond
 
-        def at(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        def at(step: int) -> tuple[TextCondition, torch.Tensor | None]:
             return (cond, gates) if self.start <= step < self.stop else (outside_cond, outside)
 
         return at
@@ -123,7 +131,7 @@ class CoEmoGenPipeline:
         device: str | torch.device = "cpu",
     ) -> None:
         self.base, self.model, self.clusters, self.device = base, model, clusters, torch.device(device)
-        self.conditioner = EmotionConditioner(base.tokenizer, base.text_encoder)
+        self.conditioner = EmotionConditioner(base)
 
     @property
     def taxonomy(self) -> Taxonomy:
@@ -154,10 +162,11 @@ class CoEmoGenPipeline:
             clip_model_name_or_path or config.clip_model_name_or_path,
             torch_dtype,
             load_clip=False,
+            pretrained_vae_model_name_or_path=config.pretrained_vae_model_name_or_path,
         )
         model, clusters = load_method_run(run_dir, base.unet, config, taxonomy)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        for module in (base.unet, base.vae, base.text_encoder, model):
+        for module in (base.unet, base.vae, *base.text_encoders, model):
             module.to(device)
         model.eval()
         return cls(base, model, clusters, device)
@@ -213,17 +222,23 @@ class CoEmoGenPipeline:
         shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
         return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device, dtype)
 
+    def time_ids(self, batch_size: int) -> torch.Tensor | None:
+        """The micro-conditions of generated images (SDXL: original size = target size, no crop)."""
+        size = self.base.default_resolution
+        sizes = torch.tensor([[size, size]] * batch_size)
+        return self.base.family.time_ids(sizes, torch.zeros_like(sizes), (size, size))
+
     def denoise(
         self,
         scheduler,
         latents: torch.Tensor,
-        cond: torch.Tensor,
-        uncond: torch.Tensor,
+        cond: TextCondition,
+        uncond: TextCondition,
         gates: torch.Tensor | None,
         num_inference_steps: int,
         guidance_scale: float,
         progress: bool = False,
-        step_conditions: Callable[[int], tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+        step_conditions: Callable[[int], tuple[TextCondition, torch.Tensor | None]] | None = None,
         merge_adapters: bool = True,
     ) -> torch.Tensor:
         """Classifier-free guided sampling; each sample's adapters apply to both guidance halves.
@@ -236,15 +251,18 @@ class CoEmoGenPipeline:
         """
         from tqdm import tqdm
 
-        unet = self.base.unet
+        unet, family = self.base.unet, self.base.family
         scheduler.set_timesteps(num_inference_steps, device=latents.device)
         latents = latents * scheduler.init_noise_sigma
         guided = guidance_scale > 1
+        time_ids = self.time_ids(len(latents))
+        if time_ids is not None:
+            time_ids = (torch.cat([time_ids] * 2) if guided else time_ids).to(latents.device)
 
-        def step(latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-            context = torch.cat([uncond.expand_as(cond), cond]) if guided else cond
+        def step(latents: torch.Tensor, t: torch.Tensor, cond: TextCondition) -> torch.Tensor:
+            context = TextCondition.cat([uncond.expand(len(cond)), cond]) if guided else cond
             model_in = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
-            pred = unet(model_in, t, encoder_hidden_states=context).sample
+            pred = unet(model_in, t, **family.unet_kwargs(context, time_ids)).sample
             if guided:
                 pred_uncond, pred_cond = pred.chunk(2)
                 pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
@@ -267,7 +285,7 @@ class CoEmoGenPipeline:
 
     def decode_latents(self, latents: torch.Tensor) -> list[Image.Image]:
         vae = self.base.vae
-        images = vae.decode(latents / vae.config.scaling_factor).sample
+        images = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample
         arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a) for a in arr]
 
@@ -328,12 +346,12 @@ class CoEmoGenPipeline:
             )
         sched = make_scheduler(scheduler, self.base.noise_scheduler.config)
         dtype = self.base.unet.dtype
-        uncond = self.conditioner.encode_text([""])[0].to(self.device, dtype)
+        uncond = self.base.family.unconditional(self.conditioner.encode_text([""])).to(self.device, dtype)
         if emotion_window is not None:
             if emotion_window.level != "all" and (not self.model.has_adapters or self.model.config.shared_lora):
                 raise CoEmoGenError("this run has no emotion-specific or polarity-shared LoRA level to switch")
             neutral_prompt = template.replace(PLACEHOLDER, "").strip()
-            neutral = self.conditioner.encode_text([neutral_prompt])[0].to(self.device, dtype)
+            neutral = self.conditioner.encode_text([neutral_prompt]).to(self.device, dtype)
         images, metadata = [], []
         for start in range(0, num_images, batch_size):
             idx = list(range(start, min(num_images, start + batch_size)))
@@ -347,7 +365,7 @@ class CoEmoGenPipeline:
             else:
                 ev, components = visual_embeds[idx].cpu(), [None] * len(idx)
             # 5. The condition: e^v in the placeholder slot through the frozen text encoder.
-            cond, _ = self.conditioner.encode_embeddings(ev.to(self.device, dtype), template)
+            cond = self.conditioner.encode_embeddings(ev.to(self.device, dtype), template)
             # 6. Each sample's HiLoRA adapters: its emotions' and their groups' (none for EmoGen).
             gates = self.model.gates(self.model.mix_weights(batch_mixes).to(self.device))
             # 7. Initial latents.

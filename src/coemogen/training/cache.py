@@ -33,10 +33,13 @@ from ..errors import CoEmoGenError
 from ..io import save_safetensors, write_text
 from ..models.base import BaseModels
 from ..models.clip import text_embeds
+from ..models.conditioning import max_length
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
 SHARD = "shard-{:05d}.safetensors"
+# SDXL's per-record micro-conditions (the mirror image's crop too: flipping moves the crop's left edge).
+MICRO_CONDITIONS = ["original_size", "crop_top_left", "flipped_crop_top_left"]
 
 
 def records_digest(records: list[ManifestRecord]) -> str:
@@ -78,6 +81,8 @@ class CacheFingerprint:
     manifest_records: str
     num_manifest_records: int
     version: int = CACHE_VERSION
+    pretrained_vae_model_name_or_path: str | None = None
+    micro_conditioning: bool = False  # each record's original size and crop (SDXL)
 
     @classmethod
     def of(
@@ -99,6 +104,8 @@ class CacheFingerprint:
             image_token_layer=image_token_layer,
             manifest_records=records_digest(records),
             num_manifest_records=len(records),
+            pretrained_vae_model_name_or_path=base.pretrained_vae_model_name_or_path,
+            micro_conditioning=base.family.micro_conditioning,
         )
 
     def differences(self, other: CacheFingerprint) -> list[str]:
@@ -198,8 +205,7 @@ class FeatureCache:
 
 def bytes_per_record(base: BaseModels, resolution: int, random_flip: bool, image_tokens: bool) -> int:
     """Disk bytes one record takes in the cache."""
-    factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
-    latent = base.vae.config.latent_channels * (resolution // factor) ** 2 * 4 * 2  # mean + std, fp32
+    latent = base.vae.config.latent_channels * (resolution // base.vae_scale_factor) ** 2 * 4 * 2  # mean + std, fp32
     copies = 2 if random_flip else 1
     text = base.clip_config.projection_dim * 4
     total = latent * copies + text
@@ -223,10 +229,10 @@ def compute_features(
         out[f"{prefix}latent_std"] = posterior.std.float()
         if image_token_layer is not None:
             out[f"{prefix}image_tokens"] = base.image_tokens(images, image_token_layer).half()
-    max_length = min(int(base.tokenizer.model_max_length), base.text_encoder.config.max_position_embeddings)
     ids = base.tokenizer(
-        captions, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
-    ).input_ids.to(pixels.device)
+        captions, padding="max_length", max_length=max_length(base.tokenizer, base.text_encoder), truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(pixels.device)  # fmt: skip
     out["caption_embeds"] = text_embeds(base.clip, ids).float()
     return out
 
@@ -280,6 +286,8 @@ def build_cache(
             features = compute_features(
                 base, pixels, [it["caption"] for it in items], fingerprint.random_flip, fingerprint.image_token_layer
             )
+            for name in MICRO_CONDITIONS if fingerprint.micro_conditioning else ():
+                features[name] = torch.stack([it[name] for it in items])
             for k, v in features.items():
                 parts.setdefault(k, []).append(v.cpu())
             bar.update(len(items))
@@ -295,7 +303,10 @@ def _feature_names(fingerprint: CacheFingerprint) -> list[str]:
         names.append("image_tokens")
     if fingerprint.random_flip:
         names += ["flipped_" + n for n in names]
-    return names + ["caption_embeds"]
+    names.append("caption_embeds")
+    if fingerprint.micro_conditioning:
+        names += MICRO_CONDITIONS
+    return names
 
 
 def _record_row(r: ManifestRecord) -> dict:
@@ -317,10 +328,10 @@ def run_cache_command(args, process_index: int = 0, num_processes: int = 1, devi
     sd, clip = resolve_sources(
         args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, records[0].image
     )
-    base = load_base_models(sd, clip)
+    base = load_base_models(sd, clip, pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path)
     for module in base.frozen_modules():
         module.to(device)
-    resolution = args.resolution or base.unet.config.sample_size * 2 ** (len(base.vae.config.block_out_channels) - 1)
+    resolution = args.resolution or base.default_resolution
     layer = args.image_token_layer if args.cache_image_tokens else None
     fingerprint = CacheFingerprint.of(base, base.clip_config, manifest_records, resolution, args.random_flip, layer)
     per_record = bytes_per_record(base, resolution, args.random_flip, layer is not None)
@@ -329,7 +340,7 @@ def run_cache_command(args, process_index: int = 0, num_processes: int = 1, devi
             f"caching {len(records)} records at {resolution} px: {per_record / 1e6:.3f} MB per record, "
             f"{per_record * len(records) / 1e9:.2f} GB in all ({skips.total} records skipped)"
         )
-    dataset = ManifestDataset(records, taxonomy, resolution)
+    dataset = ManifestDataset(records, taxonomy, resolution, micro_conditioning=base.family.micro_conditioning)
     written = build_cache(
         dataset, base, args.out, fingerprint, args.shard_size, args.batch_size, process_index, num_processes, device
     )

@@ -16,6 +16,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 
 from ..errors import CoEmoGenError
+from ..models.base import PRESET_HELP, PRESETS
 from ..models.runs import METHODS
 
 
@@ -37,17 +38,17 @@ class TrainingArguments:
         "coemogen", "coemogen, or emogen: EmoGen (CVPR 2024) as published, the paper's baseline", tuple(METHODS)
     )
     pretrained_model_name_or_path: str | None = arg(
-        None, "Stable Diffusion 1.x hub id or local diffusers directory (required unless --preset or a synthetic world)"
+        None,
+        "Stable Diffusion (1.x/2.x or SDXL) hub id or local diffusers directory (required unless --preset or a "
+        "synthetic world)",
+    )
+    pretrained_vae_model_name_or_path: str | None = arg(
+        None, "a VAE replacing the base model's (e.g. an fp16-safe SDXL VAE; SDXL's own stays in fp32)"
     )
     clip_model_name_or_path: str | None = arg(
         None, "CLIP hub id or local directory (required unless --preset or a synthetic world)"
     )
-    preset: str | None = arg(
-        None,
-        "sd15 = stable-diffusion-v1-5 + openai/clip-vit-large-patch14, or pocket (the synthetic world's models, "
-        "the default only for a world's data)",
-        ("pocket", "sd15"),
-    )
+    preset: str | None = arg(None, PRESET_HELP + " (pocket: the default only for a world's data)", tuple(PRESETS))
     taxonomy: str | None = arg(None, "mikels (default), artemis, emoart, or a JSON/YAML taxonomy file")
     resolution: int | None = arg(None, "training resolution (default: the U-Net sample size times the VAE factor)")
     train_batch_size: int = arg(8, "samples per process and micro-step")

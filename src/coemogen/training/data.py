@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from ..data.images import ImageLoadError, load_rgb, to_tensor
+from ..data.images import ImageLoadError, crop_top_left, load_rgb, resized_size, to_tensor
 from ..data.manifest import ManifestRecord, SkipCounter
 from ..taxonomy import Taxonomy
 
@@ -16,6 +16,8 @@ class ManifestDataset(torch.utils.data.Dataset):
     Indexed by record (centre crop) or, from the training sampler, by (record, draw): with
     `center_crop=False` the crop position is random, drawn from (seed, draw) so a resumed run
     crops exactly as the uninterrupted one (the diffusers `--center_crop` meaning).
+    `micro_conditioning` (SDXL): each item also carries its image's `original_size` (height, width),
+    `crop_top_left` (top, left) and the mirror image's `flipped_crop_top_left`.
     """
 
     def __init__(
@@ -25,9 +27,10 @@ class ManifestDataset(torch.utils.data.Dataset):
         resolution: int,
         center_crop: bool = True,
         seed: int = 0,
+        micro_conditioning: bool = False,
     ) -> None:
         self.records, self.taxonomy, self.resolution = records, taxonomy, resolution
-        self.center_crop, self.seed = center_crop, seed
+        self.center_crop, self.seed, self.micro_conditioning = center_crop, seed, micro_conditioning
 
     def __len__(self) -> int:
         return len(self.records)
@@ -41,11 +44,19 @@ class ManifestDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
         i, draw = item if isinstance(item, tuple) else (item, None)
         r = self.records[i]
-        return {
-            "pixels": to_tensor(load_rgb(r.image), self.resolution, self.crop(draw)),
+        image, crop = load_rgb(r.image), self.crop(draw)
+        item = {
+            "pixels": to_tensor(image, self.resolution, crop),
             "label": self.taxonomy.index(r.emotion),
             "caption": r.caption,
         }
+        if self.micro_conditioning:
+            top, left = crop_top_left(image.size, self.resolution, crop)
+            mirrored_left = resized_size(image.size, self.resolution)[0] - self.resolution - left
+            item["original_size"] = torch.tensor([image.height, image.width])
+            item["crop_top_left"] = torch.tensor([top, left])
+            item["flipped_crop_top_left"] = torch.tensor([top, mirrored_left])
+        return item
 
     def labels(self) -> list[int]:
         return [self.taxonomy.index(r.emotion) for r in self.records]

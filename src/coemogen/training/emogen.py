@@ -32,7 +32,7 @@ from ..io import atomic_output, save_safetensors, write_text
 from ..models.base import BaseModels, load_base_models, resolve_sources
 from ..models.clip import text_embeds
 from ..models.clusters import EmotionClusters
-from ..models.conditioning import EmotionConditioner
+from ..models.conditioning import EmotionConditioner, max_length
 from ..models.emogen import SMALL_CNN, EmoGen, EmoGenConfig, float_state, load_float_state, save_emogen_run
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
@@ -121,20 +121,20 @@ class EmoGenTrainingModule(nn.Module):
         super().__init__()
         self.model, self.base, self.random_flip = model, base, random_flip
         self.mapper = model.mapper
-        self.conditioner = EmotionConditioner(base.tokenizer, base.text_encoder)
+        self.conditioner = EmotionConditioner(base)
         self.register_buffer("attribute_embeds", attribute_embeds, persistent=False)
 
     def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         config = self.model.config
-        latents, _, _ = frozen_latents(self.base, batch, generator, self.random_flip)
+        latents, _, features = frozen_latents(self.base, batch, generator, self.random_flip)
         device = latents.device
         tokens = self.mapper(batch["emotion_features"].to(device).float())
-        cond, pooled = self.conditioner.encode_embeddings(tokens.to(self.base.text_encoder.dtype), config.template)
+        cond = self.conditioner.encode_embeddings(tokens.to(self.base.text_encoder.dtype), config.template)
         noisy, t, target = diffusion_inputs(self.base.noise_scheduler, latents, generator)
-        pred = self.base.unet(noisy, t, encoder_hidden_states=cond).sample
+        pred = self.base.unet(noisy, t, **self.base.family.unet_kwargs(cond, features.get("time_ids"))).sample
         l_ldm = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
         projection = self.base.text_projection
-        semantic = projection(pooled.to(projection.weight.dtype)).float()
+        semantic = projection(cond.pooled.to(projection.weight.dtype)).float()
         return emogen_losses(
             l_ldm,
             semantic,
@@ -218,10 +218,10 @@ def word_features(base: BaseModels, words: list[str]) -> torch.Tensor:
     """Projected CLIP text features of words (their `get_text_features` of the attribute names)."""
     if not words:
         return torch.zeros(0, base.clip_config.projection_dim)
-    max_length = min(int(base.tokenizer.model_max_length), base.text_encoder.config.max_position_embeddings)
     ids = base.tokenizer(
-        words, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
-    ).input_ids.to(base.clip.device)
+        words, padding="max_length", max_length=max_length(base.tokenizer, base.text_encoder), truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(base.clip.device)  # fmt: skip
     return text_embeds(base.clip, ids).float()
 
 
@@ -279,16 +279,16 @@ def train_emogen(args: TrainingArguments, **hyperparameters) -> Path:
     sd, clip = resolve_sources(
         args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, records[0].image
     )
-    base = load_base_models(sd, clip)
-    vae_factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
-    resolution = args.resolution or base.unet.config.sample_size * vae_factor
+    base = load_base_models(sd, clip, pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path)
+    resolution = args.resolution or base.default_resolution
     config = EmoGenConfig(
         taxonomy=taxonomy.to_dict(),
-        embed_dim=base.text_encoder.config.hidden_size,
+        embed_dim=base.embed_dim,
         clip_dim=base.clip_config.projection_dim,
         pretrained_model_name_or_path=sd,
         clip_model_name_or_path=clip,
         resolution=resolution,
+        pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path,
         **resolve_encoder(hyperparameters, synthetic_world_root(records[0].image) is not None, resolution),
     )
     with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
@@ -338,7 +338,9 @@ def train_emogen(args: TrainingArguments, **hyperparameters) -> Path:
         p.requires_grad_(True)
     optimizer = make_optimizer(args, list(params.values()), torch.device(device), accelerator.num_processes)
     global_step, resumed = resume(args, params, optimizer)
-    step_images = ManifestDataset(records, taxonomy, resolution, args.center_crop, args.seed)
+    step_images = ManifestDataset(
+        records, taxonomy, resolution, args.center_crop, args.seed, base.family.micro_conditioning
+    )
     if args.cache:
         step_images = cached_images(args, base, records, step_images)
     dataset = EmoGenDataset(step_images, features, attribute, coefficient)

@@ -39,7 +39,7 @@ from ..models.conditioning import EmotionConditioner, check_template
 from ..models.hilora import adapter_weights, hilora_layers
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
-from .cache import CacheFingerprint, FeatureCache, compute_features
+from .cache import MICRO_CONDITIONS, CacheFingerprint, FeatureCache, compute_features
 from .checkpoints import (
     find_checkpoint,
     load_checkpoint,
@@ -91,9 +91,18 @@ def frozen_latents(base: BaseModels, batch: dict, generator: torch.Generator, ra
                 features[name] = torch.where(mask, features[f"flipped_{name}"], features[name])
     else:
         features = compute_features(base, batch["pixels"], batch["captions"], False, None)
+        for name in MICRO_CONDITIONS:  # SDXL's, from the dataset; flipped below like a cached feature
+            if name in batch:
+                features[name] = batch[name].to(device)
+        if flips is not None and "flipped_crop_top_left" in features:
+            mask = flips.to(device).view(-1, 1)
+            features["crop_top_left"] = torch.where(mask, features["flipped_crop_top_left"], features["crop_top_left"])
     mean, std = features["latent_mean"], features["latent_std"]
     noise = torch.randn(mean.shape, generator=generator).to(mean)
     latents = (mean + std * noise) * base.vae.config.scaling_factor
+    if base.family.micro_conditioning:
+        size = latents.shape[-1] * base.vae_scale_factor
+        features["time_ids"] = base.family.time_ids(features["original_size"], features["crop_top_left"], (size, size))
     return latents.to(base.vae.dtype), batch, features
 
 
@@ -126,27 +135,26 @@ class CoEmoGenTrainingModule(nn.Module):
         self.model, self.unet, self.vae = model, base.unet, base.vae
         self.text_encoder = base.text_encoder
         self.base, self.lambda_sem, self.random_flip = base, lambda_sem, random_flip
-        self.conditioner = EmotionConditioner(base.tokenizer, base.text_encoder)
+        self.conditioner = EmotionConditioner(base)
 
     @torch.no_grad()
     def frozen_features(self, batch: dict, generator: torch.Generator):
-        """Sampled VAE latents, CLIP image tokens (None without the encoder) and caption embeddings,
-        each sample mirrored with probability 1/2 under `random_flip`."""
+        """Sampled VAE latents, CLIP image tokens (None without the encoder), caption embeddings and
+        the micro-conditions (None but for SDXL), each sample mirrored with probability 1/2 under
+        `random_flip`."""
         latents, batch, features = frozen_latents(self.base, batch, generator, self.random_flip)
         tokens = encoder_tokens(self.model, self.base, {**batch, **features})
-        return latents, tokens, features["caption_embeds"]
+        return latents, tokens, features["caption_embeds"], features.get("time_ids")
 
     def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        latents, tokens, caption_embeds = self.frozen_features(batch, generator)
+        latents, tokens, caption_embeds, time_ids = self.frozen_features(batch, generator)
         labels = batch["labels"].to(latents.device)
         visual = self.model.visual_embedding(self.model.one_hot(labels), tokens)
-        cond, pooled = self.conditioner.encode_embeddings(
-            visual.to(self.text_encoder.dtype), self.model.config.template
-        )
+        cond = self.conditioner.encode_embeddings(visual.to(self.text_encoder.dtype), self.model.config.template)
         noisy, t, target = diffusion_inputs(self.base.noise_scheduler, latents, generator)
-        pred = self.unet(noisy, t, encoder_hidden_states=cond).sample
+        pred = self.unet(noisy, t, **self.base.family.unet_kwargs(cond, time_ids)).sample
         l_ldm = F.mse_loss(pred.float(), target.float())
-        condition = self.text_projection(pooled).float()
+        condition = self.text_projection(cond.pooled).float()
         l_sem = (1 - F.cosine_similarity(condition, caption_embeds.float(), dim=-1)).mean()
         return {"loss": l_ldm + self.lambda_sem * l_sem, "l_ldm": l_ldm, "l_sem": l_sem}
 
@@ -327,15 +335,20 @@ def load_components(
     sd, clip = resolve_sources(args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, data)
     encoder = hyperparameters.get("perception_encoder", True)
     cache_has_tokens = cache is not None and (cache[0].has_image_tokens or not encoder)
-    base = load_base_models(sd, clip, load_clip="text_projection" if cache_has_tokens else True)
-    vae_factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
+    base = load_base_models(
+        sd,
+        clip,
+        load_clip="text_projection" if cache_has_tokens else True,
+        pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path,
+    )
     config = CoEmoGenConfig(
         taxonomy=taxonomy.to_dict(),
-        embed_dim=base.text_encoder.config.hidden_size,
+        embed_dim=base.embed_dim,
         image_dim=base.clip_config.vision_config.hidden_size,
         pretrained_model_name_or_path=sd,
         clip_model_name_or_path=clip,
-        resolution=args.resolution or base.unet.config.sample_size * vae_factor,
+        resolution=args.resolution or base.default_resolution,
+        pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path,
         **hyperparameters,
     )
     if cache is not None:
@@ -352,7 +365,7 @@ def load_components(
         module.to(device)
     weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
     if weight_dtype != torch.float32:
-        for module in (base.vae, base.text_encoder, base.clip, base.text_projection):
+        for module in (None if base.vae_in_fp32 else base.vae, *base.text_encoders, base.clip, base.text_projection):
             if module is not None:
                 module.to(weight_dtype)
         # Cast the frozen U-Net weights only: the HiLoRA parameters stay in fp32 for the optimiser.
@@ -584,7 +597,9 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
     global_step, resumed = resume(args, params, parts.optimizer)
 
     # 3. Data: this process's share of balanced batches, from where the run left off.
-    dataset = ManifestDataset(records, taxonomy, model.config.resolution, args.center_crop, args.seed)
+    dataset = ManifestDataset(
+        records, taxonomy, model.config.resolution, args.center_crop, args.seed, base.family.micro_conditioning
+    )
     if args.cache:
         needs_pixels = model.config.perception_encoder and not features.has_image_tokens
         dataset = CachedDataset(features, dataset, load_pixels=needs_pixels, mirrored=args.random_flip)
@@ -629,7 +644,11 @@ def refit_clusters(
     optionally set the run's default sampling temperature."""
     run_dir = Path(run_dir)
     config = CoEmoGenConfig.load(run_dir)
-    base = load_base_models(config.pretrained_model_name_or_path, config.clip_model_name_or_path)
+    base = load_base_models(
+        config.pretrained_model_name_or_path,
+        config.clip_model_name_or_path,
+        pretrained_vae_model_name_or_path=config.pretrained_vae_model_name_or_path,
+    )
     model, _ = load_run(run_dir, base.unet, require_clusters=False, config=config)
     records, _ = read_records(manifest, model.taxonomy)
     dataset = ManifestDataset(records, model.taxonomy, config.resolution)
