@@ -51,7 +51,18 @@ def cmd_world_pocket(a: argparse.Namespace) -> None:
 
     from ..world.pocket import build_pocket_models
 
-    facts = build_pocket_models(a.out, a.corpus_size, a.seed)
+    if getattr(a, "content", "objects") == "narrative":
+        from ..world.pocket import NARRATIVE_CLIP_STEPS, NARRATIVE_UNET_STEPS, build_narrative_pocket_models
+
+        facts = build_narrative_pocket_models(
+            a.out,
+            a.corpus_size,
+            a.seed,
+            clip_steps=a.clip_steps or NARRATIVE_CLIP_STEPS,
+            unet_steps=a.unet_steps or NARRATIVE_UNET_STEPS,
+        )
+    else:
+        facts = build_pocket_models(a.out, a.corpus_size, a.seed)
     print(json.dumps(facts, indent=1))
 
 
@@ -196,8 +207,17 @@ def cmd_world_judges(a: argparse.Namespace) -> None:
     from ..taxonomy import Taxonomy
     from ..world.judges import build_evaluators
 
+    if getattr(a, "content", "objects") == "narrative" and (a.style != "photo" or a.taxonomy):
+        raise CoEmoGenError("the narrative world's judges have the photo style and the Mikels emotions only")
     report = build_evaluators(
-        a.out, a.test_world, a.images_per_emotion, a.seed, a.steps, style=a.style, taxonomy=Taxonomy.load(a.taxonomy)
+        a.out,
+        a.test_world,
+        a.images_per_emotion,
+        a.seed,
+        a.steps,
+        style=a.style,
+        taxonomy=Taxonomy.load(a.taxonomy),
+        content=getattr(a, "content", "objects"),
     )
     print(json.dumps(report, indent=1))
 

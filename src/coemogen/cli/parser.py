@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--corpus-size", type=int, default=6000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--content",
+        choices=["objects", "narrative"],
+        default="objects",
+        help="narrative: CLIP trained on neutral relational descriptions, the U-Net fine-tuned from the objects "
+        "world's (resumable: re-run the same command)",
+    )
+    p.add_argument("--clip-steps", type=int, help="narrative only (default 1200)")
+    p.add_argument("--unet-steps", type=int, help="narrative only (default 1500)")
     p.set_defaults(func=commands.cmd_world_pocket)
     p = world.add_parser("judges", help="retrain the world's independent evaluators")
     p.add_argument("--out", required=True)
@@ -76,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--style", choices=["photo", "art"], default="photo", help="the style of the judges' world")
     p.add_argument("--taxonomy", help="the emotions the emotion judge tells apart (default: mikels)")
+    p.add_argument(
+        "--content",
+        choices=["objects", "narrative"],
+        default="objects",
+        help="narrative: judges of the narrative world (emotion; scene, object and relation heads); resumable",
+    )
     p.set_defaults(func=commands.cmd_world_judges)
 
     p = sub.add_parser("caption", help="caption a dataset with an MLLM (resumable JSONL)")

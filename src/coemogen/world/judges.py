@@ -93,6 +93,32 @@ def _load_split(root: Path, split: str, size: int, taxonomy: Taxonomy):
     return torch.stack(images), torch.tensor(emotions), torch.tensor(scenes), torch.stack(objects)
 
 
+def _load_narrative_split(root: Path, split: str, size: int, taxonomy: Taxonomy):
+    """A narrative world's split: (images, emotions, scenes, objects, relations)."""
+    from . import narrative
+
+    truth = narrative.read_narrative_truth(root)
+    vocabulary = narrative.ENTITIES + narrative.PROPS
+    names = [r.name for r in narrative.RELATIONS]
+    images, emotions, scenes, objects, relations = [], [], [], [], []
+    for emotion, image_path, _ in json.loads((root / f"{split}.json").read_text()):
+        spec = truth[image_path]
+        images.append(to_tensor(load_rgb(root / image_path), size))
+        emotions.append(taxonomy.index(emotion))
+        scenes.append(narrative.SCENES.index(spec.scene))
+        target = torch.zeros(len(vocabulary))
+        target[[vocabulary.index(o) for o in spec.objects]] = 1.0
+        objects.append(target / target.sum())
+        relations.append(names.index(spec.relation))
+    return (
+        torch.stack(images),
+        torch.tensor(emotions),
+        torch.tensor(scenes),
+        torch.stack(objects),
+        torch.tensor(relations),
+    )
+
+
 def degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Generator-style degradations for half the batch: resolution loss, noise, a small exposure shift.
 
@@ -113,7 +139,8 @@ def degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def _train(model: WorldCNN, data, steps: int, seed: int, desc: str) -> None:
-    images, emotions, scenes, objects = data
+    images, emotions, scenes, objects = data[:4]
+    relations = data[4] if len(data) > 4 else None  # narrative worlds only
 
     def step(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, len(images), (64,), generator=g)
@@ -128,6 +155,8 @@ def _train(model: WorldCNN, data, steps: int, seed: int, desc: str) -> None:
             loss = loss + F.cross_entropy(out["scene"], scenes[idx])
         if "object" in out:
             loss = loss + F.cross_entropy(out["object"], objects[idx])
+        if "relation" in out:
+            loss = loss + F.cross_entropy(out["relation"], relations[idx])
         return loss
 
     model.train()
@@ -137,7 +166,7 @@ def _train(model: WorldCNN, data, steps: int, seed: int, desc: str) -> None:
 
 @torch.no_grad()
 def _accuracy(model: WorldCNN, data, taxonomy: Taxonomy, suffix: str = "") -> dict[str, float]:
-    images, emotions, scenes, objects = data
+    images, emotions, scenes, objects = data[:4]
     outs = [model(images[i : i + 256]) for i in range(0, len(images), 256)]
     result = {}
     if "emotion" in outs[0]:
@@ -151,6 +180,9 @@ def _accuracy(model: WorldCNN, data, taxonomy: Taxonomy, suffix: str = "") -> di
         )
         top = torch.cat([o["object"] for o in outs]).argmax(1)
         result["object_top1_present" + suffix] = float((objects[torch.arange(len(top)), top] > 0).float().mean())
+    if "relation" in outs[0]:
+        pred = torch.cat([o["relation"] for o in outs]).argmax(1)
+        result["relation_accuracy" + suffix] = float((pred == data[4]).float().mean())
     return result
 
 
@@ -163,9 +195,13 @@ def build_evaluators(
     size: int = 64,
     style: str = "photo",
     taxonomy: Taxonomy | None = None,
+    content: str = "objects",
 ) -> dict:
     """Train the judges on a world rendered with `seed` (in `style`, with `taxonomy`'s emotions:
-    default the 8 Mikels emotions); report accuracy on `test_world`'s test split."""
+    default the 8 Mikels emotions); report accuracy on `test_world`'s test split. `content="narrative"`:
+    the narrative world's judges (`build_narrative_evaluators`)."""
+    if content == "narrative":
+        return build_narrative_evaluators(out, test_world, images_per_emotion, seed, steps, size)
     out = Path(out)
     taxonomy = taxonomy or Taxonomy.default()
     start = time.time()
@@ -224,6 +260,87 @@ def build_evaluators(
         "  noise and exposure jitter, so that soft generated images are judged on content, not sharpness",
     ]
     (out / "README.md").write_text("\n".join(card) + "\n")
+    import shutil
+
+    shutil.rmtree(train_root)
+    return report
+
+
+def build_narrative_evaluators(
+    out: str | Path,
+    test_world: str | Path,
+    images_per_emotion: int = 600,
+    seed: int = 100,
+    steps: int = 1000,
+    size: int = 64,
+) -> dict:
+    """The narrative world's judges, trained on true labels of a narrative world rendered with
+    `seed`: an emotion judge, and a semantics network with scene, object (entities and props) and
+    relation heads (the relation head tells whether a generated image shows the relation a caption
+    states). Each judge is saved when trained and reused by a re-run, so the command resumes."""
+    from ..io import write_text
+    from .narrative import ENTITIES, PROPS, RELATIONS, SCENES, build_narrative_world
+
+    out = Path(out)
+    taxonomy = Taxonomy.default()
+    start = time.time()
+    train_root = out / "_train_world"
+    if not (train_root / "info.json").is_file():
+        build_narrative_world(train_root, images_per_emotion, seed, size)
+    data = _load_narrative_split(train_root, "train", size, taxonomy)
+    merged = tuple(torch.cat([a, b]) for a, b in zip(data, _load_narrative_split(train_root, "test", size, taxonomy)))
+    test = _load_narrative_split(Path(test_world), "test", size, taxonomy)
+    heads = {
+        "emotion-judge": ({"emotion": taxonomy.num_emotions}, seed, "emotion judge"),
+        "semantics": (
+            {"scene": len(SCENES), "object": len(ENTITIES + PROPS), "relation": len(RELATIONS)},
+            seed + 1,
+            "scene/object/relation judge",
+        ),
+    }
+    models = {}
+    for name, (judge_heads, judge_seed, desc) in heads.items():
+        if (out / name / "model.safetensors").is_file():
+            models[name] = WorldCNN.load(out / name)
+            continue
+        torch.manual_seed(judge_seed)
+        model = WorldCNN(judge_heads, image_size=size)
+        _train(model, merged, steps, judge_seed, desc)
+        model.save(out / name)
+        models[name] = model
+    report = {
+        **_accuracy(models["emotion-judge"], test, taxonomy),
+        **_accuracy(models["semantics"], test, taxonomy),
+        "train_images": len(merged[0]),
+        "train_world_seed": seed,
+        "content": "narrative",
+        "steps": steps,
+        "emotions": list(taxonomy.emotions),
+        "test_world": str(test_world),
+        "test_images": len(test[0]),
+        "seconds_last_run": round(time.time() - start),
+        "scenes": SCENES,
+        "objects": ENTITIES + PROPS,
+        "relations": [r.name for r in RELATIONS],
+    }
+    write_text(out / "evaluators.json", json.dumps(report, indent=1))
+    card = [
+        "# Narrative world judges: independent evaluators of the narrative world",
+        "",
+        "Small CNNs (`coemogen.world.judges.WorldCNN`) trained on true labels of a narrative world rendered",
+        "with its own seed; they share no weights with the narrative pocket CLIP or SD.",
+        "",
+        f"- command: `coemogen world judges --content narrative --out DIR --test-world WORLD --seed {seed} "
+        f"--steps {steps} --images-per-emotion {images_per_emotion}`",
+        f"- training images: {report['train_images']} (world seed {seed})",
+        f"- test split of the evaluated world ({report['test_images']} images, {test_world}):",
+        f"  - emotion judge 8-way accuracy: {report['emotion_accuracy']:.3f}, "
+        f"polarity: {report['polarity_accuracy']:.3f}",
+        f"  - relation accuracy (18-way): {report['relation_accuracy']:.3f}; scene accuracy: "
+        f"{report['scene_accuracy']:.3f}; top object present: {report['object_top1_present']:.3f}",
+        "- training augmentation as the objects world's judges (half of each batch softened, light noise, exposure)",
+    ]
+    write_text(out / "README.md", "\n".join(card) + "\n")
     import shutil
 
     shutil.rmtree(train_root)

@@ -493,3 +493,51 @@ def render_narrative(spec: NarrativeSpec, size: int = 64) -> Image.Image:
     ground = big * rng.uniform(0.9, 0.95)
     painter(Stage(d, big, spec.mirrored, spec.brightness, rng, ground), spec)
     return image.resize((size, size), Image.LANCZOS)
+
+
+def relation_sheet(out: str, size: int = 64, columns: int = 6, seed: int = 0, zoom: int = 2) -> str:
+    """A labelled sheet of every relation (one row each, `columns` random scenes, lighting and faces
+    drawn for its emotion), written atomically as PNG; the sample grid of docs/world-narrative.md."""
+    from ..io import atomic_output
+    from .narrative import RELATIONS, sample_narrative
+
+    rng = random.Random(seed)
+    label_w, cell = 230, size * zoom
+    sheet = Image.new("RGB", (label_w + columns * cell, len(RELATIONS) * cell), "white")
+    d = ImageDraw.Draw(sheet)
+    for i, r in enumerate(RELATIONS):
+        d.text((4, i * cell + cell // 2 - 12), f"{r.emotion}\n{r.sentence()}", fill=(0, 0, 0))
+        for j in range(columns):
+            spec = sample_narrative(r.emotion, rng, relation_noise=0.0)
+            spec.relation, spec.entity, spec.action = r.name, r.entity, r.action
+            spec.objects = [r.entity, *spec.props]
+            tile = render_narrative(spec, size).resize((cell, cell), Image.NEAREST)
+            sheet.paste(tile, (label_w + j * cell, i * cell))
+    with atomic_output(out) as tmp:
+        sheet.save(tmp, format="PNG")
+    return out
+
+
+def world_sheet(root: str, out: str, per_emotion: int = 10, zoom: int = 2) -> str:
+    """The first `per_emotion` images of each emotion of a built world, as they are on disk (with the
+    world's relation noise), one row per emotion labelled with the relations drawn."""
+    import json
+    from pathlib import Path
+
+    from ..io import atomic_output
+
+    root_p = Path(root)
+    info = json.loads((root_p / "info.json").read_text())
+    emotions = list(info["emotion"]["label2idx"])
+    size = info["world"]["size"] * zoom
+    sheet = Image.new("RGB", (90 + per_emotion * size, len(emotions) * size), "white")
+    d = ImageDraw.Draw(sheet)
+    for i, emotion in enumerate(emotions):
+        d.text((4, i * size + size // 2 - 6), emotion, fill=(0, 0, 0))
+        for j in range(per_emotion):
+            path = root_p / f"image/{emotion}/{emotion}_{j:05d}.jpg"
+            tile = Image.open(path).convert("RGB").resize((size, size), Image.NEAREST)
+            sheet.paste(tile, (90 + j * size, i * size))
+    with atomic_output(out) as tmp:
+        sheet.save(tmp, format="PNG")
+    return out

@@ -104,3 +104,35 @@ def probe_world(root: str | Path, seed: int = 0, taxonomy: Taxonomy | None = Non
     report["chance"] = round(1 / taxonomy.num_emotions, 4)
     report["relational_minus_annotation_bag"] = round(report["relational"] - report["annotation_bag"], 4)
     return report
+
+
+# What each mechanism of the annotation and of the world contributes to the gap (docs/world-narrative.md).
+SENSITIVITY_VARIANTS: dict[str, dict[str, float]] = {
+    "as designed": {},
+    "no generic names": {"GENERIC_RATE": 0.0},
+    "no empty annotations": {"NO_ATTRIBUTES_RATE": 0.0},
+    "neither": {"GENERIC_RATE": 0.0, "NO_ATTRIBUTES_RATE": 0.0},
+    "every face readable": {"FACE_RATE": 1.0},
+    "no relation noise": {"RELATION_NOISE": 0.0},
+}
+
+
+def probe_sensitivity(out: str | Path, images_per_emotion: int = 300, seed: int = 0) -> list[dict]:
+    """Build one narrative world per `SENSITIVITY_VARIANTS` entry under `out` (the named rates of
+    `narrative` set for that build only) and probe each; returns one report per variant."""
+    from . import narrative
+
+    rows = []
+    for i, (name, overrides) in enumerate(SENSITIVITY_VARIANTS.items()):
+        saved = {k: getattr(narrative, k) for k in overrides}
+        try:
+            for k, v in overrides.items():
+                setattr(narrative, k, v)
+            root = narrative.build_narrative_world(
+                Path(out) / f"variant-{i}", images_per_emotion, seed, relation_noise=narrative.RELATION_NOISE
+            )
+        finally:
+            for k, v in saved.items():
+                setattr(narrative, k, v)
+        rows.append({"variant": name, **overrides, **probe_world(root, seed)})
+    return rows

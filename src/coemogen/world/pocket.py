@@ -363,3 +363,256 @@ def _clip_retrieval_accuracy(clip, tokenizer, images: torch.Tensor, captions: li
     txt = F.normalize(text_embeds(clip, ids), dim=-1)
     sims = img @ txt.T
     return float((sims.argmax(1) == torch.arange(len(captions))).float().mean())
+
+
+# --- The narrative world's pocket models (`coemogen world pocket --content narrative`) -------------
+
+NARRATIVE_CLIP_STEPS = 1200
+NARRATIVE_UNET_STEPS = 1500
+
+
+def _load_unet_checkpoint(path: Path, unet, opt) -> tuple[int, torch.Generator | None]:
+    from safetensors.torch import load_file
+
+    if not (path / "unet.safetensors").is_file():
+        return 0, None
+    unet.load_state_dict(load_file(path / "unet.safetensors"))
+    state = torch.load(path / "state.pt", weights_only=True)
+    opt.load_state_dict(state["optimizer"])
+    g = torch.Generator()
+    g.set_state(state["generator"])
+    return int(state["step"]), g
+
+
+def _save_unet_checkpoint(path: Path, unet, opt, step: int, g: torch.Generator) -> None:
+    from ..io import atomic_output, save_safetensors
+
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path / "state.pt") as tmp:
+        torch.save({"optimizer": opt.state_dict(), "generator": g.get_state(), "step": step}, tmp)
+    # the weights last: a checkpoint counts only once both files agree on the step (see _load)
+    save_safetensors({k: v.contiguous() for k, v in unet.state_dict().items()}, path / "unet.safetensors")
+    with atomic_output(path / "step.txt") as tmp:
+        tmp.write_text(str(step))
+
+
+def finetune_unet(
+    unet,
+    latents: torch.Tensor,
+    text_states: torch.Tensor,
+    empty_state: torch.Tensor,
+    steps: int,
+    seed: int,
+    checkpoint: Path,
+    lr: float = 2e-4,
+    batch_size: int = 32,
+    every: int = 100,
+    log=print,
+) -> list[float]:
+    """Fine-tune a pocket U-Net on new (latent, text state) pairs: the same noise-prediction loss and
+    10% caption dropout as `train_unet`, AdamW at a constant `lr` after a 5% warm-up, and a
+    checkpoint every `every` steps under `checkpoint` so a killed run resumes where it stopped
+    (same batches: the generator's state is saved with the weights). Returns the mean loss of
+    each block of `every` steps."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        steps_offset=1,
+    )
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
+    start, g = 0, None
+    step_file = checkpoint / "step.txt"
+    if step_file.is_file():
+        start, g = _load_unet_checkpoint(checkpoint, unet, opt)
+        if start != int(step_file.read_text()):  # killed between the two files: redo that block
+            raise RuntimeError(f"inconsistent checkpoint in {checkpoint}; delete it to restart")
+    g = g or torch.Generator().manual_seed(seed)
+    warmup = max(1, steps // 20)
+    losses, block = [], []
+    unet.train()
+    for step in range(start, steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup)
+        idx = torch.randint(0, len(latents), (batch_size,), generator=g)
+        x0, cond = latents[idx], text_states[idx].clone()
+        cond[torch.rand(batch_size, generator=g) < 0.1] = empty_state
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, 1000, (batch_size,), generator=g)
+        loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t, cond).sample, noise)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        block.append(float(loss.detach()))
+        if (step + 1) % every == 0 or step + 1 == steps:
+            losses.append(sum(block) / len(block))
+            log(f"unet step {step + 1}/{steps}: mean noise MSE {losses[-1]:.4f}")
+            block = []
+            _save_unet_checkpoint(checkpoint, unet, opt, step + 1, g)
+    unet.eval()
+    return losses
+
+
+@torch.no_grad()
+def word_order_accuracy(clip, tokenizer, images: torch.Tensor, specs: list) -> dict:
+    """Whether CLIP reads who does what: for each image, is its true description scored above the
+    same words with the person and the entity swapped ("the dog chases the person" against "the
+    person chases the dog")? Reported over all images, and over the images whose swap is itself a
+    relation of the world (the chase pair), where only word order tells the two apart."""
+    from .narrative import RELATIONS, describe_narrative
+
+    sentences = {r.sentence(r.entity): r.name for r in RELATIONS}
+    preprocess = ClipImagePreprocessor.from_clip(clip)
+    hits = {"all": [], "swap_is_a_relation": []}
+    for image, spec in zip(images, specs):
+        true = describe_narrative(spec)
+        relation_words = true.split(": ", 1)[1].split(",")[0]
+        swapped_words = (
+            relation_words.replace("the person", "\0")
+            .replace(f"the {spec.entity}", "the person")
+            .replace("\0", f"the {spec.entity}")
+        )
+        ids = tokenizer([true, true.replace(relation_words, swapped_words)], padding=True, return_tensors="pt")
+        img = F.normalize(image_embeds(clip, preprocess(image[None].float() / 255)), dim=-1)
+        sims = (img @ F.normalize(text_embeds(clip, ids.input_ids), dim=-1).T)[0]
+        hits["all"].append(float(sims[0] > sims[1]))
+        if swapped_words in sentences:
+            hits["swap_is_a_relation"].append(float(sims[0] > sims[1]))
+    return {
+        f"true description over person/entity swapped ({k}, {len(v)} images)": round(sum(v) / len(v), 3)
+        for k, v in hits.items()
+        if v
+    }
+
+
+def build_narrative_pocket_models(
+    out: str | Path,
+    corpus_size: int = 6000,
+    seed: int = 0,
+    size: int = 64,
+    clip_steps: int = NARRATIVE_CLIP_STEPS,
+    unet_steps: int = NARRATIVE_UNET_STEPS,
+    base_sd: str | Path | None = None,
+    log=print,
+) -> dict:
+    """Pocket CLIP and SD for the narrative world: `out/narrative-pocket-clip`, `out/narrative-pocket-sd`.
+
+    The CLIP (tokenizer, text and vision towers) is trained from scratch on the neutral narrative
+    corpus (`narrative.neutral_narrative_specs`: every relation, scene, prop, face and lighting drawn
+    independently, so nothing in it implies an emotion); its text encoder has position embeddings
+    and the corpus holds relations whose descriptions differ only in word order, so it must read
+    order to match them. The VAE is the objects world's pocket VAE unchanged (the same drawing
+    style; its reconstruction error on this corpus is reported) and the U-Net is fine-tuned from the
+    objects world's pocket U-Net under the new text encoder. Each stage is saved when done and the
+    U-Net checkpoints as it goes, so re-running the same command resumes."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from ..io import write_text
+    from ..models.base import POCKET_SD
+    from .narrative import describe_narrative, neutral_narrative_specs
+    from .narrative_draw import render_narrative
+
+    out = Path(out)
+    base_sd = Path(base_sd or POCKET_SD)
+    clip_dir, sd_dir = out / "narrative-pocket-clip", out / "narrative-pocket-sd"
+    facts_path = out / "narrative-pocket.json"
+    facts = json.loads(facts_path.read_text()) if facts_path.is_file() else {}
+    start = time.time()
+    specs = list(neutral_narrative_specs(corpus_size, seed + 1))
+    captions = [describe_narrative(s) for s in specs]
+    images = _images_to_tensor(render_narrative(s, size) for s in tqdm(specs, desc="render corpus"))
+    data_hash = hashlib.sha256(images.numpy().tobytes() + "\n".join(captions).encode()).hexdigest()[:16]
+    command = f"coemogen world pocket --content narrative --out DIR --seed {seed} --corpus-size {corpus_size}"
+    facts.update(command=command, seed=seed, corpus=f"{corpus_size} neutral narrative images at {size}px")
+    facts["data hash"] = data_hash
+
+    if (clip_dir / "model.safetensors").is_file():
+        clip, tokenizer = CLIPModel.from_pretrained(clip_dir).eval(), CLIPTokenizer.from_pretrained(clip_dir)
+        log(f"pocket clip: reusing {clip_dir}")
+    else:
+        tmp_dir = out / "_narrative-pocket-clip"
+        emotion_words = list(Taxonomy.default().emotions)
+        tokenizer = build_tokenizer(captions, tmp_dir, EXTRA_WORDS + ["where", "evoking"] + emotion_words)
+        t0 = time.time()
+        clip, clip_loss = train_clip(images, captions, tokenizer, clip_steps, seed, tmp_dir)
+        held_out = list(neutral_narrative_specs(512, seed + 7))
+        held_images = _images_to_tensor(render_narrative(s, size) for s in held_out)
+        facts["clip"] = {
+            "architecture": "transformers CLIPModel, ViT 64px/8, 3+3 layers, width 128, trained from scratch",
+            "steps": clip_steps,
+            "training time (s)": round(time.time() - t0),
+            "final contrastive loss": round(clip_loss, 4),
+            "image->text top-1 retrieval among 512 corpus pairs": round(
+                _clip_retrieval_accuracy(clip, tokenizer, images[:512], captions[:512]), 3
+            ),
+            "image->text top-1 retrieval among 512 held-out pairs": round(
+                _clip_retrieval_accuracy(clip, tokenizer, held_images, [describe_narrative(s) for s in held_out]), 3
+            ),
+            **word_order_accuracy(clip, tokenizer, held_images, held_out),
+        }
+        _model_card(tmp_dir, "narrative-pocket-clip: the narrative world's CLIP", {"command": command, **facts["clip"]})
+        tmp_dir.rename(clip_dir)
+        write_text(facts_path, json.dumps(facts, indent=1))
+        log(json.dumps(facts["clip"]))
+
+    text_encoder = text_encoder_from_clip(clip)
+    vae = AutoencoderKL.from_pretrained(base_sd / "vae").eval()
+    with torch.no_grad():
+        latents, mse = [], []
+        for i in range(0, len(images), 256):
+            x = images[i : i + 256].float() / 127.5 - 1
+            mean = vae.encode(x).latent_dist.mean
+            mse.append(float(F.mse_loss(vae.decode(mean).sample, x)) * len(x))
+            latents.append(mean * vae.config.scaling_factor)
+        latents = torch.cat(latents)
+    facts["vae"] = {
+        "source": "the objects world's pocket VAE, unchanged (same drawing style)",
+        "reconstruction MSE on the narrative corpus ([-1, 1] pixels)": round(sum(mse) / len(images), 5),
+    }
+    text_states = _encode_text(text_encoder, tokenizer, captions)
+    empty_state = _encode_text(text_encoder, tokenizer, [""])[0]
+    unet = UNet2DConditionModel.from_pretrained(base_sd / "unet")
+    t0 = time.time()
+    # batch 16 (the objects world's U-Net trained at 32): half the CPU time per step for a fine-tune
+    losses = finetune_unet(
+        unet, latents, text_states, empty_state, unet_steps, seed, out / "_unet-checkpoint", batch_size=16, log=log
+    )
+    facts["unet"] = {
+        "source": "fine-tuned from the objects world's pocket U-Net (64, 128, 128) under the new text encoder",
+        "steps": unet_steps,
+        "batch size": 16,
+        "learning rate": "2e-4 constant after a 5% warm-up, AdamW wd 1e-2, grad clip 1.0, 10% caption dropout",
+        "training time of the last run (s)": round(time.time() - t0),
+        "noise MSE per 100 steps": [round(v, 4) for v in losses],
+    }
+    scheduler = json.loads((base_sd / "scheduler" / "scheduler_config.json").read_text())
+    from diffusers import DDPMScheduler
+
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDPMScheduler.from_config(scheduler),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out / "_narrative-pocket-sd")
+    if sd_dir.exists():  # a previous complete run: replaced whole
+        import shutil
+
+        shutil.rmtree(sd_dir)
+    (out / "_narrative-pocket-sd").rename(sd_dir)
+    facts["total time of the last run (s)"] = round(time.time() - start)
+    card = {"command": command, "data hash": data_hash, **facts["vae"], **facts["unet"]}
+    card["text encoder"] = "the narrative pocket CLIP's text tower"
+    _model_card(sd_dir, "narrative-pocket-sd: the narrative world's Stable Diffusion 1.x", card)
+    write_text(facts_path, json.dumps(facts, indent=1))
+    return facts
