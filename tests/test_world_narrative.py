@@ -177,3 +177,67 @@ def test_probe_runs_and_rejects_an_objects_world(tiny, tmp_path, capsys):
     assert json.loads((tmp_path / "probe.json").read_text()) == report
     with pytest.raises(ValueError, match="not a narrative world"):
         probe_world(build_world(tmp_path / "objects", images_per_emotion=1, size=32))
+
+
+def test_the_narrative_unet_fine_tune_resumes_where_it_stopped(tmp_path):
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from coemogen.world.pocket import finetune_unet
+
+    def unet():
+        torch.manual_seed(0)
+        return UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(8, 16),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=16,
+            attention_head_dim=4,
+            norm_num_groups=4,
+        )
+
+    g = torch.Generator().manual_seed(1)
+    latents, states = torch.randn(6, 4, 8, 8, generator=g), torch.randn(6, 5, 16, generator=g)
+    args = dict(latents=latents, text_states=states, empty_state=torch.zeros(5, 16), seed=0, batch_size=2, every=2)
+    whole = unet()
+    finetune_unet(whole, steps=4, checkpoint=tmp_path / "a", log=lambda _: None, **args)
+    resumed = unet()
+    finetune_unet(resumed, steps=2, checkpoint=tmp_path / "b", log=lambda _: None, **args)  # "killed" at step 2
+    again = unet()
+    losses = finetune_unet(again, steps=4, checkpoint=tmp_path / "b", log=lambda _: None, **args)
+    assert len(losses) == 1  # only the block after the checkpoint ran
+    for (name, a), b in zip(whole.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_narrative_judges_have_a_relation_head_and_resume(tiny, tmp_path):
+    from coemogen.world.judges import build_evaluators
+
+    report = build_evaluators(tmp_path / "j", tiny, images_per_emotion=2, steps=2, size=32, content="narrative")
+    assert {"emotion_accuracy", "relation_accuracy", "scene_accuracy", "object_top1_present"} <= set(report)
+    assert report["relations"] == [r.name for r in RELATIONS]
+    weights = tmp_path / "j" / "semantics" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = build_evaluators(tmp_path / "j", tiny, images_per_emotion=2, steps=2, size=32, content="narrative")
+    assert weights.stat().st_mtime_ns == stamp  # the trained judges are reused, not retrained
+    assert again["relation_accuracy"] == report["relation_accuracy"]
+
+
+def test_pocket_clip_word_order_check_runs(tmp_path):
+    import numpy as np
+    import torch
+    from transformers import CLIPModel
+
+    from coemogen.world.pocket import build_tokenizer, clip_config, word_order_accuracy
+
+    specs = list(neutral_narrative_specs(8, 0))
+    tokenizer = build_tokenizer([describe_narrative(s) for s in specs], tmp_path / "tok", ["a", "the"])
+    torch.manual_seed(0)
+    clip = CLIPModel(clip_config(tokenizer, 32, width=32, layers=1, heads=2)).eval()
+    images = torch.stack([torch.from_numpy(np.asarray(render_narrative(s, 32))).permute(2, 0, 1) for s in specs])
+    result = word_order_accuracy(clip, tokenizer, images, specs)
+    assert 0.0 <= result["true description over person/entity swapped (all, 8 images)"] <= 1.0
