@@ -136,3 +136,44 @@ def probe_sensitivity(out: str | Path, images_per_emotion: int = 300, seed: int 
                 setattr(narrative, k, v)
         rows.append({"variant": name, **overrides, **probe_world(root, seed)})
     return rows
+
+
+def filter_blind_spot(captions: str | Path, manifest: str | Path, world: str | Path) -> dict:
+    """Which oracle captions of a narrative world the CLIP filter removed (`coemogen filter`'s
+    manifest against the captions it read), by kind: faithful, hallucinated only, reasoning error
+    only (split by how the wrong relation differs from the true one: its word-order twin, another
+    verb with the same entity and pose, or another pose), and both."""
+    from .narrative import RELATION
+
+    records = [json.loads(line) for line in Path(captions).read_text().splitlines() if line.strip()]
+    kept = {json.loads(line)["id"] for line in Path(manifest).read_text().splitlines() if line.strip()}
+    world = Path(world).resolve()
+    truth = read_narrative_truth(world)
+
+    def true_relation(r: dict) -> str:
+        return truth[str(Path(r["image"]).resolve().relative_to(world))].relation
+
+    def kind(r: dict) -> str:
+        if r.get("hallucinated") and r.get("reasoning_error"):
+            return "both"
+        if r.get("hallucinated"):
+            return "hallucinated only"
+        if not r.get("reasoning_error"):
+            return "faithful"
+        true, written = RELATION[true_relation(r)], RELATION[r["relation"]]
+        if sorted(true.sentence().split()) == sorted(written.sentence().split()):
+            return "reasoning error: word-order twin"
+        if true.action == written.action:
+            return "reasoning error: same entity and pose, another verb"
+        return "reasoning error: same entity, another pose"
+
+    groups: dict[str, list[bool]] = {}
+    for r in records:
+        groups.setdefault(kind(r), []).append(r["id"] not in kept)
+    return {
+        "captions": len(records),
+        "kept": len(kept),
+        "removed_share": {
+            k: {"removed": sum(v), "of": len(v), "share": round(sum(v) / len(v), 3)} for k, v in groups.items()
+        },
+    }

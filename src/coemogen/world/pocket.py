@@ -528,7 +528,10 @@ def build_narrative_pocket_models(
     captions = [describe_narrative(s) for s in specs]
     images = _images_to_tensor(render_narrative(s, size) for s in tqdm(specs, desc="render corpus"))
     data_hash = hashlib.sha256(images.numpy().tobytes() + "\n".join(captions).encode()).hexdigest()[:16]
-    command = f"coemogen world pocket --content narrative --out DIR --seed {seed} --corpus-size {corpus_size}"
+    command = (
+        f"coemogen world pocket --content narrative --out DIR --seed {seed} --corpus-size {corpus_size} "
+        f"--clip-steps {clip_steps} --unet-steps {unet_steps}"
+    )
     facts.update(command=command, seed=seed, corpus=f"{corpus_size} neutral narrative images at {size}px")
     facts["data hash"] = data_hash
 
