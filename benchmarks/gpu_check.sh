@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 11): one CUDA machine, under 8 minutes, nothing downloaded.
+# The prepared GPU check (issue 11): one CUDA machine, under 12 minutes (SDXL=0: under 8), nothing downloaded.
 #
 # Random-weight models in the exact SD1.5 / CLIP ViT-L/14 shapes; at 512 px in bf16:
 #   1. the training-step table (benchmarks/train_step.py) at batch 1/4/8: CoEmoGen uncached and cached,
 #      the diffusers LoRA recipe (peft rank 8), and the U-Net alone with HiLoRA vs a rank-8 LoRA;
 #   2. batch 8 with gradient checkpointing, then also with --compile;
-#   3. generation images/s: CoEmoGenPipeline vs a plain StableDiffusionPipeline (20 steps, batch 8).
+#   3. generation images/s: CoEmoGenPipeline vs a plain StableDiffusionPipeline (20 steps, batch 8);
+#   4. SDXL at 1024 px: the U-Net with HiLoRA vs a peft rank-8 LoRA (see below).
 # Output: benchmarks/results/gpu/ (commit it). Usage: bash benchmarks/gpu_check.sh
 # A CPU smoke run of the same script: SHAPE=pocket RES=64 BATCHES="2" STEPS=2 bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -47,5 +48,16 @@ step 120 train_step_bf16_gc_compile --batch "$BIG" --gradient_checkpointing --co
 if [ "$SHAPE" = sd15 ]; then
   timeout 90 $PY benchmarks/generation_overhead.py --shape sd15 --models "$MODELS" --dtype bfloat16 \
     --images "$BIG" --steps "$STEPS" --repeats 3 2>&1 | tee "$OUT/generation.md"
+fi
+# 4. SDXL at 1024 px (random weights from the published SDXL base configs, ~15 GB written once; SDXL=0 skips):
+#    the U-Net alone with HiLoRA vs a peft rank-8 LoRA on the same frozen weights, batch 1 and 4.
+if [ "$SHAPE" = sd15 ] && [ "${SDXL:-1}" = 1 ]; then
+  SDXL_MODELS=${SDXL_MODELS:-/tmp/coemogen-sdxl-random}
+  $PY -c "from coemogen.testing import build_sdxl_shaped_models as b; b('$SDXL_MODELS')" || exit 1
+  echo "== SDXL models built at +$(($(date +%s) - start)) s"
+  timeout 240 $PY benchmarks/train_step.py --shape sdxl --models "$SDXL_MODELS" --resolution 1024 \
+    --mixed_precision bf16 --repeats 5 --warmup 2 --batch 1 4 --variants hilora_unet lora_unet \
+    --out "$OUT/sdxl_unet_only_bf16.json" 2>&1 | tee "$OUT/sdxl_unet_only_bf16.md"
+  echo "== sdxl_unet_only_bf16 done at +$(($(date +%s) - start)) s"
 fi
 echo "total $(($(date +%s) - start)) s" | tee -a "$OUT/environment.txt"

@@ -68,9 +68,9 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def write_batch_data(root: Path, batch: int, resolution: int, sd: str, clip: str) -> Path:
-    """`batch` random images mixing every emotion, their manifest, and a feature cache made by
-    `coemogen cache --cache_image_tokens` (in a child process, so its memory is not counted)."""
+def write_batch_data(root: Path, batch: int, resolution: int, sd: str, clip: str, with_cache: bool = True) -> Path:
+    """`batch` random images mixing every emotion, their manifest, and (`with_cache`) a feature cache
+    made by `coemogen cache --cache_image_tokens` (in a child process, so its memory is not counted)."""
     from PIL import Image
 
     from coemogen.taxonomy import Taxonomy
@@ -84,7 +84,7 @@ def write_batch_data(root: Path, batch: int, resolution: int, sd: str, clip: str
         Image.fromarray(pixels).save(root / f"{i}.png")
         lines.append(json.dumps({"image": f"{i}.png", "emotion": emotions[i % 8], "caption": CAPTIONS[i % 8]}))
     (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    if not (root / "cache" / "cache.json").is_file():
+    if with_cache and not (root / "cache" / "cache.json").is_file():
         cmd = [sys.executable, "-m", "coemogen.cli", "cache", "--manifest", str(root / "manifest.jsonl")]
         cmd += ["--out", str(root / "cache"), "--resolution", str(resolution), "--cache_image_tokens"]
         cmd += ["--pretrained_model_name_or_path", sd, "--clip_model_name_or_path", clip, "--batch_size", "1"]
@@ -255,12 +255,13 @@ def unet_only_steps(variants: list[str], a, sd: str, clip: str, device, dtype) -
     from coemogen.taxonomy import Taxonomy
 
     base = load_base_models(sd, clip, load_clip=False)
+    embed_dim = base.embed_dim
     base.text_encoders.clear()  # only the U-Net is stepped
     base.unet.to(device, dtype)
     twin = copy.deepcopy(base.unet, memo={id(p): p for p in base.unet.parameters()})
     taxonomy = Taxonomy.default()
     config = CoEmoGenConfig(
-        taxonomy=taxonomy.to_dict(), embed_dim=base.embed_dim, image_dim=1024, pretrained_model_name_or_path=sd,
+        taxonomy=taxonomy.to_dict(), embed_dim=embed_dim, image_dim=1024, pretrained_model_name_or_path=sd,
         clip_model_name_or_path=clip, resolution=a.resolution,
     )  # fmt: skip
     torch.manual_seed(0)
@@ -367,7 +368,8 @@ def main() -> None:
     common += ["--max_grad_norm", str(a.max_grad_norm)] if a.max_grad_norm is not None else []
     results = []
     for batch in a.batch:
-        data = write_batch_data(scratch / f"batch{batch}-{a.resolution}", batch, a.resolution, sd, clip)
+        with_cache = bool({"coemogen", "coemogen_cached"} & set(a.variants))  # what reads the cache
+        data = write_batch_data(scratch / f"batch{batch}-{a.resolution}", batch, a.resolution, sd, clip, with_cache)
         child = [sys.executable, __file__, "--batch", str(batch), "--data", str(data), *common]
         timing = run(child + ["--timing", "--child", *a.variants])
         memory = {v: run(child + ["--child", v], variant=v)[0] for v in a.variants}

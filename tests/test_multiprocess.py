@@ -115,6 +115,13 @@ def test_ablation_configuration_trains_under_two_processes(tiny_models, tiny_wor
     assert config["perception_encoder"] is False and config["group_lora"] is False
 
 
+def test_sdxl_trains_under_two_processes(tiny_sdxl_models, tiny_world, tmp_path):
+    """The SDXL family's condition and micro-conditions under DDP: both processes end identical."""
+    ranks = _launch(tiny_sdxl_models, tiny_world, tmp_path / "run", "--max_train_steps", "2", "--random_flip")
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["embed_dim"] == 80
+
+
 def test_cache_under_two_processes_equals_the_single_process_cache(tiny_models, tiny_world, tmp_path):
     argv = ["cache", "--manifest", str(tiny_world / "manifest.jsonl"), "--shard_size", "12", "--cache_image_tokens"]
     argv += ["--pretrained_model_name_or_path", str(tiny_models[0]), "--clip_model_name_or_path", str(tiny_models[1])]
