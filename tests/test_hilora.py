@@ -189,6 +189,29 @@ def test_gathered_form_equals_dense_form_in_values_and_gradients():
     assert unused and all(torch.count_nonzero(grad_A[a]) == 0 for a in unused)
 
 
+def test_shared_selection_equals_dense_form_in_values_and_gradients():
+    """A batch whose samples all select the same adapters (one emotion, or a batch of one, with
+    different gate values) takes the two-GEMM form: the same values and gradients as the dense form."""
+    tax = Taxonomy.default()
+    gates = adapter_gates(torch.nn.functional.one_hot(torch.tensor([5, 5, 5]), 8).float(), _membership(tax))
+    gates[1] *= 0.5
+    x = torch.randn(6, 7, 6)
+    results = {}
+    for form in ("dense", "shared"):
+        layer = _layer()
+        with adapter_weights(_model(layer), gates):
+            if form == "dense":
+                layer.selected = None
+            else:
+                index, values = layer.selected
+                assert index.shape == (1, 2) and values.shape == (3, 2)
+            y = layer(x)
+            (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results[form] = (y.detach(), layer.lora_A.grad, layer.lora_B.grad)
+    for dense, shared in zip(results["dense"], results["shared"]):
+        torch.testing.assert_close(shared, dense, rtol=1e-5, atol=1e-6)
+
+
 def test_sparse_selection_only_when_some_adapter_is_unused_everywhere():
     from coemogen.models.hilora import sparse_selection
 

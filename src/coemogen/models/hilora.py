@@ -11,8 +11,9 @@ the gradient, so unselected adapters receive exactly zero gradient.
 
 When every sample selects only a few adapters (training: its emotion's and its group's, 2 of 10),
 the dense form would still project every token through all ten A matrices. The gathered form
-multiplies each sample only by its selected adapters' rows (a batched GEMM of rank k*rank); it is
-the same sum without the zero terms, and the unselected adapters' gradient is still exactly zero.
+multiplies each sample only by its selected adapters' rows (a batched GEMM of rank k*rank; two plain
+GEMMs when every sample selects the same adapters); it is the same sum without the zero terms, and
+the unselected adapters' gradient is still exactly zero.
 `adapter_weights` picks it whenever the gates are sparse.
 
 Adapter selection is explicit, as in peft: `with adapter_weights(unet, gates): ...` selects each
@@ -45,8 +46,8 @@ class HiLoRALinear(nn.Module):
     """A frozen nn.Linear plus `num_adapters` rank-`rank` LoRAs selected per sample by `gates`.
 
     The selection (set only through `adapter_weights`, per calling thread): `gates`, a (rows,
-    num_adapters) tensor or None; `selected`, the (adapter indices, gate values) of each row, both
-    (rows, k), when the gathered form is used, else None. `self.gates` / `self.selected` hold the
+    num_adapters) tensor or None; `selected`, the (adapter indices, gate values) of each row, (rows,
+    k) both, or one row of indices that every sample shares, when the gathered form is used, else None. `self.gates` / `self.selected` hold the
     latest selection of any thread (the fallback for autograd's threads); `merged_gate` is the gate
     row folded into the base weight, or None.
     """
@@ -88,12 +89,24 @@ class HiLoRALinear(nn.Module):
             )
         copies = x.shape[0] // gates.shape[0]  # classifier-free guidance stacks [uncond, cond] copies
         if selected is not None:
-            index, values = (t.repeat(copies, 1) for t in selected)
-            return out + self._gathered(x, index, values).to(out.dtype)
+            index, values = selected
+            values = values.repeat(copies, 1)
+            if index.shape[0] == 1:  # every sample selects the same adapters (one row of indices)
+                return out + self._shared(x, index[0], values).to(out.dtype)
+            return out + self._gathered(x, index.repeat(copies, 1), values).to(out.dtype)
         gates = gates.repeat(copies, 1).to(self.lora_A.dtype).repeat_interleave(self.rank, dim=1)
         gates = gates.view(gates.shape[0], *([1] * (x.dim() - 2)), gates.shape[1])
         h = F.linear(x.to(self.lora_A.dtype), self.lora_A) * gates
         return out + (F.linear(h, self.lora_B) * self.scaling).to(out.dtype)
+
+    def _shared(self, x: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """scaling * B_I (g_s * (A_I x)) when every sample selects the adapters I (index: (k,)): two
+        plain GEMMs over those adapters' rows, as one LoRA of rank k*rank; values: (batch, k)."""
+        rows = (index[:, None] * self.rank + torch.arange(self.rank, device=index.device)).flatten()
+        gates = values.to(self.lora_A.dtype).repeat_interleave(self.rank, dim=1)
+        gates = gates.view(gates.shape[0], *([1] * (x.dim() - 2)), gates.shape[1])
+        h = F.linear(x.to(self.lora_A.dtype), self.lora_A[rows]) * gates
+        return F.linear(h, self.lora_B[:, rows]) * self.scaling
 
     def _gathered(self, x: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """scaling * B_s (g_s * (A_s x)) with only sample s's selected adapters (index, values: (batch, k))."""
@@ -165,13 +178,18 @@ def adapter_weights(model: nn.Module, gates: torch.Tensor, merge: bool = False) 
 
 
 def sparse_selection(gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(adapter indices, gate values), each (rows, k), of the k = most non-zero gates of any row;
-    None when some row uses every adapter (the dense form is then as cheap)."""
+    """(adapter indices, gate values) of the k = most non-zero gates of any row: values (rows, k);
+    indices (rows, k), or (1, k) when every row selects the same adapters (one emotion's batch, a
+    batch of one: the layers then use two plain GEMMs). None when some row uses every adapter (the
+    dense form is then as cheap)."""
     k = int((gates != 0).sum(dim=1).max())
     if k == gates.shape[1]:
         return None
     index = gates.abs().topk(max(k, 1), dim=1).indices
-    return index, gates.gather(1, index)
+    values = gates.gather(1, index)
+    if bool((index == index[:1]).all()):
+        index = index[:1]
+    return index, values
 
 
 def inject_hilora(
