@@ -12,6 +12,7 @@ import pytest
 
 from coemogen.cli import main
 from coemogen.data.readers import read_dataset
+from coemogen.models.base import POCKET_SD
 from coemogen.taxonomy import Taxonomy
 from coemogen.world import narrative
 from coemogen.world.dataset import ATTRIBUTE_DROP, build_world, read_truth
@@ -241,3 +242,34 @@ def test_pocket_clip_word_order_check_runs(tmp_path):
     images = torch.stack([torch.from_numpy(np.asarray(render_narrative(s, 32))).permute(2, 0, 1) for s in specs])
     result = word_order_accuracy(clip, tokenizer, images, specs)
     assert 0.0 <= result["true description over person/entity swapped (all, 8 images)"] <= 1.0
+
+
+def test_the_shipped_narrative_models_load_and_run():
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from coemogen.data.images import to_tensor
+    from coemogen.io import PICKLE_SUFFIXES
+    from coemogen.models.clip import text_embeds
+    from coemogen.world.judges import WorldCNN
+
+    assets = POCKET_SD.parent
+    for name in ("narrative-pocket-clip", "narrative-pocket-sd", "narrative-evaluators"):
+        files = [p for p in (assets / name).rglob("*") if p.is_file()]
+        assert files and not [p for p in files if p.suffix in PICKLE_SUFFIXES]  # safetensors only
+        assert sum(p.stat().st_size for p in files) < 30 * 2**20
+    tokenizer = CLIPTokenizer.from_pretrained(assets / "narrative-pocket-clip")
+    clip = CLIPModel.from_pretrained(assets / "narrative-pocket-clip").eval()
+    ids = tokenizer(["the dog chases the person", "the person chases the dog"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        text = text_embeds(clip, ids.input_ids)
+    assert not torch.allclose(text[0], text[1])  # word order changes the embedding
+    pipe = StableDiffusionPipeline.from_pretrained(assets / "narrative-pocket-sd", safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a bright colorful picture of a meadow: the person hugs the figure", num_inference_steps=2).images[0]
+    semantics = WorldCNN.load(assets / "narrative-evaluators" / "semantics")
+    with torch.no_grad():
+        out = semantics(to_tensor(image, 64)[None])
+    assert out["relation"].shape == (1, len(RELATIONS))
+    assert WorldCNN.load(assets / "narrative-evaluators" / "emotion-judge").config["heads"] == {"emotion": 8}
