@@ -268,3 +268,16 @@ def test_one_pipeline_serves_concurrent_sdxl_requests_in_one_pass(sdxl_pipeline)
     for request, output in zip(requests, outputs):
         alone = sdxl_pipeline(**request.pipeline_kwargs(), merge_adapters=False)
         assert np.abs(_pixels(output.images) - _pixels(alone.images)).max() <= 2
+
+
+def test_the_web_app_loads_an_sdxl_run_and_serves_a_request(sdxl_run):
+    import zipfile
+
+    from coemogen.web import CoEmoGenWebApp, WebLimits
+    from coemogen.web.limits import GenerationRequest
+
+    app = CoEmoGenWebApp.from_pretrained(sdxl_run, WebLimits(max_images=2, max_steps=3), device="cpu")
+    output, archive = app.generate(GenerationRequest("fear:0.7,sadness:0.3", None, 0, 2, 5.0, 0.4, 2))
+    assert [im.size for im in output.images] == [(32, 32)] * 2
+    names = zipfile.ZipFile(archive).namelist()
+    assert sum(name.endswith(".json") for name in names) == 2 and sum(name.endswith(".png") for name in names) == 3
