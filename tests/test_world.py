@@ -150,7 +150,8 @@ def test_pocket_sd_loads_like_a_real_checkpoint():
     base = load_base_models(sd, clip)
     assert base.unet.config.sample_size == pipe.unet.config.sample_size
     total = sum(p.stat().st_size for p in POCKET_SD.parent.rglob("*.safetensors"))
-    assert total <= 60 * 2**20, f"pocket weights are {total / 2**20:.1f} MB"
+    # Both worlds' pocket models and judges, and the shipped run, travel in the wheel: keep them small.
+    assert total <= 80 * 2**20, f"pocket weights are {total / 2**20:.1f} MB"
     assert (POCKET_SD / "README.md").is_file() and (POCKET_CLIP / "README.md").is_file()
 
 
