@@ -48,8 +48,8 @@ class HiLoRALinear(nn.Module):
     The selection (set only through `adapter_weights`, per calling thread): `gates`, a (rows,
     num_adapters) tensor or None; `selected`, the (adapter indices, gate values) of each row, (rows,
     k) both, or one row of indices every sample shares, when the gathered form is used, else None.
-    `self.gates` / `self.selected` hold the latest selection of any thread (the fallback for autograd's threads); `merged_gate` is the gate
-    row folded into the base weight, or None.
+    `self.gates` / `self.selected` hold the latest selection of any thread (the fallback for
+    autograd's threads); `merged_gate` is the gate row folded into the base weight, or None.
     """
 
     def __init__(self, base: nn.Linear, num_adapters: int, rank: int, alpha: float) -> None:
