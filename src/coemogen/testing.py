@@ -14,6 +14,20 @@ from .world.pocket import EXTRA_WORDS, build_tokenizer, clip_config, make_vae, t
 from .world.scenes import CONTENT, OBJECTS, SCENES
 
 
+def _tiny_clip(clip_dir: Path, image_size: int, width: int):
+    """A small CLIP on the world's vocabulary, saved with its tokenizer and image processor."""
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    words = EXTRA_WORDS + SCENES + OBJECTS + list(CONTENT)
+    tokenizer = build_tokenizer([" ".join(words)], clip_dir, words)
+    clip = CLIPModel(clip_config(tokenizer, image_size, width=width, layers=2, heads=2))
+    clip.save_pretrained(clip_dir)
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(clip_dir)
+    return clip, tokenizer
+
+
 def build_tiny_models(
     out: str | Path,
     width: int = 32,
@@ -24,17 +38,10 @@ def build_tiny_models(
 ) -> tuple[Path, Path]:
     """Write `out/sd` (model_index.json + components) and `out/clip`; return both paths."""
     from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPImageProcessor, CLIPModel
 
     out = Path(out)
     torch.manual_seed(seed)
-    words = EXTRA_WORDS + SCENES + OBJECTS + list(CONTENT)
-    tokenizer = build_tokenizer([" ".join(words)], out / "clip", words)
-    clip = CLIPModel(clip_config(tokenizer, image_size, width=width, layers=2, heads=2))
-    clip.save_pretrained(out / "clip")
-    CLIPImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    ).save_pretrained(out / "clip")
+    clip, tokenizer = _tiny_clip(out / "clip", image_size, width)
     text_encoder = text_encoder_from_clip(clip)
     vae = make_vae((16, 32), image_size)
     n = len(unet_channels)
@@ -77,17 +84,11 @@ def build_tiny_sdxl_models(out: str | Path, image_size: int = 32, seed: int = 0)
     encoders have different widths (32 and 48) so that a mix-up of e^v's parts cannot pass unseen;
     the first is the CLIP's text tower, as SDXL's first encoder is CLIP ViT-L/14's."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     out = Path(out)
     torch.manual_seed(seed)
-    words = EXTRA_WORDS + SCENES + OBJECTS + list(CONTENT)
-    tokenizer = build_tokenizer([" ".join(words)], out / "clip", words)
-    clip = CLIPModel(clip_config(tokenizer, image_size, width=32, layers=2, heads=2))
-    clip.save_pretrained(out / "clip")
-    CLIPImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    ).save_pretrained(out / "clip")
+    clip, tokenizer = _tiny_clip(out / "clip", image_size, 32)
     second = CLIPTextConfig(
         **{k: v for k, v in clip.config.text_config.to_dict().items() if k in ("vocab_size", "max_position_embeddings",
                                                                               "bos_token_id", "eos_token_id",
