@@ -253,10 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="paper-table", help="resumable: finished (row, seed) pairs there are kept")
     p.add_argument(
         "--scale",
-        choices=["default", "short", "long", "quick"],
+        choices=["default", "short", "resolved", "long", "quick"],
         default="default",
         help="default: 600 steps, 32 images per emotion; short: 200 steps, 12 images (the committed table); "
-        "long: 3000 steps at batch 2 on a 100-per-emotion world (the filter study); quick: a smoke test",
+        "resolved: short with 40 images per emotion (both worlds' resolved tables); long: 3000 steps at batch 2 on a 100-per-emotion world (the filter study); quick: a smoke test",
     )
     p.add_argument("--quick", action="store_true", help="same as --scale quick")
     p.add_argument("--seeds", type=int, default=1, help="training seeds per row (seed, seed+1, ...)")
