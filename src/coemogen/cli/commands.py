@@ -286,7 +286,14 @@ def cmd_bench_paper_table(a: argparse.Namespace) -> None:
     from ..experiments.paper_table import paper_table
 
     paper_table(
-        a.out, "quick" if a.quick else a.scale, a.seeds, a.seed, a.rows, a.num_resamples, measure=not a.report_only
+        a.out,
+        "quick" if a.quick else a.scale,
+        a.seeds,
+        a.seed,
+        a.rows,
+        a.num_resamples,
+        measure=not a.report_only,
+        content=a.content,
     )
 
 

@@ -256,12 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["default", "short", "resolved", "long", "quick"],
         default="default",
         help="default: 600 steps, 32 images per emotion; short: 200 steps, 12 images (the committed table); "
-        "resolved: short with 40 images per emotion (both worlds' resolved tables); long: 3000 steps at batch 2 on a 100-per-emotion world (the filter study); quick: a smoke test",
+        "resolved: short with 40 images per emotion (both worlds' resolved tables); "
+        "long: 3000 steps at batch 2 on a 100-per-emotion world (the filter study); quick: a smoke test",
     )
     p.add_argument("--quick", action="store_true", help="same as --scale quick")
     p.add_argument("--seeds", type=int, default=1, help="training seeds per row (seed, seed+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first training seed; also the world's and captions' seed")
     p.add_argument("--rows", nargs="+", help="only these rows (names as in the table)")
+    p.add_argument(
+        "--content",
+        choices=["objects", "narrative"],
+        default="objects",
+        help="the synthetic world (its pocket models and judges): objects, or narrative (docs/world-narrative.md)",
+    )
     p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
     p.add_argument(
         "--report-only",

@@ -26,7 +26,7 @@ from ..data.manifest import SkipCounter
 from ..data.readers import read_dataset
 from ..errors import CoEmoGenError
 from ..io import save_safetensors
-from ..models.base import ASSETS, POCKET_CLIP
+from ..models.base import ASSETS, NARRATIVE_POCKET_CLIP, POCKET_CLIP
 from ..taxonomy import Taxonomy
 from .emotion_head import emotion_head
 from .metrics import (
@@ -35,6 +35,7 @@ from .metrics import (
     FrechetDistance,
     LPIPSDiversity,
     PolarityAccuracy,
+    RelationAgreement,
     SemanticConsistency,
     SemanticDiversity,
     TargetProbability,
@@ -45,6 +46,7 @@ from .report import write_report
 logger = logging.getLogger(__name__)
 
 EVALUATORS = ASSETS / "evaluators"
+NARRATIVE_EVALUATORS = ASSETS / "narrative-evaluators"
 
 
 def load_generated(images_dir: str | Path, taxonomy: Taxonomy, skips: SkipCounter) -> dict[str, list[Image.Image]]:
@@ -77,7 +79,9 @@ def load_generated(images_dir: str | Path, taxonomy: Taxonomy, skips: SkipCounte
 @dataclass
 class MetricNetworks:
     """Which network computes each metric: `fid` features, `lpips` feature maps (optional
-    `layer_weights`), `emotion` logits, `scene` / `object` probabilities, `clip` features."""
+    `layer_weights`), `emotion` logits, `scene` / `object` probabilities, `clip` features, and
+    where the judges know relations (the narrative world) `relation` scores with each relation's
+    emotion index in `emotion_of_relation`."""
 
     fid: Callable
     lpips: Callable
@@ -85,15 +89,30 @@ class MetricNetworks:
     scene: Callable
     object: Callable
     clip: Callable
+    relation: Callable | None = None
+    emotion_of_relation: tuple[int, ...] | None = None
 
     def names(self) -> dict[str, str]:
-        return {
+        names = {
             "fid": self.fid.name,
             "lpips": self.lpips.name,
             "emo_a": self.emotion.name,
             "sem_c": f"scene: {self.scene.name}; object: {self.object.name}",
             "sem_d": self.clip.name,
         }
+        if self.relation is not None:
+            names["relation_acc"] = self.relation.name
+        return names
+
+    @classmethod
+    def for_world(cls, root: str | Path) -> MetricNetworks:
+        """The judges and CLIP of the synthetic world at `root`: the narrative world's for a narrative
+        world (`world build --content narrative`), else the objects world's."""
+        from ..world.narrative import is_narrative
+
+        if is_narrative(root):
+            return cls.world(NARRATIVE_EVALUATORS, NARRATIVE_POCKET_CLIP)
+        return cls.world()
 
     @classmethod
     def world(
@@ -107,13 +126,23 @@ class MetricNetworks:
             raise CoEmoGenError(f"no world evaluators in {evaluators_dir} (build them with `coemogen world judges`)")
         judge = WorldCNN.load(evaluators_dir / "emotion-judge")
         semantics = WorldCNN.load(evaluators_dir / "semantics")
+        relation, emotion_of_relation, world = None, None, "world"
+        if "relation" in semantics.config["heads"]:  # the narrative world's judges
+            from ..world.narrative import RELATION
+
+            info = json.loads((evaluators_dir / "evaluators.json").read_text())
+            emotions, world = info["emotions"], "narrative world"
+            emotion_of_relation = tuple(emotions.index(RELATION[name].emotion) for name in info["relations"])
+            relation = WorldNetwork(semantics, "relation", f"{world} relation judge (semantics CNN relation head)")
         return cls(
-            fid=WorldNetwork(semantics, "features", "world feature network (semantics CNN, pooled last stage)"),
-            lpips=WorldNetwork(semantics, "maps", "LPIPS form with uniform layer weights on the world semantics CNN"),
-            emotion=WorldNetwork(judge, "emotion", "world emotion judge (independent CNN)"),
-            scene=WorldNetwork(semantics, "scene", "world scene judge"),
-            object=WorldNetwork(semantics, "object", "world object judge"),
+            fid=WorldNetwork(semantics, "features", f"{world} feature network (semantics CNN, pooled last stage)"),
+            lpips=WorldNetwork(semantics, "maps", f"LPIPS form, uniform layer weights, on the {world} semantics CNN"),
+            emotion=WorldNetwork(judge, "emotion", f"{world} emotion judge (independent CNN)"),
+            scene=WorldNetwork(semantics, "scene", f"{world} scene judge"),
+            object=WorldNetwork(semantics, "object", f"{world} object judge"),
             clip=ClipFeatures(clip_model_name_or_path),
+            relation=relation,
+            emotion_of_relation=emotion_of_relation,
         )
 
 
@@ -137,7 +166,13 @@ def build_metric_networks(
     synthetic world, else the paper's: Inception FID, LPIPS-alex, a CLIP emotion head, torchvision
     scene/object classifiers and CLIP ViT-L/14 for Sem-D. Explicit options override each role."""
     in_world = (Path(reference) / "truth.jsonl").is_file()
-    world = MetricNetworks.world(evaluators or EVALUATORS, clip_model_name_or_path or POCKET_CLIP) if in_world else None
+    world = None
+    if in_world:
+        world = (
+            MetricNetworks.world(evaluators, clip_model_name_or_path or POCKET_CLIP)
+            if evaluators
+            else MetricNetworks.for_world(reference)
+        )
     if fid == "auto":
         fid = "world" if in_world else "inception"
     if lpips == "auto":
@@ -174,6 +209,8 @@ def build_metric_networks(
             "object", bool(object_classifier), lambda: TorchvisionClassifier(object_classifier), "--object-classifier"
         ),
         clip=world.clip if world else ClipFeatures(clip_model_name_or_path or "openai/clip-vit-large-patch14"),
+        relation=world.relation if world else None,
+        emotion_of_relation=world.emotion_of_relation if world else None,
     )
 
 
@@ -224,6 +261,8 @@ class _Evaluation:
     ) -> None:
         self.nets, self.taxonomy, self.protocol, self.num_pairs, self.seed = nets, taxonomy, protocol, num_pairs, seed
         self.sizes = {n.image_size for n in (nets.fid, nets.lpips, nets.emotion, nets.scene, nets.object, nets.clip)}
+        if nets.relation is not None:
+            self.sizes.add(nets.relation.image_size)
         self.groups = _groups(taxonomy)
         self.pooled = self._image_metrics()
         self.cumulative = self._pair_metrics()
@@ -233,13 +272,16 @@ class _Evaluation:
         self.warnings: list[str] = []
 
     def _image_metrics(self) -> dict:
-        return {
+        metrics = {
             "fid": FrechetDistance(),
             "emo_a": EmotionAccuracy(),
             "sem_c": SemanticConsistency(),
             "polarity_acc": PolarityAccuracy(self.groups, summed=self.protocol.summed_polarity),
             "target_prob": TargetProbability(),
         }
+        if self.nets.relation is not None:
+            metrics["relation_acc"] = RelationAgreement(self.nets.emotion_of_relation)
+        return metrics
 
     def _pair_metrics(self) -> dict:
         lpips_weights = getattr(self.nets.lpips, "layer_weights", None)
@@ -265,11 +307,14 @@ class _Evaluation:
             self.samples["emotion"].append(targets)
             self.samples["fid_features"].append(feats.detach().double().cpu())
             scene, obj = nets.scene(px[nets.scene.image_size]), nets.object(px[nets.object.image_size])
+            relation = None if nets.relation is None else nets.relation(px[nets.relation.image_size])
             for group in both:
                 group["fid"].update(feats, real=False)
                 for key in ("emo_a", "polarity_acc", "target_prob"):
                     group[key].update(logits, targets)
                 group["sem_c"].update(scene, obj)
+                if relation is not None:
+                    group["relation_acc"].update(relation, targets)
             lpips_in = px[nets.lpips.image_size]
             own["lpips"].update(nets.lpips((lpips_in + 1) / 2 if self.protocol.lpips_unit_range else lpips_in))
             clip = nets.clip(px[nets.clip.image_size])
@@ -323,6 +368,7 @@ class _Evaluation:
             "sem_d_cosine": mean("sem_d_cosine"),
             "polarity_acc": self.pooled["polarity_acc"].compute(),
             "target_prob": self.pooled["target_prob"].compute(),
+            **({"relation_acc": self.pooled["relation_acc"].compute()} if "relation_acc" in self.pooled else {}),
             "num_images": num_images,
         }
 
@@ -408,6 +454,8 @@ def write_samples(samples: dict[str, list[torch.Tensor]], pooled: dict, out: str
         "sem_c": pooled["sem_c"].per_sample(),
         "fid_features": torch.cat(samples["fid_features"]),
     }
+    if "relation_acc" in pooled:
+        tensors["relation_acc"] = pooled["relation_acc"].per_sample()
     if samples["lpips_pairs"]:
         tensors["lpips_pairs"] = torch.stack(samples["lpips_pairs"])
         tensors["sem_d_pairs"] = torch.stack(samples["sem_d_pairs"])

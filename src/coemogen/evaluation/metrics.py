@@ -313,7 +313,6 @@ class _RunningMean(_PerImage):
         return self.sum / self.count
 
 
-
 class _Accuracy(_PerImage):
     """A share of hits kept as running counts, `correct` out of `total`, and the hits themselves
     (`per_sample()`, 1.0 or 0.0 per image)."""
@@ -337,7 +336,6 @@ class _Accuracy(_PerImage):
         if self.total == 0:
             raise ValueError(f"{type(self).__name__} has no samples (call update first)")
         return self.correct / self.total
-
 
 
 class EmotionAccuracy(_Accuracy):
@@ -365,6 +363,20 @@ class PolarityAccuracy(_Accuracy):
         else:
             pred_group = self.group_of_class[logits.argmax(1)]
         self._add(pred_group == self.group_of_class[targets])
+
+
+class RelationAgreement(_Accuracy):
+    """Share of images whose relation (a relation judge's argmax) belongs to the target emotion:
+    in the narrative world, whether an image shows a relation of its emotion ("the dog chases the
+    person" for fear), not only its emotion's look. `emotion_of_relation[r]` is relation r's emotion."""
+
+    def __init__(self, emotion_of_relation: Sequence[int]) -> None:
+        self.emotion_of_relation = torch.as_tensor(emotion_of_relation)
+        super().__init__()
+
+    def update(self, relation_logits: torch.Tensor, targets: torch.Tensor) -> None:
+        predicted = self.emotion_of_relation[relation_logits.detach().cpu().argmax(1)]
+        self._add(predicted == targets.detach().cpu())
 
 
 class TargetProbability(_RunningMean):
@@ -398,6 +410,11 @@ class ReportedMetric:
     def higher_is_better(self) -> bool:
         return bool(self.metric.higher_is_better)
 
+    @property
+    def needs(self) -> str:
+        """The entry of an evaluation's samples this metric is computed from."""
+        return f"{self.key}_pairs" if self.per_emotion else ("reference_mean" if self.key == "fid" else self.key)
+
     def from_samples(
         self, samples: Mapping, image_idx: np.ndarray | None = None, pair_idx: np.ndarray | None = None
     ) -> float:
@@ -406,8 +423,7 @@ class ReportedMetric:
         the samples lack what the metric needs (too few images)."""
         if image_idx is None:
             image_idx = np.arange(len(samples["emotion"]))
-        needs = f"{self.key}_pairs" if self.per_emotion else ("reference_mean" if self.key == "fid" else self.key)
-        if needs not in samples or (self.key == "fid" and len(image_idx) < 2):
+        if self.needs not in samples or (self.key == "fid" and len(image_idx) < 2):
             return float("nan")
         built = self.metric.from_samples(samples, self.key, image_idx, pair_idx)
         if self.per_emotion:
@@ -423,6 +439,8 @@ REPORTED = (
     ReportedMetric("sem_c", "Sem-C", SemanticConsistency),
     ReportedMetric("sem_d", "Sem-D", SemanticDiversity, per_emotion=True),
     ReportedMetric("polarity_acc", "polarity", PolarityAccuracy),
+    # only where the judges have a relation head (the narrative world); NaN elsewhere
+    ReportedMetric("relation_acc", "relation", RelationAgreement),
 )
 REPORTED_KEYS = tuple(m.key for m in REPORTED)
 PAPER_METRICS = REPORTED_KEYS[:5]

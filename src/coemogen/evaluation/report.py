@@ -34,9 +34,15 @@ def table_rows(report: dict) -> list[dict]:
     ]
 
 
+def _columns(rows: list[dict]) -> list[str]:
+    """The reported metrics this report has (the relation metric only where the judges have a relation head)."""
+    return ["emotion", *(m for m in METRICS if any(m in row for row in rows))]
+
+
 def markdown_table(report: dict) -> str:
     """The metrics table in Markdown (metrics.md and the command's summary)."""
-    return format_table(table_rows(report), ["emotion", *METRICS])
+    rows = table_rows(report)
+    return format_table(rows, _columns(rows))
 
 
 def _cell(value: object) -> str:
@@ -46,7 +52,7 @@ def _cell(value: object) -> str:
 
 def html_table(report: dict) -> str:
     """The metrics table as an HTML <table>: a header row, then one row per emotion and `overall`."""
-    columns = ["emotion", *METRICS]
+    columns = _columns(table_rows(report))
     head = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
     body = "".join(
         "<tr>" + "".join(f"<td>{_cell(row.get(c, ''))}</td>" for c in columns) + "</tr>" for row in table_rows(report)

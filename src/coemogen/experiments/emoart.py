@@ -176,7 +176,8 @@ def _grid(folder: Path, taxonomy: Taxonomy, per_emotion: int = 4):
 
 
 def write_results(out: Path, results: dict, selection: dict, judges: dict, scale: EmoArtScale) -> str:
-    columns = {m.label: m.key for m in REPORTED}
+    present = {k for m in results.values() for k in m}
+    columns = {m.label: m.key for m in REPORTED if m.key in present}
     rows = [{"method": name, **{c: m[k] for c, k in columns.items()}} for name, m in results.items()]
     table = format_table(rows, ["method", *columns])
     write_text(out / "emoart.md", table + "\n")

@@ -28,7 +28,6 @@ from ..errors import CoEmoGenError
 from ..evaluation.evaluate import MetricNetworks, evaluate
 from ..evaluation.metrics import REPORTED
 from ..io import write_text
-from ..models.base import POCKET_CLIP
 from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
 from ..tables import format_table
 from ..taxonomy import Taxonomy
@@ -36,6 +35,7 @@ from ..training.loop import train
 from ..world.oracle import OracleCaptioner
 from .dreambooth import DreamBoothConfig, class_images, dreambooth_images, identifier, train_dreambooth_lora
 from .stages import (
+    WORLDS,
     Scale,
     StageRunner,
     base_model_images,
@@ -113,9 +113,11 @@ SCALES = {
 REFERENCE_ROW = "CoEmoGen"  # differences are reported against it
 
 
-def _dreambooth(work: Path, class_dir: Path, items: list, taxonomy: Taxonomy, scale: Scale, seed: int, data_seed: int):
-    """Train one DreamBooth LoRA per emotion; return `make_images(emotion)`. Each emotion sees as
-    many of its images as in a CoEmoGen run (half of every batch is class images)."""
+def _dreambooth(
+    work: Path, class_dir: Path, items: list, taxonomy: Taxonomy, scale: Scale, seed: int, data_seed: int, base: Path
+):
+    """Train one DreamBooth LoRA per emotion on the base model `base`; return `make_images(emotion)`.
+    Each emotion sees as many of its images as in a CoEmoGen run (half of every batch is class images)."""
     instance_batch = max(1, scale.train_batch_size // 2)
     steps = max(1, scale.train_steps * scale.train_batch_size // (taxonomy.num_emotions * instance_batch))
     config = DreamBoothConfig(
@@ -124,16 +126,17 @@ def _dreambooth(work: Path, class_dir: Path, items: list, taxonomy: Taxonomy, sc
         num_class_images=max(2, scale.generated_per_emotion * 2),
         inference_steps=scale.inference_steps,
     )
-    prior = class_images(class_dir, config, data_seed)
+    prior = class_images(class_dir, config, data_seed, base)
     loras = {}
     for k, emotion in enumerate(taxonomy.emotions):
         paths = [it.path for it in items if it.emotion == emotion]
         prompt = f"an image of {identifier(taxonomy.emotions, emotion)}"
-        loras[emotion] = (train_dreambooth_lora(paths, prompt, prior, work / "run" / emotion, config, seed + k), prompt)
+        lora = train_dreambooth_lora(paths, prompt, prior, work / "run" / emotion, config, seed + k, base)
+        loras[emotion] = (lora, prompt)
 
     def make_images(emotion: str) -> CoEmoGenOutput:
         lora, prompt = loras[emotion]
-        return dreambooth_images(lora.parent, prompt, emotion, scale.generated_per_emotion, seed, config)
+        return dreambooth_images(lora.parent, prompt, emotion, scale.generated_per_emotion, seed, config, base)
 
     return make_images
 
@@ -146,18 +149,25 @@ def paper_table(
     rows: list[str] | None = None,
     num_resamples: int = 1000,
     measure: bool = True,
+    content: str = "objects",
 ) -> dict[str, dict[str, Estimate]]:
-    """Train, generate and judge every row (or `rows`) with seeds `seed`, ..., `seed + seeds - 1`;
+    """Train, generate and judge every row (or `rows`) with seeds `seed`, ..., `seed + seeds - 1`
+    in the synthetic world of `content` (objects or narrative: its pocket models and judges);
     returns each row's estimates. `seed` also builds the world and captions (the data).
     `measure=False` only rewrites the table from the (row, seed) pairs already finished."""
     if scale not in SCALES:
         raise CoEmoGenError(f"unknown scale '{scale}'; choose one of {sorted(SCALES)}")
+    if content not in WORLDS:
+        raise CoEmoGenError(f"unknown world content '{content}'; choose one of {sorted(WORLDS)}")
     unknown = set(rows or []) - {r.name for r in ROWS}
     if unknown:
         raise CoEmoGenError(f"unknown rows {sorted(unknown)}; the rows are {[r.name for r in ROWS]}")
     sc = SCALES[scale]
     out = Path(out).resolve()  # captions and manifests record image paths
     settings = {"scale": scale, **asdict(sc), "data_seed": seed}
+    if content != "objects":  # the objects world's tables predate the narrative world
+        settings["content"] = content
+    kind = WORLDS[content]
     if (out / "settings.json").is_file() and json.loads((out / "settings.json").read_text()) != settings:
         raise CoEmoGenError(
             f"{out} holds a table of other settings ({(out / 'settings.json').read_text().strip()}); "
@@ -176,13 +186,13 @@ def paper_table(
         if measure and not (out / row.slug / f"seed-{s}" / "report" / "samples.safetensors").is_file()
     ]
     if pending:  # the data and the judges, only when something is left to measure
-        world, items = world_train_items(out / "world", sc.images_per_emotion, seed, tax)
+        world, items = world_train_items(out / "world", sc.images_per_emotion, seed, tax, content)
         captioners = {
             "oracle": OracleCaptioner(0.2, seed=seed),
             "oracle-no-prior": OracleCaptioner(0.2, seed=seed, emotion_prior=False),
             "attributes": AttributeCaptioner(emotion_prior=False),
         }
-        networks = MetricNetworks.world()
+        networks = MetricNetworks.for_world(world)
     for s, row in pending:
         work = out / row.slug / f"seed-{s}"
         if (work / "report" / "samples.safetensors").is_file() or not claim(work):
@@ -190,13 +200,15 @@ def paper_table(
         shutil.rmtree(work, ignore_errors=True)  # a (row, seed) a kill interrupted starts over
         with stages.stage(f"{row.name}, seed {s}"):
             if row.method == "base":
-                make = partial(base_model_images, n=sc.generated_per_emotion, steps=sc.inference_steps, seed=s)
+                make = partial(
+                    base_model_images, n=sc.generated_per_emotion, steps=sc.inference_steps, seed=s, base=kind.pocket_sd
+                )
             elif row.method == "dreambooth":
-                make = _dreambooth(work, out / "dreambooth_class_images", items, tax, sc, s, seed)
+                make = _dreambooth(work, out / "dreambooth_class_images", items, tax, sc, s, seed, kind.pocket_sd)
             else:
                 pipe = CoEmoGenPipeline.from_pretrained(
                     train(
-                        _training_arguments(row, work, out, items, captioners, sc, s, seed),
+                        _training_arguments(row, work, out, items, captioners, sc, s, seed, kind.pocket_clip),
                         run_name=row.slug,
                         **row.model,
                     )
@@ -237,9 +249,10 @@ def claim(work: Path) -> bool:
 
 
 def _training_arguments(
-    row: Row, work: Path, out: Path, items: list, captioners: dict, sc: Scale, seed: int, data_seed: int
+    row: Row, work: Path, out: Path, items: list, captioners: dict, sc: Scale, seed: int, data_seed: int, clip: Path
 ):
-    """Caption and filter once per row (data, shared by its seeds), then the row's training arguments.
+    """Caption and filter (with the world's pocket CLIP `clip`) once per row (data, shared by its
+    seeds), then the row's training arguments.
     EmoGen trains on every image with its EmoSet attributes (the unfiltered captions file is its
     manifest; it reads no caption)."""
     from filelock import FileLock
@@ -249,13 +262,15 @@ def _training_arguments(
     with FileLock(out / ".data.lock"):  # processes sharing the table caption and filter one at a time
         run_captioning(items, captioners[row.captions], captions)
         if not manifest.is_file():
-            filter_captions(captions, manifest, str(POCKET_CLIP), drop=row.drop, seed=data_seed)
+            filter_captions(captions, manifest, str(clip), drop=row.drop, seed=data_seed)
     return study_training_arguments(
         manifest, work / "run", sc.train_steps, sc.train_batch_size, seed, lambda_sem=row.lambda_sem, method=row.method
     )
 
 
 COLUMNS = {m.label: m.key for m in REPORTED}
+# each row's difference from CoEmoGen, with its interval (the relation metric where the world has one)
+DIFFERENCES = (("emo_a", "Emo-A"), ("fid", "FID"), ("relation_acc", "relation"))
 
 
 def _cell(e: Estimate) -> str:
@@ -264,8 +279,8 @@ def _cell(e: Estimate) -> str:
 
 class Table:
     """The table files of one output folder. `write()` bootstraps every row over its finished
-    seeds (replicates kept until the row gains a seed) and each row's Emo-A and FID difference from
-    CoEmoGen (from the two rows' independent replicates); `write(intervals=False)`, after each
+    seeds (replicates kept until the row gains a seed) and each row's Emo-A, FID and (narrative world)
+    relation difference from CoEmoGen (from the two rows' independent replicates); `write(intervals=False)`, after each
     (row, seed) of a long run, writes the means only, which costs nothing."""
 
     def __init__(self, out: Path, rows: list[Row], seeds: range, num_resamples: int) -> None:
@@ -301,19 +316,21 @@ class Table:
                     )
                 est = {k: interval(means[k], self._replicates[row.name][k], 0.95, len(samples)) for k in means}
                 self.estimates[row.name] = est
-                line.update({column: _cell(est[key]) for column, key in COLUMNS.items()})
+                line.update({column: _cell(est[key]) for column, key in COLUMNS.items() if key in est})
                 record[row.name]["estimates"] = {key: asdict(e) for key, e in est.items()}
             else:
-                line.update({column: f"{means[key]:.4g}" for column, key in COLUMNS.items()})
+                line.update({column: f"{means[key]:.4g}" for column, key in COLUMNS.items() if key in means})
             paper = PAPER.get(row.name)
             line["paper (FID/LPIPS/Emo-A/Sem-C/Sem-D)"] = "/".join(f"{v:g}" for v in paper) if paper else "-"
             lines.append(line)
         if intervals and REFERENCE_ROW in self._replicates:
             for line in lines:
                 name = line["method"]
-                for metric, column in (("emo_a", "Emo-A"), ("fid", "FID")):
+                for metric, column in DIFFERENCES:
+                    if metric not in self._replicates[REFERENCE_ROW]:
+                        continue
                     cell = "-"
-                    if name != REFERENCE_ROW:
+                    if name != REFERENCE_ROW and metric in self._replicates[name]:
                         diff = difference(
                             self._samples[name],
                             self._samples[REFERENCE_ROW],

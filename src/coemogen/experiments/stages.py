@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 
 from ..data.readers import read_dataset
-from ..models.base import POCKET_SD
+from ..models.base import NARRATIVE_POCKET_CLIP, NARRATIVE_POCKET_SD, POCKET_CLIP, POCKET_SD
 from ..pipelines.pipeline_coemogen import CoEmoGenOutput, base_pipeline, save_images
 from ..taxonomy import Taxonomy
 from ..training.config import TrainingArguments
 from ..world.dataset import build_world
+from ..world.narrative import build_narrative_world
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,28 @@ class StageRunner:
         self.seconds[name] = round(time.time() - start, 1)
 
 
-def world_train_items(out: Path, images_per_emotion: int, seed: int, taxonomy: Taxonomy) -> tuple[Path, list]:
-    """Render the synthetic world into `out`; return it and its train-split items."""
-    world = build_world(out, images_per_emotion, seed)
+@dataclass(frozen=True)
+class WorldContent:
+    """A kind of synthetic world (`coemogen world build --content`): how it is built and the pocket
+    models trained on its neutral descriptions. Its judges follow from the built world
+    (`MetricNetworks.for_world`), its default training models too (`resolve_sources`)."""
+
+    build: Callable[[Path, int, int], Path]  # (out, images_per_emotion, seed) -> the world
+    pocket_sd: Path
+    pocket_clip: Path
+
+
+WORLDS = {
+    "objects": WorldContent(build_world, POCKET_SD, POCKET_CLIP),
+    "narrative": WorldContent(build_narrative_world, NARRATIVE_POCKET_SD, NARRATIVE_POCKET_CLIP),
+}
+
+
+def world_train_items(
+    out: Path, images_per_emotion: int, seed: int, taxonomy: Taxonomy, content: str = "objects"
+) -> tuple[Path, list]:
+    """Render the synthetic world of `content` into `out`; return it and its train-split items."""
+    world = WORLDS[content].build(out, images_per_emotion, seed)
     return world, [it for it in read_dataset(world, taxonomy) if it.split == "train"]
 
 
@@ -74,9 +94,9 @@ def study_training_arguments(
     )
 
 
-def base_model_images(emotion: str, n: int, steps: int, seed: int) -> CoEmoGenOutput:
+def base_model_images(emotion: str, n: int, steps: int, seed: int, base: str | Path = POCKET_SD) -> CoEmoGenOutput:
     """The pocket base model prompted with the emotion's name: the "Stable Diffusion" baseline."""
-    images = base_pipeline(POCKET_SD)(
+    images = base_pipeline(base)(
         [f"an image of {emotion}"] * n,
         num_inference_steps=steps,
         guidance_scale=5.0,

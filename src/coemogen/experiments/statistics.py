@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.metrics import REPORTED, REPORTED_KEYS
+from ..evaluation.metrics import REPORTED
 from ..io import read_safetensors
 
-METRICS = REPORTED_KEYS
 BY_KEY = {m.key: m for m in REPORTED}
 
 
@@ -38,6 +37,12 @@ class Estimate:
         return f"{self.mean:.4g} ± {(self.high - self.low) / 2:.2g}"
 
 
+def measured(seeds: Sequence[dict[str, np.ndarray]]) -> tuple[str, ...]:
+    """The reported metrics every seed's samples can compute (the relation metric only where the
+    judges have a relation head)."""
+    return tuple(m.key for m in REPORTED if all(m.needs in s for s in seeds))
+
+
 def load_samples(path: str | Path) -> dict[str, np.ndarray]:
     """One seed's `samples.safetensors`, checked (tensors only) and as float64 arrays."""
     return {k: v.double().numpy() for k, v in read_safetensors(path, what="evaluation samples").items()}
@@ -47,11 +52,12 @@ def seed_metrics(
     samples: dict[str, np.ndarray],
     image_idx: np.ndarray | None = None,
     pair_idx: np.ndarray | None = None,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """`metrics` of one seed, on the images `image_idx` and each emotion's pairs `pair_idx` (rows:
-    emotions; default: everything, which is `evaluate`'s overall value), each computed by its
-    metric object (`evaluation/metrics.py`, `ReportedMetric.from_samples`)."""
+    """`metrics` (default: every `measured` one) of one seed, on the images `image_idx` and each
+    emotion's pairs `pair_idx` (rows: emotions; default: everything, which is `evaluate`'s overall
+    value), each computed by its metric object (`evaluation/metrics.py`, `ReportedMetric.from_samples`)."""
+    metrics = measured([samples]) if metrics is None else metrics
     return {key: BY_KEY[key].from_samples(samples, image_idx, pair_idx) for key in metrics}
 
 
@@ -89,19 +95,25 @@ def interval(mean: float, replicates: np.ndarray, confidence: float, seeds: int)
 
 
 def bootstrap_replicates(
-    seeds: Sequence[dict[str, np.ndarray]], num_resamples: int = 1000, seed: int = 0, metrics: Sequence[str] = METRICS
+    seeds: Sequence[dict[str, np.ndarray]],
+    num_resamples: int = 1000,
+    seed: int = 0,
+    metrics: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """`num_resamples` replicates of every metric from the two-level bootstrap (seeds, then images
-    and pairs inside each seed). One seed gives replicates over images and pairs only."""
+    """`num_resamples` replicates of every metric (default: every `measured` one) from the two-level
+    bootstrap (seeds, then images and pairs inside each seed). One seed gives replicates over images
+    and pairs only."""
     if not seeds:
         raise ValueError("bootstrap needs at least one seed's samples")
+    metrics = measured(seeds) if metrics is None else metrics
     rng = np.random.default_rng(seed)
     replicates = [_replicate(seeds, rng, metrics) for _ in range(num_resamples)]
     return {key: np.array([r[key] for r in replicates]) for key in metrics}
 
 
-def point_estimates(seeds: Sequence[dict[str, np.ndarray]], metrics: Sequence[str] = METRICS) -> dict[str, float]:
-    """Each metric's mean over seeds of the full-data value."""
+def point_estimates(seeds: Sequence[dict[str, np.ndarray]], metrics: Sequence[str] | None = None) -> dict[str, float]:
+    """Each metric's (default: every `measured` one) mean over seeds of the full-data value."""
+    metrics = measured(seeds) if metrics is None else metrics
     full = [seed_metrics(s, metrics=metrics) for s in seeds]
     return {key: float(np.mean([f[key] for f in full])) for key in metrics}
 
@@ -111,9 +123,10 @@ def bootstrap(
     num_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] | None = None,
 ) -> dict[str, Estimate]:
-    """Mean over seeds and its interval for every metric."""
+    """Mean over seeds and its interval for every metric (default: every `measured` one)."""
+    metrics = measured(seeds) if metrics is None else metrics
     replicates = bootstrap_replicates(seeds, num_resamples, seed, metrics)
     means = point_estimates(seeds, metrics)
     return {key: interval(means[key], replicates[key], confidence, len(seeds)) for key in metrics}

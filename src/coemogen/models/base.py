@@ -20,12 +20,21 @@ from .families import ModelFamily, family_for
 ASSETS = Path(__file__).parent.parent / "world" / "assets"
 POCKET_SD = ASSETS / "pocket-sd"
 POCKET_CLIP = ASSETS / "pocket-clip"
+NARRATIVE_POCKET_SD = ASSETS / "narrative-pocket-sd"
+NARRATIVE_POCKET_CLIP = ASSETS / "narrative-pocket-clip"
 SHIPPED_RUN = ASSETS / "world-run"
 # Stable names for the shipped pocket models, so a run directory records where its base models
 # are without an install-specific absolute path.
-POCKET_IDS = {"coemogen:pocket-sd": POCKET_SD, "coemogen:pocket-clip": POCKET_CLIP}
+POCKET_IDS = {
+    "coemogen:pocket-sd": POCKET_SD,
+    "coemogen:pocket-clip": POCKET_CLIP,
+    "coemogen:narrative-pocket-sd": NARRATIVE_POCKET_SD,
+    "coemogen:narrative-pocket-clip": NARRATIVE_POCKET_CLIP,
+}
 PRESETS = {
     "pocket": ("coemogen:pocket-sd", "coemogen:pocket-clip"),
+    # the narrative world's (`world build --content narrative`): trained on its relational descriptions
+    "narrative-pocket": ("coemogen:narrative-pocket-sd", "coemogen:narrative-pocket-clip"),
     "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "openai/clip-vit-large-patch14"),
     # CLIP ViT-L/14 is also SDXL's first text encoder: its text tower has that encoder's width, so L_SEM
     # lives in ViT-L/14's image-text space, and its vision tower gives the image tokens v_i.
@@ -33,7 +42,8 @@ PRESETS = {
 }
 PRESET_HELP = (
     "sd15 = stable-diffusion-v1-5/stable-diffusion-v1-5 + openai/clip-vit-large-patch14; sdxl = "
-    "stabilityai/stable-diffusion-xl-base-1.0 + openai/clip-vit-large-patch14; pocket = the synthetic world's models"
+    "stabilityai/stable-diffusion-xl-base-1.0 + openai/clip-vit-large-patch14; pocket / narrative-pocket = the "
+    "synthetic worlds' models"
 )
 
 
@@ -99,13 +109,15 @@ def resolve_sources(
     """Explicit paths win, then the preset. Without either, the synthetic world's pocket models,
     but only when `data` (an image, a dataset folder) belongs to a synthetic world: any other data
     stops with an error naming the flags, as diffusers' scripts refuse to start without
-    `--pretrained_model_name_or_path`."""
+    `--pretrained_model_name_or_path`. A narrative world's data gets the narrative pocket models."""
     from ..data.readers import synthetic_world_root
+    from ..world.narrative import is_narrative
 
     if preset is not None and preset not in PRESETS:
         raise CoEmoGenError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
     if preset is None and not (pretrained_model_name_or_path and clip_model_name_or_path):
-        if data is None or synthetic_world_root(data) is None:
+        world = None if data is None else synthetic_world_root(data)
+        if world is None:
             missing = [
                 flag
                 for flag, given in (
@@ -120,7 +132,7 @@ def resolve_sources(
                 f"or {' and '.join(missing)}. The pocket models (--preset pocket) are the default only for a "
                 f"synthetic world's data (`coemogen world build`)" + (f", and {data} is not one" if data else "")
             )
-        preset = "pocket"
+        preset = "narrative-pocket" if is_narrative(world) else "pocket"
     sd, clip = PRESETS[preset] if preset is not None else (None, None)
     return pretrained_model_name_or_path or sd, clip_model_name_or_path or clip
 
