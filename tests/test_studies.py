@@ -129,7 +129,7 @@ def test_paper_table_seeds_resume_and_dreambooth(tmp_path):
     assert (out / "coemogen" / "seed-0" / "report" / "samples.safetensors").stat().st_mtime_ns == stamp  # kept
     assert second["CoEmoGen"]["emo_a"].seeds == 2
     table = (out / "paper_table.md").read_text()
-    assert "DreamBooth" in table and "Emo-A − CoEmoGen" in table
+    assert "DreamBooth" in table and "Emo-A − CoEmoGen" in table and "| relation" not in table  # objects world
     record = json.loads((out / "paper_table.json").read_text())
     assert len(record["CoEmoGen"]["per_seed"]) == 2
     assert record["CoEmoGen"]["estimates"]["emo_a"]["low"] <= record["CoEmoGen"]["estimates"]["emo_a"]["high"]
