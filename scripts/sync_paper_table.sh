@@ -9,7 +9,7 @@ mkdir -p "$dst"
 dst=$(cd "$dst" && pwd)
 cd "$src"
 for f in settings.json paper_table.md paper_table.json; do
-    [ -f "$f" ] && cp "$f" "$dst/$f"
+    if [ -f "$f" ]; then cp "$f" "$dst/$f"; fi
 done
 find . -path './world' -prune -o \( -name manifest.summary.json -o -path '*/seed-*/report/metrics.json' \
     -o -path '*/seed-*/report/metrics.md' -o -path '*/seed-*/report/samples.safetensors' \) -print |
