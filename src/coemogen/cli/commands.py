@@ -297,6 +297,18 @@ def cmd_bench_paper_table(a: argparse.Namespace) -> None:
     )
 
 
+def cmd_bench_claims(a: argparse.Namespace) -> None:
+    from ..experiments.claims import claims_table
+
+    tables = {}
+    for spec in a.table:
+        world, sep, folder = spec.partition("=")
+        if not sep or not world or not folder:
+            raise CoEmoGenError(f"--table takes WORLD=DIR (e.g. narrative=docs/paper-table/narrative), got '{spec}'")
+        tables[world] = folder
+    print(claims_table(tables, a.out))
+
+
 def cmd_analyze_timesteps(a: argparse.Namespace) -> None:
     from ..analysis.timesteps import analyze_timesteps
 

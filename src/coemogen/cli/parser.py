@@ -276,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="rewrite the table from the finished (row, seed) pairs; train nothing",
     )
     p.set_defaults(func=commands.cmd_bench_paper_table)
+    p = bench.add_parser("claims", help="the paper's claims marked holds / within noise / fails from paper tables")
+    p.add_argument(
+        "--table",
+        action="append",
+        required=True,
+        metavar="WORLD=DIR",
+        help="a finished paper table and its world, e.g. objects=docs/paper-table/objects-resolved (repeatable)",
+    )
+    p.add_argument("--out", required=True, help="the claims table (Markdown; its JSON beside it)")
+    p.set_defaults(func=commands.cmd_bench_claims)
     p = bench.add_parser("emoart", help="the EmoArt scalability study: paintings selected by a photo classifier")
     p.add_argument("--out", default="emoart", help="resumable: finished stages there are kept")
     p.add_argument("--quick", action="store_true", help="a smoke version (tests)")
