@@ -42,6 +42,36 @@ def test_each_thread_has_its_own_adapter_selection():
         assert torch.equal(layer(x), layer.base(x))  # no selection left behind
 
 
+def test_blocks_ending_out_of_order_leave_no_fallback_selection_behind():
+    """Thread A enters, B enters, A leaves, B leaves: the layer's fallback (for autograd's threads)
+    follows the blocks still active and is empty at the end."""
+    layer = HiLoRALinear(nn.Linear(4, 3), num_adapters=3, rank=2, alpha=2.0)
+    gates = {"a": torch.tensor([[1.0, 0, 0]]), "b": torch.tensor([[0, 0, 1.0]])}
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with adapter_weights(layer, gates["a"]):
+            a_in.set()
+            b_in.wait()
+        a_out.set()
+
+    def b():
+        a_in.wait()
+        with adapter_weights(layer, gates["b"]):
+            b_in.set()
+            a_out.wait()
+            seen["after a left"] = layer.gates
+
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["after a left"] is gates["b"]
+    assert layer.gates is None and layer.selected is None
+
+
 def _pixels(output):
     return np.stack([np.asarray(im, dtype=np.int16) for im in output.images])
 

@@ -19,7 +19,7 @@ the unselected adapters' gradient is still exactly zero.
 Adapter selection is explicit, as in peft: `with adapter_weights(unet, gates): ...` selects each
 sample's adapters for every HiLoRA layer and restores the previous selection on exit. The selection
 belongs to the calling thread (a `ContextVar`), not to the modules, so one loaded model serves
-several threads at once, each with its own gates. The layers also keep the latest selection as a
+several threads at once, each with its own gates. The layers also keep the latest selection still active as a
 fallback for autograd's device threads, which re-run a checkpointed forward during backward outside
 the caller's context (training is one caller). Merging (`merge=True`) does change the shared
 weights: a model shared between threads must be called without it.
@@ -48,8 +48,8 @@ class HiLoRALinear(nn.Module):
     The selection (set only through `adapter_weights`, per calling thread): `gates`, a (rows,
     num_adapters) tensor or None; `selected`, the (adapter indices, gate values) of each row, (rows,
     k) both, or one row of indices every sample shares, when the gathered form is used, else None.
-    `self.gates` / `self.selected` hold the latest selection of any thread (the fallback for
-    autograd's threads); `merged_gate` is the gate row folded into the base weight, or None.
+    `self.gates` / `self.selected` are the latest selection still active in any thread (the fallback
+    for autograd's threads); `merged_gate` is the gate row folded into the base weight, or None.
     """
 
     def __init__(self, base: nn.Linear, num_adapters: int, rank: int, alpha: float) -> None:
@@ -65,10 +65,19 @@ class HiLoRALinear(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(num_adapters * rank, base.in_features))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, num_adapters * rank))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.gates: torch.Tensor | None = None
-        self.selected: tuple[torch.Tensor, torch.Tensor] | None = None
+        # every active block's (gates, selected), oldest first: blocks of several threads may end in
+        # any order, and the fallback must be one still active (none once all have ended)
+        self._active: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]] = []
         self.merged_gate: torch.Tensor | None = None
         self._unmerged_weight: torch.Tensor | None = None
+
+    @property
+    def gates(self) -> torch.Tensor | None:
+        return self._active[-1][0] if self._active else None
+
+    @property
+    def selected(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self._active[-1][1] if self._active else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
@@ -161,18 +170,19 @@ def adapter_weights(model: nn.Module, gates: torch.Tensor, merge: bool = False) 
         raise RuntimeError("HiLoRA layers are merged with another gate; leave that adapter_weights block first")
     merge_now = merge and not merged and bool((gates == gates[:1]).all())
     selected = None if merge_now else sparse_selection(gates)
-    previous = [(layer.gates, layer.selected) for layer in layers]
-    token = _SELECTIONS.set({**_SELECTIONS.get(), **{layer: (gates, selected) for layer in layers}})
+    entry = (gates, selected)
+    token = _SELECTIONS.set({**_SELECTIONS.get(), **{layer: entry for layer in layers}})
     for layer in layers:
-        layer.gates, layer.selected = gates, selected
+        layer._active.append(entry)
         if merge_now:
             layer.merge(gates[0])
     try:
         yield
     finally:
         _SELECTIONS.reset(token)
-        for layer, (old_gates, old_selected) in zip(layers, previous):
-            layer.gates, layer.selected = old_gates, old_selected
+        for layer in layers:
+            # this block's own entry, by identity (list.remove compares tensors by value)
+            del layer._active[next(i for i, e in enumerate(layer._active) if e is entry)]
             if merge_now:
                 layer.unmerge()
 
