@@ -125,9 +125,11 @@ def test_paper_table_seeds_resume_and_dreambooth(tmp_path):
     keys = list(load_file(lora))
     assert keys and all(k.startswith("unet.") and "lora" in k for k in keys)
     stamp = (out / "coemogen" / "seed-0" / "report" / "samples.safetensors").stat().st_mtime_ns
-    second = paper_table(out, scale="quick", seeds=2, rows=rows, num_resamples=50)
+    # the second seed of one row only (the resume is the same for every row); the table keeps them all
+    second = paper_table(out, scale="quick", seeds=2, rows=["CoEmoGen"], num_resamples=50)
     assert (out / "coemogen" / "seed-0" / "report" / "samples.safetensors").stat().st_mtime_ns == stamp  # kept
     assert second["CoEmoGen"]["emo_a"].seeds == 2
+    paper_table(out, scale="quick", seeds=2, rows=rows, num_resamples=50, measure=False)
     table = (out / "paper_table.md").read_text()
     assert "DreamBooth" in table and "Emo-A − CoEmoGen" in table and "| relation" not in table  # objects world
     record = json.loads((out / "paper_table.json").read_text())
