@@ -14,6 +14,10 @@ def test_the_decision_rule():
     assert verdict(-0.02, 0.05) == "within noise"
     assert verdict(-0.02, 0.05, "not_below") == "holds (within noise)"
     assert verdict(-0.09, -0.01, "not_below") == "fails"
+    # a confusion rate: CoEmoGen predicted below the other row
+    assert verdict(-0.09, -0.01, "lower") == "holds"
+    assert verdict(0.01, 0.09, "lower") == "fails"
+    assert verdict(-0.02, 0.05, "lower") == "within noise"
 
 
 def test_wilson_interval():
@@ -38,6 +42,8 @@ def test_claims_from_a_table(tmp_path, capsys):
             "relation_acc_minus_coemogen": _difference(0.10, 0.03),  # resolved, the other way: fails
         },
         "w/o CLIP filtering": {"per_seed": seeds, "emo_a_minus_coemogen": _difference(0.01, 0.04)},
+        # the ablation confuses emotions of one polarity more: CoEmoGen's rate is lower, as predicted
+        "w/o emotion-specific LoRAs": {"per_seed": seeds, "within_polarity_minus_coemogen": _difference(0.06, 0.03)},
     }
     folder = tmp_path / "narrative"
     (folder / "coemogen").mkdir(parents=True)
@@ -54,6 +60,8 @@ def test_claims_from_a_table(tmp_path, capsys):
     assert record["2b"]["verdict"] == "fails"
     assert record["5"]["verdict"] == "holds (within noise)"
     assert record["3"]["verdict"] == "not measured"
+    assert record["4c"]["verdict"] == "holds" and record["4c"]["mean"] == pytest.approx(-0.06)
+    assert record["4"]["verdict"] == "not measured"
     assert record["filter:hallucination"]["verdict"] == "holds"
     assert record["filter:reasoning_error"]["verdict"] == "holds"  # near 0.2 and below 0.70's interval
     assert "CoEmoGen − EmoGen" in (tmp_path / "claims.md").read_text()

@@ -14,7 +14,7 @@ from coemogen.data.images import load_rgb, to_tensor
 from coemogen.errors import CoEmoGenError
 from coemogen.evaluation.emotion_head import PublishedEmotionHead
 from coemogen.evaluation.evaluate import MetricNetworks, build_metric_networks, evaluate
-from coemogen.evaluation.metrics import REPORTED_KEYS, PolarityAccuracy, random_pairs
+from coemogen.evaluation.metrics import REPORTED_KEYS, PolarityAccuracy, WithinPolarityConfusion, random_pairs
 from coemogen.experiments.statistics import bootstrap, bootstrap_difference, load_samples, measured, seed_metrics
 from coemogen.models.clip import ClipImagePreprocessor, image_embeds
 from coemogen.taxonomy import Taxonomy
@@ -89,6 +89,25 @@ def test_emogen_protocol_equals_a_hand_computation_and_differs_from_ours(tmp_pat
     # the same Emo-A and Sem-C under both protocols (EmoGen pools them over images as we do)
     assert emogen["overall"]["emo_a"] == ours["overall"]["emo_a"]
     assert emogen["overall"]["sem_c"] == pytest.approx(ours["overall"]["sem_c"])
+
+
+def test_within_polarity_confusion_counts_the_right_polarity_with_the_wrong_emotion():
+    groups = [TAX.group_index_of(e) for e in TAX.emotions]
+    target = TAX.index("fear")
+    same_polarity = next(i for i, g in enumerate(groups) if g == groups[target] and i != target)
+    other_polarity = next(i for i, g in enumerate(groups) if g != groups[target])
+    predicted = torch.tensor([target, same_polarity, other_polarity, same_polarity])
+    logits = torch.nn.functional.one_hot(predicted, len(groups)).float()
+    targets = torch.full((4,), target)
+    confusion, polarity = WithinPolarityConfusion(groups), PolarityAccuracy(groups)
+    confusion.update(logits, targets)
+    polarity.update(logits, targets)
+    assert confusion.per_sample().tolist() == [0.0, 1.0, 0.0, 1.0] and confusion.compute() == 0.5
+    assert not confusion.higher_is_better
+    # rebuilt from an evaluation's samples: the polarity hit without the Emo-A hit
+    samples = {"polarity_acc": polarity.per_sample().numpy(), "emo_a": np.array([1.0, 0.0, 0.0, 0.0])}
+    rebuilt = WithinPolarityConfusion.from_samples(samples, "within_polarity", np.arange(4))
+    assert rebuilt.compute() == confusion.compute()
 
 
 def test_summed_polarity_differs_from_the_argmax_emotions_group():

@@ -219,7 +219,15 @@ def _report() -> dict:
     return {
         "overall": {k: 0.5 for k in METRICS if k != "relation_acc"},  # an objects-world report
         "per_emotion": {
-            "awe": {"fid": 12.345, "lpips": 0.25, "emo_a": 0.875, "sem_c": 0.6, "sem_d": 0.03, "polarity_acc": 1.0},
+            "awe": {
+                "fid": 12.345,
+                "lpips": 0.25,
+                "emo_a": 0.875,
+                "sem_c": 0.6,
+                "sem_d": 0.03,
+                "polarity_acc": 1.0,
+                "within_polarity": 0.125,
+            },
             "fear & <dread>": {
                 "fid": math.nan,
                 "lpips": 0.125,
@@ -227,6 +235,7 @@ def _report() -> dict:
                 "sem_c": 0.7,
                 "sem_d": 0.04,
                 "polarity_acc": 0.0,
+                "within_polarity": 0.0,
             },
         },
         "settings": {"networks": {"fid": "net <b>&</b>"}, "warnings": ["fear: FID needs <2>"]},
@@ -282,9 +291,9 @@ def test_report_files_hold_the_report_data(tmp_path):
     header, *rows = page.rows
     assert header == ["emotion", *(m for m in METRICS if m != "relation_acc")]
     assert rows == [
-        ["awe", "12.35", "0.25", "0.875", "0.6", "0.03", "1"],
-        ["fear & <dread>", "nan", "0.125", "0.3333", "0.7", "0.04", "0"],
-        ["overall", "0.5", "0.5", "0.5", "0.5", "0.5", "0.5"],
+        ["awe", "12.35", "0.25", "0.875", "0.6", "0.03", "1", "0.125"],
+        ["fear & <dread>", "nan", "0.125", "0.3333", "0.7", "0.04", "0", "0"],
+        ["overall", "0.5", "0.5", "0.5", "0.5", "0.5", "0.5", "0.5"],
     ]
     assert "net &lt;b&gt;&amp;&lt;/b&gt;" in text and "<b>" not in text  # text is escaped
     assert "<td>fear &amp; &lt;dread&gt;</td>" in text and "<h3>fear &amp; &lt;dread&gt;</h3>" in text

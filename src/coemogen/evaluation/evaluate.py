@@ -39,6 +39,7 @@ from .metrics import (
     SemanticConsistency,
     SemanticDiversity,
     TargetProbability,
+    WithinPolarityConfusion,
 )
 from .networks import AlexNetLPIPS, ClipFeatures, InceptionFeatures, TorchvisionClassifier, WorldNetwork
 from .report import write_report
@@ -277,6 +278,7 @@ class _Evaluation:
             "emo_a": EmotionAccuracy(),
             "sem_c": SemanticConsistency(),
             "polarity_acc": PolarityAccuracy(self.groups, summed=self.protocol.summed_polarity),
+            "within_polarity": WithinPolarityConfusion(self.groups, summed=self.protocol.summed_polarity),
             "target_prob": TargetProbability(),
         }
         if self.nets.relation is not None:
@@ -310,7 +312,7 @@ class _Evaluation:
             relation = None if nets.relation is None else nets.relation(px[nets.relation.image_size])
             for group in both:
                 group["fid"].update(feats, real=False)
-                for key in ("emo_a", "polarity_acc", "target_prob"):
+                for key in ("emo_a", "polarity_acc", "within_polarity", "target_prob"):
                     group[key].update(logits, targets)
                 group["sem_c"].update(scene, obj)
                 if relation is not None:
@@ -367,6 +369,7 @@ class _Evaluation:
             "sem_d": mean("sem_d"),
             "sem_d_cosine": mean("sem_d_cosine"),
             "polarity_acc": self.pooled["polarity_acc"].compute(),
+            "within_polarity": self.pooled["within_polarity"].compute(),
             "target_prob": self.pooled["target_prob"].compute(),
             **({"relation_acc": self.pooled["relation_acc"].compute()} if "relation_acc" in self.pooled else {}),
             "num_images": num_images,

@@ -12,7 +12,8 @@ the synthetic world's judges) is the evaluator's choice and is named in every re
 - `FrechetDistance` (FID): running per-set moments, O(d^2) memory;
 - `LPIPSDiversity`, `SemanticDiversity` (Sem-D), `CosineSemanticDiversity`: mean distance over
   seeded random pairs within one set (`random_pairs`);
-- `EmotionAccuracy` (Emo-A), `PolarityAccuracy`, `TargetProbability`: from emotion logits;
+- `EmotionAccuracy` (Emo-A), `PolarityAccuracy`, `WithinPolarityConfusion`, `TargetProbability`:
+  from emotion logits;
 - `SemanticConsistency` (Sem-C): from scene and object probabilities.
 
 `REPORTED` defines the reported metrics once (key, column label, direction, how the overall value
@@ -355,14 +356,39 @@ class PolarityAccuracy(_Accuracy):
         self.summed = summed
         super().__init__()
 
-    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    def same_group(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per image: whether its predicted group is the target's."""
         logits, targets = logits.detach().float().cpu(), targets.detach().cpu()
         if self.summed:
             one_hot = F.one_hot(self.group_of_class, int(self.group_of_class.max()) + 1).float()
             pred_group = (logits.softmax(1) @ one_hot).argmax(1)
         else:
             pred_group = self.group_of_class[logits.argmax(1)]
-        self._add(pred_group == self.group_of_class[targets])
+        return pred_group == self.group_of_class[targets]
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self._add(self.same_group(logits, targets))
+
+
+class WithinPolarityConfusion(PolarityAccuracy):
+    """Share of images judged in the target's polarity but as another emotion (fear taken for
+    sadness): the confusion the paper's emotion-specific LoRAs are there to reduce; lower is
+    better. With the argmax polarity it is exactly "the argmax is another emotion of the target's
+    group", and per image it is the polarity hit without the Emo-A hit, which is how it is rebuilt
+    from an evaluation's samples."""
+
+    higher_is_better = False
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        wrong_emotion = logits.detach().cpu().argmax(1) != targets.detach().cpu()
+        self._add(self.same_group(logits, targets) & wrong_emotion)
+
+    @classmethod
+    def from_samples(cls, samples: dict, key: str, image_idx: np.ndarray, pair_idx=None) -> WithinPolarityConfusion:
+        metric = cls.__new__(cls)
+        metric.reset()
+        metric._add(torch.as_tensor(samples["polarity_acc"][image_idx] * (1 - samples["emo_a"][image_idx])))
+        return metric
 
 
 class RelationAgreement(_Accuracy):
@@ -405,6 +431,7 @@ class ReportedMetric:
     label: str
     metric: type[Metric]
     per_emotion: bool = False
+    samples_key: str = ""  # the samples entry it needs, where not its own key (or `<key>_pairs`)
 
     @property
     def higher_is_better(self) -> bool:
@@ -413,7 +440,9 @@ class ReportedMetric:
     @property
     def needs(self) -> str:
         """The entry of an evaluation's samples this metric is computed from."""
-        return f"{self.key}_pairs" if self.per_emotion else ("reference_mean" if self.key == "fid" else self.key)
+        if self.samples_key:
+            return self.samples_key
+        return f"{self.key}_pairs" if self.per_emotion else self.key
 
     def from_samples(
         self, samples: Mapping, image_idx: np.ndarray | None = None, pair_idx: np.ndarray | None = None
@@ -433,12 +462,13 @@ class ReportedMetric:
 
 # The reported metrics, in table order; the first five are the paper's.
 REPORTED = (
-    ReportedMetric("fid", "FID", FrechetDistance),
+    ReportedMetric("fid", "FID", FrechetDistance, samples_key="reference_mean"),
     ReportedMetric("lpips", "LPIPS", LPIPSDiversity, per_emotion=True),
     ReportedMetric("emo_a", "Emo-A", EmotionAccuracy),
     ReportedMetric("sem_c", "Sem-C", SemanticConsistency),
     ReportedMetric("sem_d", "Sem-D", SemanticDiversity, per_emotion=True),
     ReportedMetric("polarity_acc", "polarity", PolarityAccuracy),
+    ReportedMetric("within_polarity", "within-polarity", WithinPolarityConfusion, samples_key="polarity_acc"),
     # only where the judges have a relation head (the narrative world); NaN elsewhere
     ReportedMetric("relation_acc", "relation", RelationAgreement),
 )

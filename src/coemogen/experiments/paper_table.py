@@ -270,7 +270,7 @@ def _training_arguments(
 
 COLUMNS = {m.label: m.key for m in REPORTED}
 # each row's difference from CoEmoGen, with its interval (the relation metric where the world has one)
-DIFFERENCES = (("emo_a", "Emo-A"), ("fid", "FID"), ("relation_acc", "relation"))
+DIFFERENCES = (("emo_a", "Emo-A"), ("fid", "FID"), ("within_polarity", "within-polarity"), ("relation_acc", "relation"))
 
 
 def _cell(e: Estimate) -> str:
@@ -279,9 +279,10 @@ def _cell(e: Estimate) -> str:
 
 class Table:
     """The table files of one output folder. `write()` bootstraps every row over its finished
-    seeds (replicates kept until the row gains a seed) and each row's Emo-A, FID and (narrative world)
-    relation difference from CoEmoGen (from the two rows' independent replicates); `write(intervals=False)`, after each
-    (row, seed) of a long run, writes the means only, which costs nothing."""
+    seeds (replicates kept until the row gains a seed) and each row's Emo-A, FID, within-polarity
+    confusion and (narrative world) relation difference from CoEmoGen (from the two rows'
+    independent replicates); `write(intervals=False)`, after each (row, seed) of a long run,
+    writes the means only, which costs nothing."""
 
     def __init__(self, out: Path, rows: list[Row], seeds: range, num_resamples: int) -> None:
         self.out, self.rows, self.seeds, self.num_resamples = out, rows, seeds, num_resamples
