@@ -23,7 +23,7 @@ from coemogen.captioning.captioners import Captioner, HFCaptioner, OpenAICaption
 from coemogen.captioning.runner import run_captioning, unfinished_message
 from coemogen.data.readers import DatasetItem
 from coemogen.errors import CoEmoGenError
-from coemogen.io import read_safetensors
+from coemogen.io import _cgroup_available, _meminfo_available, read_safetensors
 from coemogen.models.base import POCKET_SD, SHIPPED_RUN
 from coemogen.models.coemogen import load_run
 from coemogen.testing import ChatCompletionsServer
@@ -208,7 +208,59 @@ def test_a_tensor_larger_than_memory_is_refused_from_its_header(tmp_path):
     with open(path, "wb") as f:
         f.write(len(header).to_bytes(8, "little") + header)
         f.truncate(8 + len(header) + 4 * 2**40)
-    with pytest.raises(CoEmoGenError, match="more than the .* GB of free memory"):
+    with pytest.raises(CoEmoGenError, match=r"declares 4398.05 GB of tensors and this process has .* GB of memory"):
+        read_safetensors(path)
+
+
+def _fake_memory(tmp_path, monkeypatch, free_kb: int, available_kb: int, cgroup: tuple[str, int, int] | None = None):
+    """/proc/meminfo (and a cgroup v2 folder) as a loaded machine shows them: `free_kb` free,
+    `available_kb` available (free plus reclaimable page cache)."""
+    import coemogen.io as io_module
+
+    tmp_path.mkdir(exist_ok=True)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal: 24000000 kB\nMemFree: {free_kb} kB\nMemAvailable: {available_kb} kB\n")
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    if cgroup:
+        limit, usage, inactive_file = cgroup
+        (root / "memory.max").write_text(f"{limit}\n")
+        (root / "memory.current").write_text(f"{usage}\n")
+        (root / "memory.stat").write_text(f"anon 1\ninactive_file {inactive_file}\n")
+    monkeypatch.setattr(io_module, "_meminfo_available", lambda: _meminfo_available(str(meminfo)))
+    monkeypatch.setattr(io_module, "_cgroup_available", lambda: _cgroup_available(str(root)))
+    # the free-memory figure the guard must not use: far too small for the file
+    monkeypatch.setattr(os, "sysconf", lambda name: 1 if name == "SC_AVPHYS_PAGES" else 4096)
+
+
+def _weights_file(tmp_path) -> Path:
+    path = tmp_path / "hilora.safetensors"
+    save_file({"w": torch.ones(256, 1024)}, path)  # 1 MB
+    return path
+
+
+def test_the_memory_guard_reads_available_memory_not_free_memory(tmp_path, monkeypatch):
+    path = _weights_file(tmp_path)
+    # 100 kB free but 8 GB available (a full page cache): the file loads
+    _fake_memory(tmp_path, monkeypatch, free_kb=100, available_kb=8_000_000)
+    assert read_safetensors(path)["w"].shape == (256, 1024)
+
+
+def test_the_memory_guard_refuses_with_what_it_knows_when_memory_is_really_short(tmp_path, monkeypatch):
+    path = _weights_file(tmp_path)
+    _fake_memory(tmp_path, monkeypatch, free_kb=100, available_kb=500)  # 0.5 MB available for a 1 MB file
+    with pytest.raises(CoEmoGenError, match=r"declares 0.00 GB of tensors and this process has 0.00 GB") as err:
+        read_safetensors(path)
+    assert "not a file this model wrote" not in str(err.value) and "hilora.safetensors" in str(err.value)
+
+
+def test_the_memory_guard_honours_a_cgroup_limit_counting_its_cache_as_reclaimable(tmp_path, monkeypatch):
+    path = _weights_file(tmp_path)
+    # the machine has 8 GB available, the container 2 MB under its limit once its 1.5 MB of cache is reclaimed
+    _fake_memory(tmp_path, monkeypatch, 100, 8_000_000, cgroup=(10_000_000, 9_500_000, 1_500_000))
+    assert read_safetensors(path)["w"].numel() == 256 * 1024
+    _fake_memory(tmp_path / "tight", monkeypatch, 100, 8_000_000, cgroup=(10_000_000, 9_900_000, 100_000))
+    with pytest.raises(CoEmoGenError, match="memory available"):
         read_safetensors(path)
 
 

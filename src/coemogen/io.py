@@ -3,7 +3,7 @@
 Every output file is written to a temporary sibling and renamed into place (`atomic_output`), so
 after a kill, a full disk or a file-size limit a file is either complete or absent; the failure
 becomes a `CoEmoGenError` naming the path. Weights are read with `read_safetensors`, which checks
-the header (names, shapes, size against free memory) before any tensor is allocated and the
+the header (names, shapes, size against available memory) before any tensor is allocated and the
 values (finite) after; pickles are refused.
 """
 
@@ -122,11 +122,52 @@ def refuse_pickles(directory: str | Path, what: str) -> None:
         )
 
 
-def _available_memory() -> int | None:
+def _meminfo_available(meminfo: str = "/proc/meminfo") -> int | None:
+    """MemAvailable: free memory plus what the kernel can reclaim (page cache, reclaimable slabs)."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not Linux
-        return None
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_available(root: str = "/sys/fs/cgroup") -> int | None:
+    """What a memory-limited cgroup (v2, else v1) still allows: its limit minus its usage, the
+    usage counted without the reclaimable file cache it holds (as MemAvailable counts it)."""
+    for limit_file, usage_file, stat_file, cache_key in (
+        ("memory.max", "memory.current", "memory.stat", "inactive_file"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat", "total_inactive_file"),
+    ):
+        try:
+            limit = Path(root, limit_file).read_text().strip()
+            usage = int(Path(root, usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or int(limit) >= 1 << 60:  # no limit set
+            return None
+        cache = 0
+        try:
+            for line in Path(root, stat_file).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == cache_key:
+                    cache = int(value)
+        except (OSError, ValueError):
+            pass
+        return max(0, int(limit) - (usage - cache))
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still allocate: /proc/meminfo's MemAvailable, capped by a
+    cgroup memory limit where one is set; None where neither can be read (not Linux).
+
+    Not the free memory (`SC_AVPHYS_PAGES`): after a large model has been read, the page cache holds
+    most of the RAM and free memory is small, though the kernel hands that cache back on demand."""
+    figures = [m for m in (_meminfo_available(), _cgroup_available()) if m is not None]
+    return min(figures) if figures else None
 
 
 def read_safetensors(
@@ -134,8 +175,9 @@ def read_safetensors(
 ) -> dict:
     """Load a safetensors file of float tensors, checking from its header, before anything is mapped
     or allocated, that it is a safetensors file (not a pickle), that its names and shapes are
-    `expected` (when given) and that it fits in free memory; then that every value is finite. Every
-    failure is a CoEmoGenError naming `path` and the tensor."""
+    `expected` (when given) and that it fits in the memory available to the process
+    (`available_memory`); then that every value is finite. Every failure is a CoEmoGenError naming
+    `path` and the tensor."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -143,11 +185,12 @@ def read_safetensors(
     if expected is not None:
         _check_shapes(path, what, {k: shape for k, (_, shape) in header.items()}, expected)
     size = sum(_numel(shape) * FLOAT_BYTES[dtype] for dtype, shape in header.values())
-    free = _available_memory()
-    if free is not None and size > free:
+    available = available_memory()
+    if available is not None and size > available:
         raise CoEmoGenError(
-            f"{what}: {path} declares {size / 1e9:.1f} GB of tensors, more than the "
-            f"{free / 1e9:.1f} GB of free memory; it is not a file this model wrote"
+            f"{what}: {path} declares {size / 1e9:.2f} GB of tensors and this process has "
+            f"{available / 1e9:.2f} GB of memory available (MemAvailable, or its cgroup's limit); "
+            "free some memory or load it on a larger machine"
         )
     try:
         with safe_open(str(path), framework="pt") as f:

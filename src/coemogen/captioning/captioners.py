@@ -299,21 +299,26 @@ class HFCaptioner(Captioner):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from ..models.base import _load
+        from ..models.base import _load, load_pretrained
 
         super().__init__(**kw)
         self.id = f"hf:{model_name_or_path}"
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+        # "auto": the checkpoint's own dtype on a GPU; float32 on a CPU, where half-precision kernels
+        # are slow or missing whatever the config declares
+        if dtype == "auto":
+            torch_dtype = "auto" if self.device.startswith("cuda") else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
         self.processor = _load(AutoProcessor.from_pretrained, model_name_or_path, "an image-text-to-text processor")
         self.processor.tokenizer.padding_side = "left"  # batched generation continues after the prompt
         self.model = (
-            _load(
+            load_pretrained(
                 AutoModelForImageTextToText.from_pretrained,
                 model_name_or_path,
                 "an image-text-to-text model",
-                torch_dtype=torch_dtype,
+                dtype=torch_dtype,
             )
             .to(self.device)
             .eval()

@@ -90,7 +90,7 @@ def filter_captions(
     """Score, filter and write the manifest, `<out>.summary.json` and `<out>.hist.png`."""
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-    from ..models.base import _load
+    from ..models.base import _load, load_pretrained
     from ..models.clip import ClipImagePreprocessor
     from ..tables import format_table
 
@@ -113,7 +113,7 @@ def filter_captions(
     if not records:
         raise CoEmoGenError(f"no usable caption records in {captions_path}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    clip = _load(CLIPModel.from_pretrained, clip_model_name_or_path, "a CLIP model").to(device).eval()
+    clip = load_pretrained(CLIPModel.from_pretrained, clip_model_name_or_path, "a CLIP model").to(device).eval()
     tokenizer = _load(CLIPTokenizer.from_pretrained, clip_model_name_or_path, "a CLIP tokenizer")
     processor = _load(CLIPImageProcessor.from_pretrained, clip_model_name_or_path, "a CLIP image processor")
     preprocess = ClipImagePreprocessor.from_clip(clip, processor)

@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-retries", type=int, default=5)
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--device")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument(
+        "--dtype", default="auto", help="hf: captioner dtype (auto: the checkpoint's on a GPU, float32 on a CPU)"
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-new-tokens", type=int, help="hf: captioners only (default 96)")
     p.add_argument("--hallucination-rate", type=float, default=0.2, help="oracle captioner only")

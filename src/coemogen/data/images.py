@@ -62,8 +62,13 @@ def crop_top_left(size: tuple[int, int], resolution: int, crop: tuple[float, flo
     return round((h - resolution) * crop[1]), round((w - resolution) * crop[0])
 
 
+def pixels(image: Image.Image) -> torch.Tensor:
+    """An RGB image as float (3, H, W) in [0, 1], as torchvision's `ToTensor` gives it."""
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
 def to_tensor(image: Image.Image, resolution: int, crop: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor:
-    """Resize (shorter side) + crop to `resolution`; float (3, H, W) in [0, 1].
+    """Resize (shorter side, bicubic) + crop to `resolution`; float (3, H, W) in [0, 1].
 
     `crop`: where the square sits along the longer side, (x, y) in [0, 1]; (0.5, 0.5) is the centre.
     """
@@ -71,7 +76,28 @@ def to_tensor(image: Image.Image, resolution: int, crop: tuple[float, float] = (
         image = image.resize(resized_size(image.size, resolution), Image.BICUBIC)
         top, left = crop_top_left(image.size, resolution, crop)
         image = image.crop((left, top, left + resolution, top + resolution))
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return pixels(image)
+
+
+def stretch_to_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
+    """Both sides resized to `resolution` (aspect not kept), bilinear: torchvision's
+    `Resize((r, r))` on a PIL image, the FID input of EmoGen's metric code."""
+    return pixels(image.resize((resolution, resolution), Image.BILINEAR))
+
+
+def resize_center_crop_to_tensor(image: Image.Image, short_side: int, crop: int) -> torch.Tensor:
+    """Shorter side to `short_side` (the longer one truncated), bilinear, then the central
+    `crop` x `crop` square: torchvision's `Resize(short_side)` + `CenterCrop(crop)` on a PIL image,
+    the classifier input of EmoGen's Sem-C code."""
+    w, h = image.size
+    if min(w, h) != short_side:
+        long_side = int(short_side * max(w, h) / min(w, h))
+        w, h = (short_side, long_side) if w <= h else (long_side, short_side)
+        image = image.resize((w, h), Image.BILINEAR)
+    if crop > min(w, h):
+        raise ValueError(f"cannot crop {crop}x{crop} from a {w}x{h} image")
+    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
+    return pixels(image.crop((left, top, left + crop, top + crop)))
 
 
 def image_grid(images: list[Image.Image], columns: int | None = None) -> Image.Image:

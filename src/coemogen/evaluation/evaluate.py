@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.images import ImageLoadError, load_rgb, to_tensor
+from ..data.images import ImageLoadError, load_rgb, resize_center_crop_to_tensor, stretch_to_tensor, to_tensor
 from ..data.manifest import SkipCounter
 from ..data.readers import read_dataset
 from ..errors import CoEmoGenError
@@ -165,7 +165,12 @@ def build_metric_networks(
 ) -> MetricNetworks:
     """Networks for `coemogen evaluate`. `auto` picks the world's judges when the reference is a
     synthetic world, else the paper's: Inception FID, LPIPS-alex, a CLIP emotion head, torchvision
-    scene/object classifiers and CLIP ViT-L/14 for Sem-D. Explicit options override each role."""
+    scene/object classifiers and CLIP ViT-L/14 for Sem-D. Every option that names a network is
+    honoured whatever the reference: a weights file implies its back-end (`inception_weights`: FID
+    on Inception; `alexnet_weights` or `lpips_lin_weights`: LPIPS-alex) and
+    `clip_model_name_or_path` replaces the world's CLIP for Sem-D."""
+    if emotion_clip and not emotion_classifier:
+        raise CoEmoGenError("--emotion-clip names the CLIP of a published head: it needs --emotion-classifier")
     in_world = (Path(reference) / "truth.jsonl").is_file()
     world = None
     if in_world:
@@ -175,9 +180,16 @@ def build_metric_networks(
             else MetricNetworks.for_world(reference)
         )
     if fid == "auto":
-        fid = "world" if in_world else "inception"
+        fid = "world" if in_world and not inception_weights else "inception"
     if lpips == "auto":
-        lpips = "world" if in_world else "alex"
+        lpips = "world" if in_world and not (alexnet_weights or lpips_lin_weights) else "alex"
+    for flag, value, chosen in (
+        ("--inception-weights", inception_weights, fid),
+        ("--alexnet-weights", alexnet_weights, lpips),
+        ("--lpips-lin-weights", lpips_lin_weights, lpips),
+    ):
+        if value and chosen == "world":
+            raise CoEmoGenError(f"{flag} names a network the 'world' choice replaces: drop one of the two")
 
     def pick(role: str, chosen: bool, build: Callable, flag: str):
         """The network the options chose, else the world's, else an error naming the flag."""
@@ -209,23 +221,61 @@ def build_metric_networks(
         object=pick(
             "object", bool(object_classifier), lambda: TorchvisionClassifier(object_classifier), "--object-classifier"
         ),
-        clip=world.clip if world else ClipFeatures(clip_model_name_or_path or "openai/clip-vit-large-patch14"),
+        clip=ClipFeatures(clip_model_name_or_path)
+        if clip_model_name_or_path
+        else world.clip
+        if world
+        else ClipFeatures("openai/clip-vit-large-patch14"),
         relation=world.relation if world else None,
         emotion_of_relation=world.emotion_of_relation if world else None,
     )
 
 
-def _batches(images: list[Image.Image], sizes: set[int], batch: int = 64) -> Iterator[dict[int, torch.Tensor]]:
-    """Batches of the same images at every size the networks ask for."""
+@dataclass(frozen=True)
+class ImageInput:
+    """How an image becomes one network's input: float (3, size, size) in [0, 1].
+
+    `form`: "crop" (ours: shorter side to `size`, bicubic, then the centre square); "stretch"
+    (both sides to `size`, bilinear: EmoGen's FID input); "resize-crop" (shorter side to
+    size * 256 / 224, bilinear, then the central `size` square: EmoGen's Sem-C input, Resize(256) +
+    CenterCrop(224) at 224 px). `scale` multiplies the result (1/255: EmoGen's double rescale).
+    """
+
+    size: int
+    form: str = "crop"
+    scale: float = 1.0
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if self.form == "crop":
+            x = to_tensor(image, self.size)
+        elif self.form == "stretch":
+            x = stretch_to_tensor(image, self.size)
+        elif self.form == "resize-crop":
+            x = resize_center_crop_to_tensor(image, round(self.size * 256 / 224), self.size)
+        else:
+            raise ValueError(f"unknown image input form '{self.form}'")
+        return x if self.scale == 1.0 else x * self.scale
+
+    def describe(self) -> str:
+        how = {
+            "crop": f"shorter side to {self.size} (bicubic) + centre crop",
+            "stretch": f"resized to {self.size}x{self.size} (bilinear, aspect not kept)",
+            "resize-crop": f"shorter side to {round(self.size * 256 / 224)} (bilinear) + centre crop {self.size}",
+        }[self.form]
+        return how if self.scale == 1.0 else f"{how}, then scaled by {self.scale:.6g}"
+
+
+def _batches(images: list[Image.Image], inputs: set[ImageInput], batch: int = 64) -> Iterator[dict]:
+    """Batches of the same images in every input form the networks ask for."""
     for i in range(0, len(images), batch):
-        yield {s: torch.stack([to_tensor(im, s) for im in images[i : i + batch]]) for s in sizes}
+        yield {form: torch.stack([form(im) for im in images[i : i + batch]]) for form in inputs}
 
 
 def _groups(taxonomy: Taxonomy) -> list[int]:
     return [taxonomy.group_index_of(e) for e in taxonomy.emotions]
 
 
-PAIRWISE = ("lpips", "sem_d", "sem_d_cosine")  # diversity within the generated set: need 2 images
+PAIRWISE = ("lpips", "sem_d", "sem_d_cosine", "sem_d_correct")  # diversity within the generated set: need 2 images
 
 
 @dataclass(frozen=True)
@@ -236,19 +286,67 @@ class EvaluationProtocol:
     at most `max_reference` per emotion); `cumulative_pairs`: pairs drawn from the images of the
     emotion and every emotion before it in taxonomy order (their image list is never reset);
     `lpips_unit_range`: LPIPS fed [0, 1] images where it expects [-1, 1]; `summed_polarity`:
-    polarity as the group of highest summed probability (ours: the argmax emotion's group)."""
+    polarity as the group of highest summed probability (ours: the argmax emotion's group);
+    `fid_form` / `classifier_form`: the `ImageInput` form of FID's and Sem-C's classifiers' inputs;
+    `clip_double_rescale`: Sem-D's CLIP sees images scaled by 1/255 twice, as EmoGen's script hands
+    [0, 1] tensors to a CLIP processor that rescales them again (the correctly scaled value is then
+    reported beside it as `sem_d_correct`)."""
 
     num_pairs: int
     all_reference_images: bool = False
     cumulative_pairs: bool = False
     lpips_unit_range: bool = False
     summed_polarity: bool = False
+    fid_form: str = "crop"
+    classifier_form: str = "crop"
+    clip_double_rescale: bool = False
+
+    def inputs(self, nets: MetricNetworks) -> dict[str, ImageInput]:
+        """The input of each network role under this protocol."""
+        inputs = {
+            "fid": ImageInput(nets.fid.image_size, self.fid_form),
+            "lpips": ImageInput(nets.lpips.image_size),
+            "emotion": ImageInput(nets.emotion.image_size),
+            "scene": ImageInput(nets.scene.image_size, self.classifier_form),
+            "object": ImageInput(nets.object.image_size, self.classifier_form),
+            "clip": ImageInput(nets.clip.image_size, scale=1 / 255 if self.clip_double_rescale else 1.0),
+        }
+        if self.clip_double_rescale:
+            inputs["clip_correct"] = ImageInput(nets.clip.image_size)
+        if nets.relation is not None:
+            inputs["relation"] = ImageInput(nets.relation.image_size)
+        return inputs
+
+    def describe(self, nets: MetricNetworks) -> dict[str, str]:
+        """What each metric's network is fed, for the report (metrics.json's settings)."""
+        inputs = self.inputs(nets)
+        described = {
+            "fid": inputs["fid"].describe(),
+            "lpips": inputs["lpips"].describe() + (", [0, 1] images given as [-1, 1]" if self.lpips_unit_range else ""),
+            "emo_a": inputs["emotion"].describe(),
+            "sem_c": inputs["scene"].describe(),
+            "sem_d": inputs["clip"].describe(),
+        }
+        if self.clip_double_rescale:
+            described["sem_d"] += (
+                " (EmoGen's quirk: its script hands [0, 1] tensors to a CLIP processor that rescales by 1/255 "
+                "again, so CLIP sees near-constant images; the correctly scaled value is `sem_d_correct`)"
+            )
+            described["sem_d_correct"] = inputs["clip_correct"].describe()
+        return described
 
 
 PROTOCOLS = {
     "coemogen": EvaluationProtocol(num_pairs=1000),
     "emogen": EvaluationProtocol(
-        num_pairs=10, all_reference_images=True, cumulative_pairs=True, lpips_unit_range=True, summed_polarity=True
+        num_pairs=10,
+        all_reference_images=True,
+        cumulative_pairs=True,
+        lpips_unit_range=True,
+        summed_polarity=True,
+        fid_form="stretch",
+        classifier_form="resize-crop",
+        clip_double_rescale=True,
     ),
 }
 
@@ -261,9 +359,7 @@ class _Evaluation:
         self, nets: MetricNetworks, taxonomy: Taxonomy, protocol: EvaluationProtocol, num_pairs: int, seed: int
     ) -> None:
         self.nets, self.taxonomy, self.protocol, self.num_pairs, self.seed = nets, taxonomy, protocol, num_pairs, seed
-        self.sizes = {n.image_size for n in (nets.fid, nets.lpips, nets.emotion, nets.scene, nets.object, nets.clip)}
-        if nets.relation is not None:
-            self.sizes.add(nets.relation.image_size)
+        self.inputs = protocol.inputs(nets)
         self.groups = _groups(taxonomy)
         self.pooled = self._image_metrics()
         self.cumulative = self._pair_metrics()
@@ -287,11 +383,14 @@ class _Evaluation:
 
     def _pair_metrics(self) -> dict:
         lpips_weights = getattr(self.nets.lpips, "layer_weights", None)
-        return {
+        metrics = {
             "lpips": LPIPSDiversity(self.num_pairs, self.seed, lpips_weights),
             "sem_d": SemanticDiversity(self.num_pairs, self.seed),
             "sem_d_cosine": CosineSemanticDiversity(self.num_pairs, self.seed),
         }
+        if self.protocol.clip_double_rescale:
+            metrics["sem_d_correct"] = SemanticDiversity(self.num_pairs, self.seed)
+        return metrics
 
     def warn(self, message: str) -> None:
         logger.warning(message)
@@ -300,16 +399,16 @@ class _Evaluation:
     def emotion(self, emotion: str, images: list[Image.Image], ref_images: list[Image.Image]) -> dict:
         """Feed one emotion's generated and reference images to its own and the pooled metrics;
         returns its row of the report (NaN, with a warning, where it has too few images)."""
-        nets, target = self.nets, self.taxonomy.index(emotion)
+        nets, target, inputs = self.nets, self.taxonomy.index(emotion), self.inputs
         own = {**self._image_metrics(), **(self.cumulative if self.protocol.cumulative_pairs else self._pair_metrics())}
         both = (own, self.pooled)
-        for px in _batches(images, self.sizes):
-            feats, logits = nets.fid(px[nets.fid.image_size]), nets.emotion(px[nets.emotion.image_size])
+        for px in _batches(images, set(inputs.values())):
+            feats, logits = nets.fid(px[inputs["fid"]]), nets.emotion(px[inputs["emotion"]])
             targets = torch.full((len(logits),), target)
             self.samples["emotion"].append(targets)
             self.samples["fid_features"].append(feats.detach().double().cpu())
-            scene, obj = nets.scene(px[nets.scene.image_size]), nets.object(px[nets.object.image_size])
-            relation = None if nets.relation is None else nets.relation(px[nets.relation.image_size])
+            scene, obj = nets.scene(px[inputs["scene"]]), nets.object(px[inputs["object"]])
+            relation = None if nets.relation is None else nets.relation(px[inputs["relation"]])
             for group in both:
                 group["fid"].update(feats, real=False)
                 for key in ("emo_a", "polarity_acc", "within_polarity", "target_prob"):
@@ -317,13 +416,15 @@ class _Evaluation:
                 group["sem_c"].update(scene, obj)
                 if relation is not None:
                     group["relation_acc"].update(relation, targets)
-            lpips_in = px[nets.lpips.image_size]
+            lpips_in = px[inputs["lpips"]]
             own["lpips"].update(nets.lpips((lpips_in + 1) / 2 if self.protocol.lpips_unit_range else lpips_in))
-            clip = nets.clip(px[nets.clip.image_size])
+            clip = nets.clip(px[inputs["clip"]])
             own["sem_d"].update(clip)
             own["sem_d_cosine"].update(clip)
-        for px in _batches(ref_images, {nets.fid.image_size}):
-            feats = nets.fid(px[nets.fid.image_size])
+            if "sem_d_correct" in own:
+                own["sem_d_correct"].update(nets.clip(px[inputs["clip_correct"]]))
+        for px in _batches(ref_images, {inputs["fid"]}):
+            feats = nets.fid(px[inputs["fid"]])
             for group in both:
                 group["fid"].update(feats, real=True)
         missing = set()
@@ -368,6 +469,7 @@ class _Evaluation:
             "sem_c": self.pooled["sem_c"].compute(),
             "sem_d": mean("sem_d"),
             "sem_d_cosine": mean("sem_d_cosine"),
+            **({"sem_d_correct": mean("sem_d_correct")} if self.protocol.clip_double_rescale else {}),
             "polarity_acc": self.pooled["polarity_acc"].compute(),
             "within_polarity": self.pooled["within_polarity"].compute(),
             "target_prob": self.pooled["target_prob"].compute(),
@@ -431,6 +533,7 @@ def evaluate(
             "reference": str(reference),
             "num_pairs": num_pairs,
             "protocol": protocol,
+            "inputs": rules.describe(nets),
             "seed": seed,
             "max_reference": max_reference,
             "networks": nets.names(),

@@ -158,9 +158,9 @@ class ClipFeatures:
     def __init__(self, clip_model_name_or_path: str | Path) -> None:
         from transformers import CLIPImageProcessor, CLIPModel
 
-        from ..models.base import _load
+        from ..models.base import _load, load_pretrained
 
-        self.model = _load(CLIPModel.from_pretrained, str(clip_model_name_or_path), "a CLIP model").eval()
+        self.model = load_pretrained(CLIPModel.from_pretrained, str(clip_model_name_or_path), "a CLIP model").eval()
         processor = _load(CLIPImageProcessor.from_pretrained, str(clip_model_name_or_path), "a CLIP image processor")
         self.preprocess = ClipImagePreprocessor.from_clip(self.model, processor)
         self.image_size = self.preprocess.image_size

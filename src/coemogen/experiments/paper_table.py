@@ -269,6 +269,13 @@ def _training_arguments(
 
 
 COLUMNS = {m.label: m.key for m in REPORTED}
+PAPER_COLUMN = "paper (FID/LPIPS/Emo-A/Sem-C/Sem-D‡)"
+# Sem-D is computed by two different protocols in the two places: say so under every table.
+SEM_D_NOTE = (
+    "Sem-D: this package's protocol (`--protocol coemogen`: CLIP on correctly scaled images). "
+    "Sem-D‡, the paper's: EmoGen's metric code, whose CLIP sees the images scaled by 1/255 twice "
+    "(docs/evaluation.md); the two columns do not compare."
+)
 # each row's difference from CoEmoGen, with its interval (the relation metric where the world has one)
 DIFFERENCES = (("emo_a", "Emo-A"), ("fid", "FID"), ("within_polarity", "within-polarity"), ("relation_acc", "relation"))
 
@@ -322,7 +329,7 @@ class Table:
             else:
                 line.update({column: f"{means[key]:.4g}" for column, key in COLUMNS.items() if key in means})
             paper = PAPER.get(row.name)
-            line["paper (FID/LPIPS/Emo-A/Sem-C/Sem-D)"] = "/".join(f"{v:g}" for v in paper) if paper else "-"
+            line[PAPER_COLUMN] = "/".join(f"{v:g}" for v in paper) if paper else "-"
             lines.append(line)
         if intervals and REFERENCE_ROW in self._replicates:
             for line in lines:
@@ -345,9 +352,8 @@ class Table:
         if not lines:
             return ""
         columns = list(dict.fromkeys(k for line in lines for k in line))
-        paper_column = "paper (FID/LPIPS/Emo-A/Sem-C/Sem-D)"
-        columns = [c for c in columns if c != paper_column] + [paper_column]
-        table = format_table(lines, columns)
+        columns = [c for c in columns if c != PAPER_COLUMN] + [PAPER_COLUMN]
+        table = format_table(lines, columns) + "\n\n" + SEM_D_NOTE
         if not intervals:
             table += "\n\nMeans over the finished seeds; intervals when the run ends (or with --report-only)."
         write_text(self.out / "paper_table.md", table + "\n")

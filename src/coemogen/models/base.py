@@ -157,6 +157,22 @@ def _load(loader, source: str, what: str, **kwargs):
         raise CoEmoGenError(f"could not load {what} from '{source}': {str(err).splitlines()[0]}\n{hint}") from None
 
 
+def load_pretrained(loader, source: str, what: str, dtype: torch.dtype | str = torch.float32, **kwargs):
+    """`_load` for a model with weights, at an explicit `dtype` (float32 unless told otherwise):
+    transformers 5 otherwise loads a model in the dtype its config declares (fp16-published
+    checkpoints declare float16), which would put fp16 encoders beside an fp32 U-Net. The
+    mixed-precision rule casts the frozen parts afterwards."""
+    owner = getattr(loader, "__self__", None)
+    keyword = "torch_dtype"  # diffusers, and transformers before 4.56
+    if getattr(owner, "__module__", "").startswith("transformers"):
+        import transformers
+        from packaging.version import Version
+
+        if Version(transformers.__version__) >= Version("4.56"):
+            keyword = "dtype"
+    return _load(loader, source, what, **kwargs, **{keyword: dtype})
+
+
 def model_index(source: str) -> dict:
     """A diffusers model directory's model_index.json (local folder or hub id), with clear errors."""
     from diffusers import DiffusionPipeline
@@ -184,15 +200,17 @@ def load_base_models(
     family = family_for(model_index(sd), f"'{sd}'")
     what = f"a {family.description} (diffusers format)"
     if pretrained_vae_model_name_or_path is None:
-        vae = _load(AutoencoderKL.from_pretrained, sd, what, subfolder="vae")
+        vae = load_pretrained(AutoencoderKL.from_pretrained, sd, what, subfolder="vae")
     else:
-        vae = _load(AutoencoderKL.from_pretrained, pretrained_vae_model_name_or_path, "a VAE (diffusers AutoencoderKL)")
+        vae = load_pretrained(
+            AutoencoderKL.from_pretrained, pretrained_vae_model_name_or_path, "a VAE (diffusers AutoencoderKL)"
+        )
     models = BaseModels(
         family=family,
         vae=vae,
-        unet=_load(UNet2DConditionModel.from_pretrained, sd, what, subfolder="unet"),
+        unet=load_pretrained(UNet2DConditionModel.from_pretrained, sd, what, subfolder="unet"),
         text_encoders=[
-            _load(getattr(transformers, spec.model_class).from_pretrained, sd, what, subfolder=spec.subfolder)
+            load_pretrained(getattr(transformers, spec.model_class).from_pretrained, sd, what, subfolder=spec.subfolder)
             for spec in family.text_encoders
         ],
         tokenizers=[
@@ -211,7 +229,7 @@ def load_base_models(
     elif load_clip:
         from transformers import CLIPImageProcessor, CLIPModel
 
-        models.clip = _load(CLIPModel.from_pretrained, clip_src, "a CLIP model")
+        models.clip = load_pretrained(CLIPModel.from_pretrained, clip_src, "a CLIP model")
         processor = _load(CLIPImageProcessor.from_pretrained, clip_src, "a CLIP image processor")
         models.clip_preprocess = ClipImagePreprocessor.from_clip(models.clip, processor)
         models.clip_config, models.text_projection = models.clip.config, models.clip.text_projection
