@@ -3,7 +3,7 @@ digests of its weight files, with whichever `coemogen` is importable: run it onc
 older commit (`PYTHONPATH=old/src`) and once on this one to check that defaults train bit for bit as
 before.
 
-Usage: python scripts/default_run_digest.py OUT_DIR
+Usage: python scripts/default_run_digest.py OUT_DIR [METHOD]   (METHOD: coemogen, the default, or emogen)
 """
 
 import hashlib
@@ -35,11 +35,12 @@ def main() -> None:
         checkpointing_steps=3,
         validation_steps=0,
         report_to="none",
+        method=sys.argv[2] if len(sys.argv) > 2 else "coemogen",
     )
     run = train(args)
     print(coemogen.__file__)
-    for name in ("mapper", "perception_encoder", "hilora", "clusters"):
-        print(name, hashlib.sha256((run / f"{name}.safetensors").read_bytes()).hexdigest()[:16])
+    for path in sorted(run.glob("*.safetensors")):
+        print(path.stem, hashlib.sha256(path.read_bytes()).hexdigest()[:16])
 
 
 if __name__ == "__main__":

@@ -117,6 +117,11 @@ def test_losses_equal_hand_computations():
     assert out["l_emo"].item() == pytest.approx(sum(l_emo) / 2, rel=1e-5)
     off = emogen_losses(l_ldm, semantic, attr_embeds, attribute, coefficient, classifier, labels, 0.01, 0.0)
     assert off["l_emo"].item() == 0  # their default emo_rate 0: L_emo is not computed
+    # a manifest without attributes (no vocabulary): L_attr is 0 and the loss is L_LDM + L_emo
+    none = torch.tensor([-1, -1])
+    bare = emogen_losses(l_ldm, semantic, attr_embeds[:0], none, coefficient, classifier, labels, 0.01, 0.5)
+    assert bare["l_attr"].item() == 0
+    assert bare["loss"].item() == pytest.approx((0.5 + 0.25 + 0.5 * sum(l_emo)) / 2, rel=1e-5)
 
 
 def test_only_the_mapper_receives_gradients(tiny_models, attribute_manifest):

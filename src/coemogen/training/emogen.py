@@ -166,8 +166,11 @@ def emogen_losses(
     target the sample's own attribute (0 without one, as is c); L_emo: cross-entropy of the linear
     CLIP-space emotion classifier on `semantic` (computed only when `emo_rate` > 0)."""
     has = attribute >= 0
-    scores = F.cosine_similarity(semantic[:, None, :], attribute_embeds[None], dim=-1)
-    l_attr = F.cross_entropy(scores, attribute.clamp_min(0), reduction="none") * has
+    if len(attribute_embeds) == 0:  # no record has attributes: L_attr is 0 (there is no class to score)
+        l_attr = torch.zeros_like(l_ldm)
+    else:
+        scores = F.cosine_similarity(semantic[:, None, :], attribute_embeds[None], dim=-1)
+        l_attr = F.cross_entropy(scores, attribute.clamp_min(0), reduction="none") * has
     c = coefficient * has
     if emo_rate > 0:
         l_emo = F.cross_entropy(classifier(semantic.to(classifier.weight.dtype)).float(), labels, reduction="none")
