@@ -14,8 +14,8 @@ import torch
 from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 from coemogen.captioning.filtering import clip_scores
-from coemogen.models.base import POCKET_CLIP
 from coemogen.models.clip import ClipImagePreprocessor
+from coemogen.world.paths import POCKET_CLIP
 from coemogen.world.renderer import render
 from coemogen.world.scenes import CONTENT, describe, sample_scene
 

@@ -52,8 +52,8 @@ CAPTIONS = [
 
 
 def model_dirs(shape: str, models: str | None) -> tuple[str, str]:
-    from coemogen.models.base import POCKET_CLIP, POCKET_SD
     from coemogen.testing import build_sd15_shaped_models, build_sdxl_shaped_models
+    from coemogen.world.paths import POCKET_CLIP, POCKET_SD
 
     if shape == "pocket":
         return str(POCKET_SD), str(POCKET_CLIP)

@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 from coemogen.data.images import to_tensor
-from coemogen.evaluation.evaluate import EVALUATORS
-from coemogen.models.base import POCKET_SD
 from coemogen.pipelines.pipeline_coemogen import CoEmoGenPipeline
 from coemogen.taxonomy import Taxonomy
 from coemogen.world.dataset import build_world, neutral_specs, read_truth
 from coemogen.world.judges import WorldCNN, _load_split
+from coemogen.world.paths import EVALUATORS, POCKET_SD
 from coemogen.world.pocket import _images_to_tensor, finetune_decoder
 from coemogen.world.renderer import render
 from coemogen.world.scenes import describe

@@ -9,7 +9,11 @@ import torch  # noqa: E402
 
 from coemogen.testing import build_tiny_models, build_tiny_sdxl_models  # noqa: E402
 from coemogen.world.dataset import build_world, read_truth  # noqa: E402
-from coemogen.world.scenes import describe  # noqa: E402
+from coemogen.world.pocket import EXTRA_WORDS  # noqa: E402
+from coemogen.world.scenes import CONTENT, OBJECTS, SCENES, describe  # noqa: E402
+
+# The tiny models' tokenizers know the world's words: the tests train on world captions.
+WORLD_WORDS = EXTRA_WORDS + SCENES + OBJECTS + list(CONTENT)
 
 torch.set_num_threads(2)
 
@@ -17,13 +21,13 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """(sd_dir, clip_dir) of small models saved with save_pretrained."""
-    return build_tiny_models(tmp_path_factory.mktemp("tiny"))
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"), vocabulary=WORLD_WORDS)
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl_models(tmp_path_factory):
     """(sdxl_dir, clip_dir) of a tiny random SDXL (diffusers' tiny SDXL test U-Net) and its CLIP."""
-    return build_tiny_sdxl_models(tmp_path_factory.mktemp("tiny-sdxl"))
+    return build_tiny_sdxl_models(tmp_path_factory.mktemp("tiny-sdxl"), vocabulary=WORLD_WORDS)
 
 
 @pytest.fixture(scope="session")

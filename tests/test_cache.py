@@ -150,15 +150,12 @@ def test_cache_needs_centre_crops(full_cache, tiny_models, tiny_world, tmp_path)
 
 
 def test_a_cache_with_image_tokens_loads_no_clip_tower(full_cache, tiny_models, tiny_world, tmp_path):
-    from coemogen.data.manifest import read_manifest
     from coemogen.taxonomy import Taxonomy
-    from coemogen.training.loop import load_components
+    from coemogen.training.loop import build, make_accelerator
 
     args = _args(tiny_models, tiny_world, tmp_path / "run", cache=str(full_cache))
-    records = read_manifest(args.manifest, Taxonomy.default())
-    parts = load_components(args, Taxonomy.default(), torch.device("cpu"), (FeatureCache(full_cache), records))
+    parts, _ = build(args, Taxonomy.default(), make_accelerator(args))
     assert parts.base.clip is None and parts.base.text_projection.weight.shape == (32, 32)
-    without = load_components(
-        _args(tiny_models, tiny_world, tmp_path / "run2"), Taxonomy.default(), torch.device("cpu")
-    )
+    args = _args(tiny_models, tiny_world, tmp_path / "run2")
+    without, _ = build(args, Taxonomy.default(), make_accelerator(args))
     assert torch.equal(parts.base.text_projection.weight, without.base.clip.text_projection.weight)

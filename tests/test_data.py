@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import WORLD_WORDS
 from PIL import Image
 
 from coemogen.captioning.captioners import AttributeCaptioner, HFCaptioner, OpenAICaptioner, build_prompt
@@ -163,7 +164,7 @@ def test_hf_captioner_with_a_tiny_llava(tmp_path):
     """Loads through AutoProcessor / AutoModelForImageTextToText; batched == one at a time."""
     from coemogen.cli import main
 
-    model = build_tiny_captioner(tmp_path / "llava")
+    model = build_tiny_captioner(tmp_path / "llava", vocabulary=WORLD_WORDS)
     files = _bad_images(tmp_path / "imgs")
     names = ["good.jpg", "cmyk.jpg", "gray.png", "rgba.png", "empty.jpg"]
     items = [DatasetItem(n, files[n], e) for n, e in zip(names, ["awe", "anger", "sadness", "fear", "awe"])]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from coemogen.models.base import SHIPPED_RUN
 from coemogen.taxonomy import Taxonomy
+from coemogen.world.paths import SHIPPED_RUN
 
 
 @pytest.mark.slow

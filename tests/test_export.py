@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from coemogen.errors import CoEmoGenError
 from coemogen.export import export_run, push_to_hub
 from coemogen.export.card import training_section
-from coemogen.models.base import POCKET_SD
 from coemogen.models.hilora import adapter_weights, hilora_layers
+from coemogen.world.paths import POCKET_SD
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

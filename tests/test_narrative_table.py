@@ -11,11 +11,12 @@ import torch
 
 from coemogen.cli import main
 from coemogen.data.readers import read_dataset
-from coemogen.evaluation.evaluate import MetricNetworks, evaluate
+from coemogen.evaluation.evaluate import evaluate
 from coemogen.evaluation.metrics import RelationAgreement
 from coemogen.experiments.statistics import bootstrap, load_samples, measured
 from coemogen.models.base import resolve_sources
 from coemogen.taxonomy import Taxonomy
+from coemogen.world.judges import world_networks_for
 from coemogen.world.narrative import RELATION
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -59,7 +60,7 @@ def test_evaluate_on_a_narrative_world_judges_relations(narrative_world, tmp_pat
             filed = emotions[(emotions.index(emotion) + shift) % len(emotions)]
             (tmp_path / folder / filed).mkdir(parents=True, exist_ok=True)
             shutil.copy(item.path, tmp_path / folder / filed / f"{k:03d}.png")
-    nets = MetricNetworks.for_world(narrative_world)
+    nets = world_networks_for(narrative_world)
     assert nets.relation is not None and "narrative world" in nets.emotion.name
     true = evaluate(tmp_path / "true", narrative_world, tmp_path / "r1", num_pairs=10, networks=nets)
     shifted = evaluate(tmp_path / "shifted", narrative_world, tmp_path / "r2", num_pairs=10, networks=nets)

@@ -24,9 +24,9 @@ from coemogen.captioning.runner import run_captioning, unfinished_message
 from coemogen.data.readers import DatasetItem
 from coemogen.errors import CoEmoGenError
 from coemogen.io import _cgroup_available, _meminfo_available, read_safetensors
-from coemogen.models.base import POCKET_SD, SHIPPED_RUN
 from coemogen.models.coemogen import load_run
 from coemogen.testing import ChatCompletionsServer
+from coemogen.world.paths import POCKET_SD, SHIPPED_RUN
 
 ROOT = Path(__file__).parent.parent
 CLI = [sys.executable, "-m", "coemogen.cli"]

@@ -131,20 +131,21 @@ def test_micro_conditions_follow_each_images_size_crop_and_flip(tiny_sdxl_models
         assert features["time_ids"][1].tolist() == [80, 40, round(32 * y1), 0, 32, 32]
 
 
-def test_mixed_precision_keeps_the_sdxl_vae_in_fp32(tiny_sdxl_models, tiny_world):
+def test_mixed_precision_keeps_the_sdxl_vae_in_fp32(tiny_sdxl_models, tiny_world, tmp_path):
     from coemogen.taxonomy import Taxonomy
     from coemogen.training.config import TrainingArguments
-    from coemogen.training.loop import load_components
+    from coemogen.training.loop import build, make_accelerator
 
     args = TrainingArguments(
-        manifest=str(tiny_world / "manifest.jsonl"), out="-", pretrained_model_name_or_path=str(tiny_sdxl_models[0]),
+        manifest=str(tiny_world / "manifest.jsonl"), out=str(tmp_path),
+        pretrained_model_name_or_path=str(tiny_sdxl_models[0]),
         clip_model_name_or_path=str(tiny_sdxl_models[1]), mixed_precision="bf16", report_to="none",
     )  # fmt: skip
-    parts = load_components(args, Taxonomy.default(), torch.device("cpu"))
-    assert parts.base.vae.dtype == torch.float32
-    assert {e.dtype for e in parts.base.text_encoders} == {torch.bfloat16}
-    assert parts.base.unet.conv_in.weight.dtype == torch.bfloat16
-    assert parts.model.config.embed_dim == 80 and parts.model.config.resolution == 32
+    run, _ = build(args, Taxonomy.default(), make_accelerator(args))
+    assert run.base.vae.dtype == torch.float32
+    assert {e.dtype for e in run.base.text_encoders} == {torch.bfloat16}
+    assert run.base.unet.conv_in.weight.dtype == torch.bfloat16
+    assert run.model.config.embed_dim == 80 and run.model.config.resolution == 32
 
 
 def test_exports_load_into_plain_diffusers_sdxl_and_reproduce_generate(sdxl_run, sdxl_pipeline, tiny_sdxl_models,

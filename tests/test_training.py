@@ -12,9 +12,10 @@ from coemogen.models.coemogen import CoEmoGen, CoEmoGenConfig
 from coemogen.models.hilora import adapter_weights, hilora_layers
 from coemogen.pipelines.pipeline_coemogen import CoEmoGenPipeline
 from coemogen.taxonomy import Taxonomy
+from coemogen.training.coemogen import CoEmoGenTrainingModule, trainable_parameters
 from coemogen.training.config import TrainingArguments
 from coemogen.training.data import ManifestDataset, collate
-from coemogen.training.loop import CoEmoGenTrainingModule, train, trainable_parameters
+from coemogen.training.loop import build, make_accelerator, train
 
 
 def _args(tiny_models, world, out, **kw):
@@ -284,7 +285,7 @@ def test_textual_inversion_configuration_leaves_the_encoder_out_of_training(tiny
 def test_refit_clusters_with_mixture_components(trained_run, tiny_world, tmp_path):
     import shutil
 
-    from coemogen.training.loop import refit_clusters
+    from coemogen.training.coemogen import refit_clusters
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -423,18 +424,17 @@ def test_random_crops_come_from_the_draw_and_centre_crop_is_the_centre(tmp_path)
 def test_fast_path_flags_reach_the_components(tiny_models, tiny_world, tmp_path, monkeypatch):
     import sys
 
-    from coemogen.training.loop import load_components
-
     args = _args(tiny_models, tiny_world, tmp_path / "run", channels_last=True)
-    parts = load_components(args, Taxonomy.default(), torch.device("cpu"), mapper_hidden_dim=32)
-    conv = parts.base.unet.conv_in.weight
+    run, optimizer = build(args, Taxonomy.default(), make_accelerator(args), mapper_hidden_dim=32)
+    conv = run.base.unet.conv_in.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    assert isinstance(parts.optimizer, torch.optim.AdamW)
-    processors = {type(p).__name__ for p in parts.base.unet.attn_processors.values()}
+    assert isinstance(optimizer, torch.optim.AdamW)
+    processors = {type(p).__name__ for p in run.base.unet.attn_processors.values()}
     assert processors == {"AttnProcessor2_0"}  # PyTorch's scaled-dot-product attention
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as where bitsandbytes is not installed
     with pytest.raises(CoEmoGenError, match="pip install bitsandbytes"):
-        load_components(_args(tiny_models, tiny_world, tmp_path / "r2", use_8bit_adam=True), Taxonomy.default(), "cpu")
+        args = _args(tiny_models, tiny_world, tmp_path / "r2", use_8bit_adam=True)
+        build(args, Taxonomy.default(), make_accelerator(args))
 
 
 def test_switch_flags_take_no_value():

@@ -6,8 +6,9 @@ from dataclasses import asdict
 import pytest
 from PIL import Image, ImageDraw
 
-from coemogen.models.base import POCKET_CLIP, POCKET_SD, SHIPPED_RUN, load_base_models, resolve_sources
+from coemogen.models.base import load_base_models, resolve_sources
 from coemogen.world.dataset import build_world, read_truth
+from coemogen.world.paths import POCKET_CLIP, POCKET_SD, SHIPPED_RUN
 from coemogen.world.renderer import OBJECT_PAINTERS, SCENE_PAINTERS, ScenePainters, draw_object, object_, render
 from coemogen.world.scenes import CONTENT, OBJECTS, SCENES, SceneSpec, sample_scene
 

@@ -12,7 +12,6 @@ import pytest
 
 from coemogen.cli import main
 from coemogen.data.readers import read_dataset
-from coemogen.models.base import POCKET_SD
 from coemogen.taxonomy import Taxonomy
 from coemogen.world import narrative
 from coemogen.world.dataset import ATTRIBUTE_DROP, build_world, read_truth
@@ -29,6 +28,7 @@ from coemogen.world.narrative import (
 from coemogen.world.narrative_draw import RELATION_PAINTERS, render_narrative
 from coemogen.world.narrative_probe import probe_world
 from coemogen.world.oracle import OracleCaptioner, plausible_wrong_relation
+from coemogen.world.paths import POCKET_SD, is_narrative
 
 # One torch thread: the probe's small MLP collapses with two threads on shared cores (conftest.py).
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -68,7 +68,7 @@ def test_narrative_world_is_deterministic_and_in_the_emoset_layout(tiny, tmp_pat
     other = build_narrative_world(tmp_path / "other", images_per_emotion=4, seed=1, size=32)
     assert _digest(tiny) == _digest(again) != _digest(other)
     info = json.loads((tiny / "info.json").read_text())
-    assert info["world"]["content"] == "narrative" and narrative.is_narrative(tiny)
+    assert info["world"]["content"] == "narrative" and is_narrative(tiny)
     assert list(info["emotion"]["label2idx"]) == list(Taxonomy.default().emotions)
     assert list(info["relation"]["label2idx"]) == [r.name for r in RELATIONS]
     records = sum((json.loads((tiny / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 # Imported on first use, so `import coemogen` (and the command line) stays quick.
 _EXPORTS = {
     "CoEmoGen": "coemogen.models.coemogen",
-    "CoEmoGenConfig": "coemogen.models.coemogen",
+    "CoEmoGenConfig": "coemogen.models.configs",
     "load_run": "coemogen.models.coemogen",
     "CoEmoGenPipeline": "coemogen.pipelines.pipeline_coemogen",
     "Taxonomy": "coemogen.taxonomy",
@@ -34,7 +34,8 @@ _EXPORTS = {
 __all__ = ["CoEmoGen", "CoEmoGenConfig", "CoEmoGenPipeline", "Taxonomy", "TrainingArguments", "load_run", "train"]
 
 if TYPE_CHECKING:
-    from .models.coemogen import CoEmoGen, CoEmoGenConfig, load_run
+    from .models.coemogen import CoEmoGen, load_run
+    from .models.configs import CoEmoGenConfig
     from .pipelines.pipeline_coemogen import CoEmoGenPipeline
     from .taxonomy import Taxonomy
     from .training.config import TrainingArguments

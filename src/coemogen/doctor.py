@@ -156,8 +156,8 @@ def _base_model_check(role: str, source: str, marker: str) -> Check:
 
 def check_base_models(model: str | None = None, preset: str | None = None) -> list[Check]:
     """The base models a run directory names (`model`), or those of a preset (default: pocket)."""
-    from .models.base import SHIPPED_RUN, resolve_sources
-    from .models.runs import load_run_config
+    from .models.base import resolve_sources
+    from .models.runs import load_run_config, run_or_default
 
     if model is not None:
         config = load_run_config(model)
@@ -167,7 +167,7 @@ def check_base_models(model: str | None = None, preset: str | None = None) -> li
         sd, clip = resolve_sources(preset=preset)
         origin = f"preset {preset}"
     else:
-        config = load_run_config(SHIPPED_RUN)
+        config = load_run_config(run_or_default(None))
         sd, clip = config.pretrained_model_name_or_path, config.clip_model_name_or_path
         origin = "the shipped world run"
     checks = [

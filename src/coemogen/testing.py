@@ -6,19 +6,26 @@ path a real stable-diffusion-v1-5 / clip-vit-large-patch14 checkpoint takes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from .world.pocket import EXTRA_WORDS, build_tokenizer, clip_config, make_vae, text_encoder_from_clip
-from .world.scenes import CONTENT, OBJECTS, SCENES
+from .models.small import build_tokenizer, clip_config, make_vae, text_encoder_from_clip
+
+# The words the small tokenizers know as single tokens (any other word is split into pieces):
+# pass the vocabulary of the captions a test trains on (the synthetic world's, say).
+CAPTION_WORDS = tuple(
+    "a an the of image photo picture with and person face bag in on this that evokes "
+    "amusement awe contentment excitement anger disgust fear sadness".split()
+)
 
 
-def _tiny_clip(clip_dir: Path, image_size: int, width: int):
-    """A small CLIP on the world's vocabulary, saved with its tokenizer and image processor."""
+def _tiny_clip(clip_dir: Path, image_size: int, width: int, vocabulary: Sequence[str] = CAPTION_WORDS):
+    """A small CLIP whose tokenizer knows `vocabulary`, saved with its tokenizer and image processor."""
     from transformers import CLIPImageProcessor, CLIPModel
 
-    words = EXTRA_WORDS + SCENES + OBJECTS + list(CONTENT)
+    words = list(vocabulary)
     tokenizer = build_tokenizer([" ".join(words)], clip_dir, words)
     clip = CLIPModel(clip_config(tokenizer, image_size, width=width, layers=2, heads=2))
     clip.save_pretrained(clip_dir)
@@ -35,13 +42,15 @@ def build_tiny_models(
     unet_channels: tuple[int, ...] = (32, 64),
     prediction_type: str = "epsilon",
     seed: int = 0,
+    vocabulary: Sequence[str] = CAPTION_WORDS,
 ) -> tuple[Path, Path]:
-    """Write `out/sd` (model_index.json + components) and `out/clip`; return both paths."""
+    """Write `out/sd` (model_index.json + components) and `out/clip`, the tokenizer knowing
+    `vocabulary`; return both paths."""
     from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     out = Path(out)
     torch.manual_seed(seed)
-    clip, tokenizer = _tiny_clip(out / "clip", image_size, width)
+    clip, tokenizer = _tiny_clip(out / "clip", image_size, width, vocabulary)
     text_encoder = text_encoder_from_clip(clip)
     vae = make_vae((16, 32), image_size)
     n = len(unet_channels)
@@ -78,7 +87,9 @@ def build_tiny_models(
     return out / "sd", out / "clip"
 
 
-def build_tiny_sdxl_models(out: str | Path, image_size: int = 32, seed: int = 0) -> tuple[Path, Path]:
+def build_tiny_sdxl_models(
+    out: str | Path, image_size: int = 32, seed: int = 0, vocabulary: Sequence[str] = CAPTION_WORDS
+) -> tuple[Path, Path]:
     """Write a tiny random SDXL (`out/sdxl`, diffusers' own tiny SDXL test U-Net: two blocks, two layers
     each, text-time added embeddings) and its CLIP (`out/clip`); return both paths. The two text
     encoders have different widths (32 and 48) so that a mix-up of e^v's parts cannot pass unseen;
@@ -88,7 +99,7 @@ def build_tiny_sdxl_models(out: str | Path, image_size: int = 32, seed: int = 0)
 
     out = Path(out)
     torch.manual_seed(seed)
-    clip, tokenizer = _tiny_clip(out / "clip", image_size, 32)
+    clip, tokenizer = _tiny_clip(out / "clip", image_size, 32, vocabulary)
     second = CLIPTextConfig(
         **{k: v for k, v in clip.config.text_config.to_dict().items() if k in ("vocab_size", "max_position_embeddings",
                                                                               "bos_token_id", "eos_token_id",
@@ -174,16 +185,14 @@ VIT_L14_VISION = dict(
 
 
 def build_clip_vit_l14(clip_dir: Path, seed: int = 0):
-    """Random-weight CLIP ViT-L/14 (the pocket tokenizer: its ids fit the 49,408-token embedding),
-    reused when written; returns (model, tokenizer)."""
+    """Random-weight CLIP ViT-L/14 (a small tokenizer on `CAPTION_WORDS`: its ids fit the
+    49,408-token embedding), reused when written; returns (model, tokenizer)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
-    from .models.base import POCKET_SD
 
     if (clip_dir / "config.json").is_file():
         return CLIPModel.from_pretrained(clip_dir), CLIPTokenizer.from_pretrained(clip_dir)
     torch.manual_seed(seed)
-    tokenizer = CLIPTokenizer.from_pretrained(POCKET_SD, subfolder="tokenizer")
+    tokenizer = build_tokenizer([" ".join(CAPTION_WORDS)], clip_dir, list(CAPTION_WORDS))
     ids = dict(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
@@ -196,8 +205,8 @@ def build_clip_vit_l14(clip_dir: Path, seed: int = 0):
 
 def build_sd15_shaped_models(out: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """Random-weight models in the exact SD1.5 / CLIP ViT-L/14 shapes (860M-parameter U-Net, 24-layer
-    vision tower), written like `build_tiny_models`; nothing is downloaded. The tokenizer is the
-    pocket one (its ids fit the 49,408-token embedding). Returns (sd_dir, clip_dir); reuses them
+    vision tower), written like `build_tiny_models`; nothing is downloaded. The tokenizer is a
+    small one on `CAPTION_WORDS` (its ids fit the 49,408-token embedding). Returns (sd_dir, clip_dir); reuses them
     when already written."""
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
@@ -435,7 +444,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_captioner(out: str | Path, image_size: int = 32, seed: int = 0) -> Path:
+def build_tiny_captioner(
+    out: str | Path, image_size: int = 32, seed: int = 0, vocabulary: Sequence[str] = CAPTION_WORDS
+) -> Path:
     """A tiny LLaVA (CLIP vision tower + Llama) with a processor and chat template, saved with
     `save_pretrained`: it loads through AutoProcessor / AutoModelForImageTextToText exactly as
     llava-hf/llava-1.5-7b-hf or Qwen/Qwen2.5-VL-7B-Instruct would."""
@@ -450,7 +461,7 @@ def build_tiny_captioner(out: str | Path, image_size: int = 32, seed: int = 0) -
 
     out = Path(out)
     torch.manual_seed(seed)
-    words = EXTRA_WORDS + SCENES + OBJECTS + list(CONTENT) + "user assistant : . , evokes describe".split()
+    words = list(vocabulary) + "user assistant : . , evokes describe".split()
     tokenizer = build_tokenizer([" ".join(words)], out / "tokenizer", words)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     tokenizer.model_max_length = 512

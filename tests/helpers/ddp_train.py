@@ -9,12 +9,13 @@ from pathlib import Path
 
 import torch
 
-from coemogen.training import data, loop
+from coemogen.training import coemogen as coemogen_method
+from coemogen.training import data
 
 drawn: list = []
 captured: dict = {}
 _batch = data.BalancedBatchSampler.batch
-_params = loop.trainable_parameters
+_params = coemogen_method.trainable_parameters
 
 
 def recording_batch(self, micro_step):
@@ -29,7 +30,7 @@ def capturing_parameters(model, unet):
 
 
 data.BalancedBatchSampler.batch = recording_batch
-loop.trainable_parameters = capturing_parameters
+coemogen_method.trainable_parameters = capturing_parameters
 
 if __name__ == "__main__":
     from coemogen.cli import main

@@ -82,7 +82,7 @@ def analyze_timesteps(
     The judge is the world's emotion judge, or `emotion_classifier` (a head folder or a published
     head file, with `emotion_clip`) for a real-data run."""
     from ..evaluation.emotion_head import emotion_head
-    from ..evaluation.evaluate import MetricNetworks
+    from ..world.judges import world_networks
 
     out = Path(out)
     (out / "strips").mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ def analyze_timesteps(
     if emotion_classifier:
         judge = emotion_head(emotion_classifier, emotion_clip, taxonomy)
     else:
-        judge = MetricNetworks.world().emotion
+        judge = world_networks().emotion
     groups = [taxonomy.group_index_of(e) for e in taxonomy.emotions]
     done_path = out / "results.jsonl"
     done = {}

@@ -21,6 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import registry
 from ..data.images import ImageLoadError, load_rgb
 from ..data.readers import DatasetItem
 from ..errors import CoEmoGenError
@@ -377,16 +378,14 @@ def make_captioner(spec: str, prompt_template: str | None = None, emotion_prior:
     common = {"prompt_template": prompt_template, "emotion_prior": emotion_prior}
     if kind == "attributes":
         return AttributeCaptioner(**common)
-    if kind == "oracle":
-        from ..world.oracle import OracleCaptioner  # the synthetic world's stand-in
-
-        return OracleCaptioner(
-            float(arg) if arg else options.get("hallucination_rate", 0.2), seed=options.get("seed", 0), **common
-        )
+    registered = registry.captioners()  # schemes of clients, e.g. the synthetic world's `oracle[:rate]`
+    if kind in registered:
+        return registered[kind](arg, common, options)
     if kind == "openai" and arg:
         keys = ("model", "concurrency", "timeout", "max_retries", "backoff", "api_key_env")
         return OpenAICaptioner(arg, **{k: options[k] for k in keys if options.get(k) is not None}, **common)
     if kind == "hf" and arg:
         keys = ("device", "dtype", "batch_size", "max_new_tokens")
         return HFCaptioner(arg, **{k: options[k] for k in keys if options.get(k) is not None}, **common)
-    raise CoEmoGenError(f"unknown captioner '{spec}'; use attributes, oracle[:rate], hf:<model>, openai:<base url>")
+    schemes = ", ".join(["attributes", "hf:<model>", "openai:<base url>", *registered])
+    raise CoEmoGenError(f"unknown captioner '{spec}'; use {schemes}")

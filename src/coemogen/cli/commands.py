@@ -87,7 +87,7 @@ def cmd_cache(a: argparse.Namespace) -> None:
 
 
 def cmd_clusters(a: argparse.Namespace) -> None:
-    from ..training.loop import refit_clusters
+    from ..training.coemogen import refit_clusters
 
     clusters = refit_clusters(a.model, a.manifest, a.components, a.seed, a.temperature)
     print(f"refitted {clusters.weights.shape[1]}-component clusters in {a.model}")

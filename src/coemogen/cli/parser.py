@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..models.base import PRESET_HELP, PRESETS
-from ..pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS
+from .. import registry
+from ..models.configs import DEFAULT_INFERENCE_STEPS
 from ..training.config import add_training_flags
 from . import commands
 
@@ -22,7 +22,7 @@ def _add_model_sources(p: argparse.ArgumentParser) -> None:
         "--clip-model-name-or-path",
         help="CLIP hub id or local directory (default: the pocket CLIP)",
     )
-    p.add_argument("--preset", choices=list(PRESETS), help=PRESET_HELP)
+    p.add_argument("--preset", choices=list(registry.presets()), help=registry.preset_help())
     p.add_argument(
         "--pretrained_vae_model_name_or_path",
         "--pretrained-vae-model-name-or-path",
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="training manifest (JSONL)")
     p.add_argument("--drop", type=float, default=0.2)
     p.add_argument("--clip_model_name_or_path", "--clip-model-name-or-path")
-    p.add_argument("--preset", choices=list(PRESETS), help=PRESET_HELP)
+    p.add_argument("--preset", choices=list(registry.presets()), help=registry.preset_help())
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device")
     p.add_argument("--seed", type=int, default=0)
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check the environment: torch and device, versions, hub, base models, disk")
     p.add_argument("--out", default=".", help="output folder to check for free space and write access")
     p.add_argument("--model", help="run directory whose base models to look for (default: the shipped world run)")
-    p.add_argument("--preset", choices=list(PRESETS), help="look for this preset's base models instead")
+    p.add_argument("--preset", choices=list(registry.presets()), help="look for this preset's base models instead")
     p.set_defaults(func=commands.cmd_doctor)
 
     study = sub.add_parser("study", help="human preference studies: create, serve, analyze, simulate").add_subparsers(

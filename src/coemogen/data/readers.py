@@ -222,20 +222,3 @@ def read_dataset(
         f"unrecognised dataset '{source}': expected an EmoSet folder, a folder per emotion, "
         "an ArtEmis CSV or a JSONL/CSV manifest"
     )
-
-
-def synthetic_world_root(path: str | Path) -> Path | None:
-    """The synthetic world an image, a dataset folder or a manifest belongs to: the nearest folder
-    at or above it whose EmoSet-layout `info.json` carries the `world` entry `coemogen world build`
-    writes (EmoSet's own has none); None for any other data. The defaults meant for the world (its
-    pocket models, EmoGen's small CNN) apply only where this finds one."""
-    path = Path(path).resolve()
-    for folder in [path, *path.parents] if path.is_dir() else path.parents:
-        info = folder / "info.json"
-        if info.is_file():
-            try:
-                if "world" in json.loads(info.read_text(encoding="utf-8")):
-                    return folder
-            except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
-                return None
-    return None

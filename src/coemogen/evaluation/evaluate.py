@@ -21,12 +21,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .. import registry
 from ..data.images import ImageLoadError, load_rgb, resize_center_crop_to_tensor, stretch_to_tensor, to_tensor
 from ..data.manifest import SkipCounter
 from ..data.readers import read_dataset
 from ..errors import CoEmoGenError
 from ..io import save_safetensors
-from ..models.base import ASSETS, NARRATIVE_POCKET_CLIP, POCKET_CLIP
 from ..taxonomy import Taxonomy
 from .emotion_head import emotion_head
 from .metrics import (
@@ -41,13 +41,10 @@ from .metrics import (
     TargetProbability,
     WithinPolarityConfusion,
 )
-from .networks import AlexNetLPIPS, ClipFeatures, InceptionFeatures, TorchvisionClassifier, WorldNetwork
+from .networks import AlexNetLPIPS, ClipFeatures, InceptionFeatures, TorchvisionClassifier
 from .report import write_report
 
 logger = logging.getLogger(__name__)
-
-EVALUATORS = ASSETS / "evaluators"
-NARRATIVE_EVALUATORS = ASSETS / "narrative-evaluators"
 
 
 def load_generated(images_dir: str | Path, taxonomy: Taxonomy, skips: SkipCounter) -> dict[str, list[Image.Image]]:
@@ -105,47 +102,6 @@ class MetricNetworks:
             names["relation_acc"] = self.relation.name
         return names
 
-    @classmethod
-    def for_world(cls, root: str | Path) -> MetricNetworks:
-        """The judges and CLIP of the synthetic world at `root`: the narrative world's for a narrative
-        world (`world build --content narrative`), else the objects world's."""
-        from ..world.narrative import is_narrative
-
-        if is_narrative(root):
-            return cls.world(NARRATIVE_EVALUATORS, NARRATIVE_POCKET_CLIP)
-        return cls.world()
-
-    @classmethod
-    def world(
-        cls, evaluators_dir: str | Path = EVALUATORS, clip_model_name_or_path: str | Path = POCKET_CLIP
-    ) -> MetricNetworks:
-        """The synthetic world's judges (trained on world images, sharing no weights with CoEmoGen)."""
-        from ..world.judges import WorldCNN
-
-        evaluators_dir = Path(evaluators_dir)
-        if not (evaluators_dir / "emotion-judge").is_dir():
-            raise CoEmoGenError(f"no world evaluators in {evaluators_dir} (build them with `coemogen world judges`)")
-        judge = WorldCNN.load(evaluators_dir / "emotion-judge")
-        semantics = WorldCNN.load(evaluators_dir / "semantics")
-        relation, emotion_of_relation, world = None, None, "world"
-        if "relation" in semantics.config["heads"]:  # the narrative world's judges
-            from ..world.narrative import RELATION
-
-            info = json.loads((evaluators_dir / "evaluators.json").read_text())
-            emotions, world = info["emotions"], "narrative world"
-            emotion_of_relation = tuple(emotions.index(RELATION[name].emotion) for name in info["relations"])
-            relation = WorldNetwork(semantics, "relation", f"{world} relation judge (semantics CNN relation head)")
-        return cls(
-            fid=WorldNetwork(semantics, "features", f"{world} feature network (semantics CNN, pooled last stage)"),
-            lpips=WorldNetwork(semantics, "maps", f"LPIPS form, uniform layer weights, on the {world} semantics CNN"),
-            emotion=WorldNetwork(judge, "emotion", f"{world} emotion judge (independent CNN)"),
-            scene=WorldNetwork(semantics, "scene", f"{world} scene judge"),
-            object=WorldNetwork(semantics, "object", f"{world} object judge"),
-            clip=ClipFeatures(clip_model_name_or_path),
-            relation=relation,
-            emotion_of_relation=emotion_of_relation,
-        )
-
 
 def build_metric_networks(
     reference: str | Path,
@@ -163,22 +119,18 @@ def build_metric_networks(
     clip_model_name_or_path: str | None = None,
     evaluators: str | Path | None = None,
 ) -> MetricNetworks:
-    """Networks for `coemogen evaluate`. `auto` picks the world's judges when the reference is a
-    synthetic world, else the paper's: Inception FID, LPIPS-alex, a CLIP emotion head, torchvision
-    scene/object classifiers and CLIP ViT-L/14 for Sem-D. Every option that names a network is
-    honoured whatever the reference: a weights file implies its back-end (`inception_weights`: FID
-    on Inception; `alexnet_weights` or `lpips_lin_weights`: LPIPS-alex) and
-    `clip_model_name_or_path` replaces the world's CLIP for Sem-D."""
+    """Networks for `coemogen evaluate`. `auto` picks the networks a registered client has for the
+    reference (the synthetic world's judges for a world), else the paper's: Inception FID,
+    LPIPS-alex, a CLIP emotion head, torchvision scene/object classifiers and CLIP ViT-L/14 for
+    Sem-D. Every option that names a network is honoured whatever the reference: a weights file
+    implies its back-end (`inception_weights`: FID on Inception; `alexnet_weights` or
+    `lpips_lin_weights`: LPIPS-alex) and `clip_model_name_or_path` replaces the world's CLIP for
+    Sem-D."""
     if emotion_clip and not emotion_classifier:
         raise CoEmoGenError("--emotion-clip names the CLIP of a published head: it needs --emotion-classifier")
-    in_world = (Path(reference) / "truth.jsonl").is_file()
-    world = None
-    if in_world:
-        world = (
-            MetricNetworks.world(evaluators, clip_model_name_or_path or POCKET_CLIP)
-            if evaluators
-            else MetricNetworks.for_world(reference)
-        )
+    # the networks a registered client (the synthetic world) has for this reference, if any
+    world = registry.reference_networks(reference, clip_model_name_or_path, evaluators)
+    in_world = world is not None
     if fid == "auto":
         fid = "world" if in_world and not inception_weights else "inception"
     if lpips == "auto":
@@ -221,11 +173,7 @@ def build_metric_networks(
         object=pick(
             "object", bool(object_classifier), lambda: TorchvisionClassifier(object_classifier), "--object-classifier"
         ),
-        clip=ClipFeatures(clip_model_name_or_path)
-        if clip_model_name_or_path
-        else world.clip
-        if world
-        else ClipFeatures("openai/clip-vit-large-patch14"),
+        clip=world.clip if world else ClipFeatures(clip_model_name_or_path or "openai/clip-vit-large-patch14"),
         relation=world.relation if world else None,
         emotion_of_relation=world.emotion_of_relation if world else None,
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .. import registry
 from ..data.images import image_grid, load_rgb, to_tensor
 from ..errors import CoEmoGenError
 from ..io import atomic_output, write_text
@@ -78,12 +79,11 @@ def evaluate_transfer(
     pipe = CoEmoGenPipeline.from_pretrained(model, device=device)
     taxonomy = pipe.taxonomy
     config = pipe.model.config
-    if judge is None:
-        if config.pretrained_model_name_or_path != "coemogen:pocket-sd":
+    if judge is None:  # a registered client's judge for runs on its base model (the world's pocket SD)
+        networks = registry.reference_networks(config.pretrained_model_name_or_path)
+        if networks is None:
             raise CoEmoGenError("a transfer evaluation of a real-data run needs --emotion-classifier")
-        from .evaluate import MetricNetworks
-
-        judge = MetricNetworks.world().emotion
+        judge = networks.emotion
     jobs = [(e, out / "images" / e) for e in taxonomy.emotions]
     generate_to_folders(pipe, jobs, num_images, seed=seed, template=template, num_inference_steps=num_inference_steps)
     base_dir = out / "base"

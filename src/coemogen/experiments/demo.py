@@ -14,13 +14,13 @@ from ..captioning.runner import run_captioning
 from ..evaluation.evaluate import evaluate
 from ..evaluation.report import markdown_table
 from ..io import write_text
-from ..models.base import POCKET_CLIP, SHIPPED_RUN
 from ..models.coemogen import CoEmoGenConfig
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
 from ..training.config import TrainingArguments
 from ..training.loop import train
 from ..world.oracle import OracleCaptioner
+from ..world.paths import POCKET_CLIP, SHIPPED_RUN
 from .stages import Scale, StageRunner, generate_per_emotion, world_train_items
 
 DEFAULT = Scale(images_per_emotion=300, train_steps=2000, generated_per_emotion=50, inference_steps=25)

@@ -33,17 +33,17 @@ from ..data.images import image_grid, load_rgb, to_tensor
 from ..data.manifest import SkipCounter
 from ..data.readers import DatasetItem, read_dataset
 from ..errors import CoEmoGenError
-from ..evaluation.evaluate import EVALUATORS, MetricNetworks, evaluate
+from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import REPORTED
 from ..io import atomic_output, write_text
-from ..models.base import POCKET_CLIP, SHIPPED_RUN
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..tables import format_table
 from ..taxonomy import Taxonomy
 from ..training.loop import train
 from ..world.dataset import build_world
-from ..world.judges import WorldCNN, build_evaluators
+from ..world.judges import WorldCNN, build_evaluators, world_networks
 from ..world.oracle import OracleCaptioner
+from ..world.paths import EVALUATORS, POCKET_CLIP, SHIPPED_RUN
 from .stages import StageRunner, base_model_images, generate_per_emotion, study_training_arguments
 
 CONFIDENCE = 0.75  # the paper's selection threshold
@@ -137,7 +137,7 @@ def run_emoart(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
                 out / "manifest.jsonl", run, scale.train_steps, scale.train_batch_size, seed, taxonomy="emoart"
             )
             train(args, run_name="coemogen-emoart")
-    networks = MetricNetworks.world(judges)
+    networks = world_networks(judges)
     results, grids = {}, []
     for name, source in METHODS.items():
         work = out / source

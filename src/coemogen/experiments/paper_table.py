@@ -25,13 +25,14 @@ from ..captioning.captioners import AttributeCaptioner
 from ..captioning.filtering import filter_captions
 from ..captioning.runner import run_captioning
 from ..errors import CoEmoGenError
-from ..evaluation.evaluate import MetricNetworks, evaluate
+from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import REPORTED
 from ..io import write_text
 from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
 from ..tables import format_table
 from ..taxonomy import Taxonomy
 from ..training.loop import train
+from ..world.judges import world_networks_for
 from ..world.oracle import OracleCaptioner
 from .dreambooth import DreamBoothConfig, class_images, dreambooth_images, identifier, train_dreambooth_lora
 from .stages import (
@@ -192,7 +193,7 @@ def paper_table(
             "oracle-no-prior": OracleCaptioner(0.2, seed=seed, emotion_prior=False),
             "attributes": AttributeCaptioner(emotion_prior=False),
         }
-        networks = MetricNetworks.for_world(world)
+        networks = world_networks_for(world)
     for s, row in pending:
         work = out / row.slug / f"seed-{s}"
         if (work / "report" / "samples.safetensors").is_file() or not claim(work):

@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 
 from ..data.readers import read_dataset
-from ..models.base import NARRATIVE_POCKET_CLIP, NARRATIVE_POCKET_SD, POCKET_CLIP, POCKET_SD
 from ..pipelines.pipeline_coemogen import CoEmoGenOutput, base_pipeline, save_images
 from ..taxonomy import Taxonomy
 from ..training.config import TrainingArguments
 from ..world.dataset import build_world
 from ..world.narrative import build_narrative_world
+from ..world.paths import NARRATIVE_POCKET_CLIP, NARRATIVE_POCKET_SD, POCKET_CLIP, POCKET_SD
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import registry
 from ..evaluation.metrics import PAPER_METRICS
-from ..models.base import POCKET_IDS, SHIPPED_RUN
+from ..models.configs import DEFAULT_INFERENCE_STEPS
 from ..models.families import FAMILIES, ModelFamily
 from ..models.runs import RunConfig
-from ..pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS
 from ..tables import format_table
 
 TAGS = ["lora", "text-to-image", "stable-diffusion", "stable-diffusion-diffusers", "diffusers", "coemogen", "emotion"]
@@ -78,7 +78,7 @@ def usage(item: ExportedEmotion, base_model: str) -> str:
     family = item.model_family
     pipeline_class = family.pipeline_class_names[0]
     imports, load_base = f"from diffusers import {pipeline_class}", f'"{base_model}"'
-    if base_model in POCKET_IDS:  # the shipped pocket SD is a folder inside the package
+    if base_model in registry.model_aliases():  # e.g. the shipped pocket SD: a folder inside the package
         imports += "\nfrom coemogen.models.base import model_path"
         load_base = f'model_path("{base_model}")'
     lora = bool(item.rank)
@@ -194,7 +194,8 @@ def emotion_card(
     item: ExportedEmotion, run_dir: Path, config: RunConfig, license: str, metrics: dict | None = None
 ) -> str:
     """The model card of one exported emotion (or mix)."""
-    shipped = run_dir.resolve() == SHIPPED_RUN.resolve()
+    default = registry.default_run()
+    shipped = default is not None and run_dir.resolve() == default.resolve()
     run = "CoEmoGen's shipped synthetic-world run" if shipped else f"the {method_name(config)} run `{run_dir.name}`"
     samples = ", ".join(f"`{t}`" for t in item.sample_tokens) or "no samples"
     embedding = (

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CoEmoGenError
-from ..models.base import SHIPPED_RUN
+from ..models.runs import run_or_default
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from .card import ExportedEmotion, default_license, emotion_card, index_card, usage
 from .embeddings import cluster_mean, save_embedding
@@ -156,7 +156,7 @@ def export_run(
 
     `metrics`: a `coemogen evaluate` metrics.json (or its folder) to quote in the cards;
     `pipeline`: the run already loaded (it must be `run_dir`'s)."""
-    run_dir = Path(run_dir) if run_dir is not None else SHIPPED_RUN
+    run_dir = run_or_default(run_dir)
     pipeline = pipeline or CoEmoGenPipeline.from_pretrained(run_dir, device="cpu")
     config = pipeline.model.config
     specs = emotions or list(pipeline.taxonomy.emotions)

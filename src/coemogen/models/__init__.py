@@ -1,7 +1,8 @@
 """The CoEmoGen model and its parts.
 
-- `coemogen.py`: `CoEmoGenConfig` (the model's constructor and the source of the `train` flags),
-  `CoEmoGen` (mapper + visual-perception encoder for one taxonomy), `save_run` / `load_run`;
+- `configs.py`: `CoEmoGenConfig`, `EmoGenConfig` (the models' constructors and the source of the
+  `train` flags; no torch);
+- `coemogen.py`: `CoEmoGen` (mapper + visual-perception encoder for one taxonomy), `save_run` / `load_run`;
 - `mapper.py`: neuro-symbolic mapper, one-hot emotion -> descriptor e_i;
 - `perception.py`: visual-perception encoder, cross-attention of e_i over CLIP image tokens v_i;
 - `hilora.py`: HiLoRA layers and `adapter_weights`, the explicit per-sample adapter selection;
@@ -11,19 +12,25 @@
 - `clip.py`: CLIP features, image tokens and preprocessing in torch.
 """
 
-from .coemogen import CoEmoGen, CoEmoGenConfig, load_run, save_run
-from .hilora import HiLoRALinear, adapter_weights, inject_hilora
-from .mapper import NeuroSymbolicMapper
-from .perception import VisualPerceptionEncoder
+from importlib import import_module
 
-__all__ = [
-    "CoEmoGen",
-    "CoEmoGenConfig",
-    "HiLoRALinear",
-    "NeuroSymbolicMapper",
-    "VisualPerceptionEncoder",
-    "adapter_weights",
-    "inject_hilora",
-    "load_run",
-    "save_run",
-]
+# Imported on first use: `coemogen.models.configs` (the records the command line reads) stays
+# free of torch.
+_EXPORTS = {
+    "CoEmoGen": ".coemogen",
+    "CoEmoGenConfig": ".configs",
+    "load_run": ".coemogen",
+    "save_run": ".coemogen",
+    "HiLoRALinear": ".hilora",
+    "adapter_weights": ".hilora",
+    "inject_hilora": ".hilora",
+    "NeuroSymbolicMapper": ".mapper",
+    "VisualPerceptionEncoder": ".perception",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,9 @@
 """Loading the frozen base models: a diffusers-format Stable Diffusion of a registered family
 (1.x/2.x, SDXL: `models/families/`, chosen from its model_index.json) plus any CLIP.
 
-Hub ids and local directories go through the same `from_pretrained` calls; the synthetic
-world's pocket models are plain local directories in those formats.
+Hub ids and local directories go through the same `from_pretrained` calls; registered model
+aliases (`coemogen.registry`, e.g. the synthetic world's pocket models) name local directories in
+those formats.
 """
 
 from __future__ import annotations
@@ -13,38 +14,10 @@ from pathlib import Path
 
 import torch
 
+from .. import registry
 from ..errors import CoEmoGenError
 from .clip import ClipImagePreprocessor, image_tokens
 from .families import ModelFamily, family_for
-
-ASSETS = Path(__file__).parent.parent / "world" / "assets"
-POCKET_SD = ASSETS / "pocket-sd"
-POCKET_CLIP = ASSETS / "pocket-clip"
-NARRATIVE_POCKET_SD = ASSETS / "narrative-pocket-sd"
-NARRATIVE_POCKET_CLIP = ASSETS / "narrative-pocket-clip"
-SHIPPED_RUN = ASSETS / "world-run"
-# Stable names for the shipped pocket models, so a run directory records where its base models
-# are without an install-specific absolute path.
-POCKET_IDS = {
-    "coemogen:pocket-sd": POCKET_SD,
-    "coemogen:pocket-clip": POCKET_CLIP,
-    "coemogen:narrative-pocket-sd": NARRATIVE_POCKET_SD,
-    "coemogen:narrative-pocket-clip": NARRATIVE_POCKET_CLIP,
-}
-PRESETS = {
-    "pocket": ("coemogen:pocket-sd", "coemogen:pocket-clip"),
-    # the narrative world's (`world build --content narrative`): trained on its relational descriptions
-    "narrative-pocket": ("coemogen:narrative-pocket-sd", "coemogen:narrative-pocket-clip"),
-    "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "openai/clip-vit-large-patch14"),
-    # CLIP ViT-L/14 is also SDXL's first text encoder: its text tower has that encoder's width, so L_SEM
-    # lives in ViT-L/14's image-text space, and its vision tower gives the image tokens v_i.
-    "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", "openai/clip-vit-large-patch14"),
-}
-PRESET_HELP = (
-    "sd15 = stable-diffusion-v1-5/stable-diffusion-v1-5 + openai/clip-vit-large-patch14; sdxl = "
-    "stabilityai/stable-diffusion-xl-base-1.0 + openai/clip-vit-large-patch14; pocket / narrative-pocket = the "
-    "synthetic worlds' models"
-)
 
 
 @dataclass
@@ -106,18 +79,16 @@ def resolve_sources(
     preset: str | None = None,
     data: str | Path | None = None,
 ) -> tuple[str, str]:
-    """Explicit paths win, then the preset. Without either, the synthetic world's pocket models,
-    but only when `data` (an image, a dataset folder) belongs to a synthetic world: any other data
-    stops with an error naming the flags, as diffusers' scripts refuse to start without
-    `--pretrained_model_name_or_path`. A narrative world's data gets the narrative pocket models."""
-    from ..data.readers import synthetic_world_root
-    from ..world.narrative import is_narrative
-
-    if preset is not None and preset not in PRESETS:
-        raise CoEmoGenError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
+    """Explicit paths win, then the preset. Without either, the preset a registered client gives
+    for `data` (an image, a dataset folder): the synthetic world's pocket models for a world's data.
+    Any other data stops with an error naming the flags, as diffusers' scripts refuse to start
+    without `--pretrained_model_name_or_path`."""
+    presets = registry.presets()
+    if preset is not None and preset not in presets:
+        raise CoEmoGenError(f"unknown preset '{preset}'; choose from {', '.join(presets)}")
     if preset is None and not (pretrained_model_name_or_path and clip_model_name_or_path):
-        world = None if data is None else synthetic_world_root(data)
-        if world is None:
+        preset = registry.data_defaults(data).get("preset")
+        if preset is None:
             missing = [
                 flag
                 for flag, given in (
@@ -132,14 +103,14 @@ def resolve_sources(
                 f"or {' and '.join(missing)}. The pocket models (--preset pocket) are the default only for a "
                 f"synthetic world's data (`coemogen world build`)" + (f", and {data} is not one" if data else "")
             )
-        preset = "narrative-pocket" if is_narrative(world) else "pocket"
-    sd, clip = PRESETS[preset] if preset is not None else (None, None)
+    sd, clip = presets[preset] if preset is not None else (None, None)
     return pretrained_model_name_or_path or sd, clip_model_name_or_path or clip
 
 
 def model_path(source: str | Path) -> str:
-    """A hub id or directory, with the shipped pocket models' stable names resolved to their folders."""
-    return str(POCKET_IDS.get(str(source), source))
+    """A hub id or directory, with registered aliases (the shipped pocket models' stable names)
+    resolved to their folders."""
+    return str(registry.model_aliases().get(str(source), source))
 
 
 def _load(loader, source: str, what: str, **kwargs):

@@ -10,7 +10,6 @@ write and read a run directory: config.json + safetensors, never pickles.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -20,8 +19,8 @@ from ..errors import CoEmoGenError
 from ..io import read_safetensors, refuse_pickles, save_safetensors, write_text
 from ..taxonomy import Taxonomy
 from .clusters import EmotionClusters
+from .configs import CONFIG_NAME, CoEmoGenConfig
 from .hilora import (
-    DEFAULT_TARGETS,
     adapter_gates,
     hilora_shapes,
     hilora_state_dict,
@@ -31,114 +30,7 @@ from .hilora import (
 from .mapper import NeuroSymbolicMapper
 from .perception import VisualPerceptionEncoder
 
-CONFIG_NAME = "config.json"
 REQUIRED_WEIGHTS = ("mapper", "perception_encoder", "hilora")  # clusters.safetensors is written last
-
-
-def derived(help: str):
-    """A config field recorded from the base models or the data at training time (no flag)."""
-    return field(metadata={"help": help, "derived": True})
-
-
-def hparam(default, help: str):
-    """A hyper-parameter: it gets a `coemogen train --<name>` flag."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
-class RunConfigRecord:
-    """What every method's configuration dataclass shares: its flags, and its config.json written
-    and read back (a run of another method refused by name). The dataclass's `method` field default
-    names the method."""
-
-    @classmethod
-    def hyperparameters(cls) -> list:
-        """The fields users choose (each is a `coemogen train` flag)."""
-        return [f for f in fields(cls) if not f.metadata.get("derived")]
-
-    def save(self, run_dir: Path) -> None:
-        write_text(run_dir / CONFIG_NAME, json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, run_dir: str | Path):
-        data = read_run_config(run_dir)
-        expected = next(f.default for f in fields(cls) if f.name == "method")
-        if data.get("method", "coemogen") != expected:
-            raise CoEmoGenError(
-                f"'{run_dir}' is a run of method '{data.get('method', 'coemogen')}', not a {expected} run"
-            )
-        return config_from_dict(cls, data, str(Path(run_dir) / CONFIG_NAME))
-
-
-@dataclass
-class CoEmoGenConfig(RunConfigRecord):
-    """Everything needed to rebuild a trained model around its base models."""
-
-    taxonomy: dict = derived("groups -> emotions, from --taxonomy")
-    embed_dim: int = derived("width d0 of e^v: the text encoders' token widths side by side (SDXL: 768 + 1280)")
-    image_dim: int = derived("width of the CLIP vision tower's tokens v_i")
-    pretrained_model_name_or_path: str = derived("the base Stable Diffusion (1.x/2.x or SDXL)")
-    clip_model_name_or_path: str = derived("the CLIP model (image tokens, L_SEM, filter)")
-    resolution: int = derived("training image resolution")
-    pretrained_vae_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "a VAE that replaced the base model's", "derived": True}
-    )
-    mapper_hidden_dim: int = hparam(512, "hidden width of the neuro-symbolic mapper")
-    mapper_layers: int = hparam(2, "linear layers in the neuro-symbolic mapper (>= 2)")
-    lora_rank: int = hparam(4, "rank of every HiLoRA adapter")
-    lora_alpha: float | None = hparam(None, "LoRA alpha (scaling alpha/rank); default: the rank, i.e. scaling 1")
-    lora_targets: list[str] = hparam(list(DEFAULT_TARGETS), "U-Net linear layers that get HiLoRA adapters")
-    emotion_lora: bool = hparam(True, "false: the 'w/o emotion-specific LoRAs' ablation")
-    group_lora: bool = hparam(True, "false: the 'w/o polarity-shared LoRAs' ablation")
-    shared_lora: bool = hparam(False, "true: one LoRA for every emotion (no hierarchy) baseline")
-    perception_encoder: bool = hparam(
-        True, "false: e^v = mapper(y), one learned token per emotion, no image features (textual inversion)"
-    )
-    image_token_layer: int = hparam(-1, "CLIP vision hidden layer used as the image tokens v_i")
-    template: str = hparam("{}", "prompt template around the placeholder token")
-    cluster_components: int = hparam(1, "Gaussian mixture components per emotion cluster")
-    cluster_temperature: float = hparam(
-        1.0, "default spread of cluster samples at inference (1 = fitted Gaussian, 0 = emotion mean)"
-    )
-    run_name: str = hparam("coemogen", "name recorded for this configuration (e.g. an ablation's)")
-    method: str = field(default="coemogen", metadata={"help": "the method family", "derived": True})
-
-    def __post_init__(self) -> None:
-        if self.lora_alpha is None:
-            self.lora_alpha = float(self.lora_rank)
-        if not self.lora_alpha > 0:
-            raise CoEmoGenError(f"lora_alpha must be positive, got {self.lora_alpha}")
-        if self.mapper_layers < 2:
-            raise CoEmoGenError(f"mapper_layers must be at least 2, got {self.mapper_layers}")
-        if self.method != "coemogen":
-            raise CoEmoGenError(f"a CoEmoGen configuration records method 'coemogen', not '{self.method}'")
-
-
-
-def config_from_dict(cls: type, data: dict, where: str):
-    """A method's configuration from its config.json: the recorded fields must be there; keys of
-    other versions are ignored."""
-    known = {f.name for f in fields(cls)}
-    required = [f for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
-    missing = sorted(f.name for f in required if f.name not in data)
-    if missing:
-        raise CoEmoGenError(f"{where} lacks {', '.join(missing)}")
-    return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def read_run_config(run_dir: str | Path) -> dict:
-    """A run directory's config.json as a dict (any method), with clear errors."""
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise CoEmoGenError(f"'{run_dir}' is not a CoEmoGen run directory (no {CONFIG_NAME})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CoEmoGenError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise CoEmoGenError(f"{path}: expected a JSON object")
-    return data
 
 
 class CoEmoGen(nn.Module):

@@ -15,7 +15,7 @@ classifier; `save_emogen_run` / `load_emogen_run` write and read its run directo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,67 +25,9 @@ from ..errors import CoEmoGenError
 from ..io import read_safetensors, refuse_pickles, save_safetensors, write_text
 from ..taxonomy import Taxonomy
 from .clusters import EmotionClusters
-from .coemogen import CONFIG_NAME, RunConfigRecord, derived, hparam
+from .configs import CONFIG_NAME, SMALL_CNN, EmoGenConfig
 
-SMALL_CNN = "small-cnn"
-MAPPERS = ("MLP", "FC")
 WEIGHT_FILES = ("emotion_encoder", "mapper")  # clip_emotion_classifier when emo_rate > 0; clusters last
-
-
-@dataclass
-class EmoGenConfig(RunConfigRecord):
-    """Everything needed to rebuild a trained EmoGen around its base models."""
-
-    taxonomy: dict = derived("groups -> emotions, from --taxonomy")
-    embed_dim: int = derived("token-embedding width d0: the text encoders' widths side by side")
-    clip_dim: int = derived("width of CLIP's shared image-text space (L_attr, L_emo)")
-    pretrained_model_name_or_path: str = derived("the base Stable Diffusion (1.x/2.x or SDXL)")
-    clip_model_name_or_path: str = derived("the CLIP model (attribute words, L_emo's classifier)")
-    resolution: int = derived("training image resolution")
-    pretrained_vae_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "a VAE that replaced the base model's", "derived": True}
-    )
-    emotion_encoder: str = hparam(
-        SMALL_CNN,
-        "image emotion classifier whose penultimate features are the emotion space: small-cnn, or any "
-        "torchvision classification model name (resnet50 in EmoGen)",
-    )
-    emotion_encoder_weights: str | None = hparam(
-        None, "torchvision weights for --emotion_encoder before its emotion training (e.g. DEFAULT: ImageNet)"
-    )
-    emotion_dim: int = hparam(768, "width of the emotion space (their fc_1: 2048 -> 768)")
-    encoder_image_size: int = hparam(224, "emotion-encoder input size (their Resize(256) + CenterCrop(224))")
-    encoder_epochs: float = hparam(10, "emotion-classifier training passes over the run's training split")
-    encoder_batch_size: int = hparam(32, "emotion-classifier batch size")
-    encoder_learning_rate: float = hparam(1e-3, "emotion-classifier AdamW learning rate")
-    emogen_mapper: str = hparam("MLP", "mapper: MLP (theirs, default) or FC (one linear layer)", )
-    num_fc_layers: int = hparam(2, "linear layers of the MLP mapper (>= 2)")
-    mapper_width: int = hparam(1024, "hidden width of the MLP mapper")
-    need_relu: bool = hparam(True, "ReLU after each hidden layer of the MLP mapper")
-    need_ln: bool = hparam(False, "LayerNorm after each hidden layer of the MLP mapper")
-    need_dropout: bool = hparam(False, "Dropout(0.5) after each hidden layer of the MLP mapper")
-    attr_rate: float = hparam(0.01, "weight of L_attr (their attr_rate)")
-    emo_rate: float = hparam(0.0, "weight of L_emo (their emo_rate; 0 in their configuration)")
-    threshold: float = hparam(0.0, "attribute-emotion coefficients below this are set to 0 (their threshold)")
-    classifier_steps: int = hparam(300, "training steps of L_emo's linear CLIP-space emotion classifier")
-    template: str = hparam("{}", "prompt template around the placeholder token")
-    cluster_temperature: float = hparam(
-        1.0, "default spread of the emotion-space Gaussian samples (1 = fitted std, 0 = emotion mean)"
-    )
-    run_name: str = hparam("emogen", "name recorded for this configuration")
-    method: str = field(default="emogen", metadata={"help": "the method family", "derived": True})
-
-    def __post_init__(self) -> None:
-        if self.emogen_mapper not in MAPPERS:
-            raise CoEmoGenError(f"--emogen_mapper must be one of {', '.join(MAPPERS)}, not '{self.emogen_mapper}'")
-        if self.emogen_mapper == "MLP" and self.num_fc_layers < 2:
-            raise CoEmoGenError(f"--num_fc_layers must be at least 2, got {self.num_fc_layers}")
-        for name in ("emotion_dim", "encoder_image_size", "encoder_batch_size", "mapper_width"):
-            if getattr(self, name) < 1:
-                raise CoEmoGenError(f"--{name} must be positive, got {getattr(self, name)}")
-        if self.method != "emogen":
-            raise CoEmoGenError(f"an EmoGen configuration records method 'emogen', not '{self.method}'")
-
 
 
 class SmallEmotionCNN(nn.Module):

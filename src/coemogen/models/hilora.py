@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+from .configs import DEFAULT_TARGETS
+
 # layer -> (gates, selected) of the calling thread's `adapter_weights` blocks; never mutated, replaced
 _SELECTIONS: ContextVar[Mapping] = ContextVar("hilora_selections", default=MappingProxyType({}))
 

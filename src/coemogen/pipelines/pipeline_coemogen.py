@@ -20,17 +20,18 @@ from PIL import Image
 from ..data.images import image_grid
 from ..errors import CoEmoGenError
 from ..io import atomic_output, write_text
-from ..models.base import SHIPPED_RUN, BaseModels, load_base_models
+from ..models.base import BaseModels, load_base_models
 from ..models.clusters import EmotionClusters
 from ..models.coemogen import CoEmoGen
 from ..models.conditioning import PLACEHOLDER, EmotionConditioner, TextCondition, check_template
+from ..models.configs import DEFAULT_INFERENCE_STEPS
 from ..models.emogen import EmoGen
 from ..models.hilora import adapter_weights
-from ..models.runs import load_method_run, load_run_config
+from ..models.runs import load_method_run, load_run_config, run_or_default
 from ..taxonomy import Taxonomy
 
 # DPM-Solver++ at 15 steps judges as well as at 25 in the synthetic world (docs/world-run/steps.md).
-DEFAULT_INFERENCE_STEPS = 15
+
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "dpm": "DPMSolverMultistepScheduler",
@@ -153,7 +154,7 @@ class CoEmoGenPipeline:
         `clip_model_name_or_path` is accepted for symmetry with training and recorded only:
         inference does not load CLIP.
         """
-        run_dir = Path(run_dir) if run_dir is not None else SHIPPED_RUN
+        run_dir = run_or_default(run_dir)
         if not run_dir.is_dir():
             raise CoEmoGenError(f"run directory not found: {run_dir}")
         config = load_run_config(run_dir)

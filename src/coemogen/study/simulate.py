@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from ..data.images import load_rgb, to_tensor
 from ..errors import CoEmoGenError
-from ..evaluation.evaluate import EVALUATORS
 from ..taxonomy import Taxonomy
+from ..world.paths import EVALUATORS
 from .design import Study
 from .server import StudyService
 from .store import Store, database_url

@@ -15,9 +15,9 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 
+from .. import registry
 from ..errors import CoEmoGenError
-from ..models.base import PRESET_HELP, PRESETS
-from ..models.runs import METHODS
+from ..models.configs import METHOD_CONFIGS as METHODS
 
 
 def arg(default, help: str, choices: tuple | None = None, aliases: tuple[str, ...] = (), switch: bool = False):
@@ -48,7 +48,9 @@ class TrainingArguments:
     clip_model_name_or_path: str | None = arg(
         None, "CLIP hub id or local directory (required unless --preset or a synthetic world)"
     )
-    preset: str | None = arg(None, PRESET_HELP + " (pocket: the default only for a world's data)", tuple(PRESETS))
+    preset: str | None = arg(
+        None, registry.preset_help() + " (pocket: the default only for a world's data)", tuple(registry.presets())
+    )
     taxonomy: str | None = arg(None, "mikels (default), artemis, emoart, or a JSON/YAML taxonomy file")
     resolution: int | None = arg(None, "training resolution (default: the U-Net sample size times the VAE factor)")
     train_batch_size: int = arg(8, "samples per process and micro-step")

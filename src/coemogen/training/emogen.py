@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,11 +22,11 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from .. import registry
 from ..data.images import image_grid
 from ..data.manifest import ManifestRecord
-from ..data.readers import synthetic_world_root
 from ..errors import CoEmoGenError
-from ..io import atomic_output, save_safetensors, write_text
+from ..io import save_safetensors
 from ..models.base import BaseModels, load_base_models, resolve_sources
 from ..models.clip import text_embeds
 from ..models.clusters import EmotionClusters
@@ -36,23 +34,9 @@ from ..models.conditioning import EmotionConditioner, max_length
 from ..models.emogen import SMALL_CNN, EmoGen, EmoGenConfig, float_state, load_float_state, save_emogen_run
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
-from .cache import CacheFingerprint, FeatureCache
 from .config import TrainingArguments
 from .data import BalancedBatchSampler, CachedDataset, ManifestDataset, collate
-from .loop import (
-    WEIGHT_DTYPES,
-    Optimisation,
-    balanced_loader,
-    check_hyperparameters,
-    diffusion_inputs,
-    frozen_latents,
-    make_accelerator,
-    make_optimizer,
-    read_records,
-    resume,
-    run_loop,
-    write_run_records,
-)
+from .loop import Method, MethodRun, check_cache, diffusion_inputs, frozen_latents, open_cache, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -257,146 +241,122 @@ def train_clip_emotion_classifier(
     head.eval().requires_grad_(False)
 
 
-def resolve_encoder(config_values: dict, world: bool, resolution: int) -> dict:
-    """The emotion encoder's defaults: the small CNN at the training resolution on synthetic-world
-    data, else their ImageNet-initialised ResNet-50 at 224 px."""
+def resolve_encoder(config_values: dict, data_defaults: dict, resolution: int) -> dict:
+    """The emotion encoder's defaults: those a registered client gives for the data (the synthetic
+    world: the small CNN, randomly initialised), else their ImageNet-initialised ResNet-50 at 224 px."""
     values = dict(config_values)
-    values.setdefault("emotion_encoder", SMALL_CNN if world else "resnet50")
-    if values["emotion_encoder"] != SMALL_CNN and "emotion_encoder_weights" not in values and not world:
-        values["emotion_encoder_weights"] = "DEFAULT"
+    for key in ("emotion_encoder", "emotion_encoder_weights"):
+        if key in data_defaults:
+            values.setdefault(key, data_defaults[key])
+    values.setdefault("emotion_encoder", "resnet50")
+    if values["emotion_encoder"] != SMALL_CNN:
+        values.setdefault("emotion_encoder_weights", "DEFAULT")
     values.setdefault("encoder_image_size", resolution if values["emotion_encoder"] == SMALL_CNN else 224)
     return values
 
 
-def train_emogen(args: TrainingArguments, **hyperparameters) -> Path:
-    """Train EmoGen on a manifest (records carry EmoSet-style `attributes`: scene, object); returns
-    the run directory. `hyperparameters`: EmoGenConfig fields."""
-    out = Path(args.out)
-    check_hyperparameters(EmoGenConfig, hyperparameters)
+class EmoGenMethod(Method):
+    """EmoGen (CVPR 2024) as published: its stages before the loop, then the mapper alone."""
 
-    # The data, the accelerator and the frozen base models (CLIP whole: attribute words, L_emo).
-    taxonomy = Taxonomy.load(args.taxonomy)
-    records, skips = read_records(args.manifest, taxonomy)
-    accelerator = make_accelerator(args)
-    device = accelerator.device
-    sd, clip = resolve_sources(
-        args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, records[0].image
-    )
-    base = load_base_models(sd, clip, pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path)
-    resolution = args.resolution or base.default_resolution
-    config = EmoGenConfig(
-        taxonomy=taxonomy.to_dict(),
-        embed_dim=base.embed_dim,
-        clip_dim=base.clip_config.projection_dim,
-        pretrained_model_name_or_path=sd,
-        clip_model_name_or_path=clip,
-        resolution=resolution,
-        pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path,
-        **resolve_encoder(hyperparameters, synthetic_world_root(records[0].image) is not None, resolution),
-    )
-    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
-        torch.manual_seed(args.seed)
-        model = EmoGen(config)
-    model.requires_grad_(False)  # each stage switches on what it trains
-    for module in base.frozen_modules():
-        module.to(device)
-    images = ManifestDataset(records, taxonomy, resolution, center_crop=True, seed=args.seed)
+    name = "emogen"
+    config_class = EmoGenConfig
 
-    # 1. The emotion encoder (kept from an interrupted run being resumed).
-    encoder_file = out / "emotion_encoder.safetensors"
-    if args.resume_from_checkpoint and encoder_file.is_file():
-        load_float_state(model.emotion_encoder, encoder_file, f"run '{out}'")
-        model.emotion_encoder.to(device).eval()
-    else:
-        train_emotion_encoder(model, images, config, args.seed, device)
-        if accelerator.is_main_process:
-            save_safetensors(float_state(model.emotion_encoder), encoder_file)
-    # 2. The emotion space; 3. attributes and coefficients; 4. L_emo's classifier.
-    features = emotion_features(model, images, device)
-    labels = torch.tensor(images.labels())
-    vocabulary, coefficients = attribute_coefficients(records, taxonomy, config.threshold)
-    index = {a: i for i, a in enumerate(vocabulary)}
-    targets = [target_attribute(r) for r in records]
-    attribute = torch.tensor([index.get(a, -1) if a else -1 for a in targets])
-    coefficient = torch.tensor(
-        [coefficients[a][labels[i]] if a in coefficients else 0.0 for i, a in enumerate(targets)]
-    )
-    if not vocabulary and config.attr_rate > 0:
-        logger.warning("no record of %s has attributes (scene/object): L_attr is 0 throughout", args.manifest)
-    if config.emo_rate > 0:
-        train_clip_emotion_classifier(
-            model, clip_image_features(base, images), labels, config.classifier_steps, args.seed
+    def build(self, args: TrainingArguments, taxonomy: Taxonomy, accelerator, hyperparameters: dict) -> MethodRun:
+        out, device = Path(args.out), accelerator.device
+        # The data and the frozen base models (CLIP whole: attribute words, L_emo).
+        records, skips = read_records(args.manifest, taxonomy)
+        sd, clip = resolve_sources(
+            args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, records[0].image
         )
-    model.to(device)
-
-    # 5. The mapper: their loss through the shared loop, from a checkpoint when resuming.
-    weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
-    if weight_dtype != torch.float32:
+        base = load_base_models(sd, clip, pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path)
+        resolution = args.resolution or base.default_resolution
+        config = EmoGenConfig(
+            taxonomy=taxonomy.to_dict(),
+            embed_dim=base.embed_dim,
+            clip_dim=base.clip_config.projection_dim,
+            pretrained_model_name_or_path=sd,
+            clip_model_name_or_path=clip,
+            resolution=resolution,
+            pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path,
+            **resolve_encoder(hyperparameters, registry.data_defaults(records[0].image), resolution),
+        )
+        with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
+            torch.manual_seed(args.seed)
+            model = EmoGen(config)
+        model.requires_grad_(False)  # each stage switches on what it trains
         for module in base.frozen_modules():
-            module.to(weight_dtype)
-    if args.gradient_checkpointing:
-        base.unet.enable_gradient_checkpointing()
-    params = {f"mapper.{k}": p for k, p in model.mapper.named_parameters()}
-    for p in params.values():
-        p.requires_grad_(True)
-    optimizer = make_optimizer(args, list(params.values()), torch.device(device), accelerator.num_processes)
-    global_step, resumed = resume(args, params, optimizer)
-    step_images = ManifestDataset(
-        records, taxonomy, resolution, args.center_crop, args.seed, base.family.micro_conditioning
-    )
-    if args.cache:
-        step_images = cached_images(args, base, records, step_images)
-    dataset = EmoGenDataset(step_images, features, attribute, coefficient)
-    loader = balanced_loader(args, dataset, accelerator, global_step)
-    attribute_embeds = word_features(base, vocabulary).to(device)
-    training_module = EmoGenTrainingModule(model, base, attribute_embeds, args.random_flip)
-    opt = Optimisation.create(args, accelerator, training_module, params, optimizer)
-    if resumed is not None:
-        opt.load_state_dict(resumed)
-    attributes = {
-        "vocabulary": vocabulary,
-        "coefficients": coefficients,
-        "records_with_attribute": int((attribute >= 0).sum()),
-        "records": len(records),
-    }
-    if accelerator.is_main_process:
-        settings = {**asdict(args), **asdict(config)}
-        accelerator.init_trackers("emogen", config={k: str(v) for k, v in settings.items()})
-        write_run_records(args, config, records, skips, taxonomy)
-        write_text(out / "attributes.json", json.dumps(attributes, indent=1))
+            module.to(device)
+        images = ManifestDataset(records, taxonomy, resolution, center_crop=True, seed=args.seed)
 
-    def validation() -> Image.Image:
-        return validation_grid(model, base, images, features, args.seed, device)
+        # 1. The emotion encoder (kept from an interrupted run being resumed).
+        encoder_file = out / "emotion_encoder.safetensors"
+        if args.resume_from_checkpoint and encoder_file.is_file():
+            load_float_state(model.emotion_encoder, encoder_file, f"run '{out}'")
+            model.emotion_encoder.to(device).eval()
+        else:
+            train_emotion_encoder(model, images, config, args.seed, device)
+            if accelerator.is_main_process:
+                save_safetensors(float_state(model.emotion_encoder), encoder_file)
+        # 2. The emotion space; 3. attributes and coefficients; 4. L_emo's classifier.
+        features = emotion_features(model, images, device)
+        labels = torch.tensor(images.labels())
+        vocabulary, coefficients = attribute_coefficients(records, taxonomy, config.threshold)
+        index = {a: i for i, a in enumerate(vocabulary)}
+        targets = [target_attribute(r) for r in records]
+        attribute = torch.tensor([index.get(a, -1) if a else -1 for a in targets])
+        coefficient = torch.tensor(
+            [coefficients[a][labels[i]] if a in coefficients else 0.0 for i, a in enumerate(targets)]
+        )
+        if not vocabulary and config.attr_rate > 0:
+            logger.warning("no record of %s has attributes (scene/object): L_attr is 0 throughout", args.manifest)
+        if config.emo_rate > 0:
+            train_clip_emotion_classifier(
+                model, clip_image_features(base, images), labels, config.classifier_steps, args.seed
+            )
+        model.to(device)
 
-    run_loop(args, opt, loader, global_step, lambda _: nullcontext(), validation)
+        # 5. The mapper, trained with their loss by the engine's loop.
+        params = {f"mapper.{k}": p for k, p in model.mapper.named_parameters()}
+        for p in params.values():
+            p.requires_grad_(True)
+        step_images = ManifestDataset(
+            records, taxonomy, resolution, args.center_crop, args.seed, base.family.micro_conditioning
+        )
+        if args.cache:
+            step_images = cached_images(args, base, records, step_images)
+        attribute_embeds = word_features(base, vocabulary).to(device)
+        attributes = {
+            "vocabulary": vocabulary,
+            "coefficients": coefficients,
+            "records_with_attribute": int((attribute >= 0).sum()),
+            "records": len(records),
+        }
 
-    # 6. The emotion-space Gaussians (their mean and std per emotion); save the run.
-    if accelerator.is_main_process:
-        model.eval()
-        clusters = EmotionClusters.fit(features, labels, taxonomy.num_emotions, 1, seed=args.seed)
-        save_emogen_run(out, model, clusters, attributes)
-        if args.validation_steps != 0:
-            with atomic_output(out / "final_grid.png") as tmp:
-                validation().save(tmp, format="PNG")
-    accelerator.end_training()
-    return out
+        def finalise(out: Path) -> None:  # 6. the emotion-space Gaussians (their mean and std per emotion)
+            clusters = EmotionClusters.fit(features, labels, taxonomy.num_emotions, 1, seed=args.seed)
+            save_emogen_run(out, model, clusters, attributes)
+
+        return MethodRun(
+            base=base,
+            model=model,
+            params=params,
+            records=records,
+            skips=skips,
+            dataset=EmoGenDataset(step_images, features, attribute, coefficient),
+            module=EmoGenTrainingModule(model, base, attribute_embeds, args.random_flip),
+            validation=lambda: validation_grid(model, base, images, features, args.seed, device),
+            finalise=finalise,
+            extra_records={"attributes.json": json.dumps(attributes, indent=1)},
+        )
 
 
 def cached_images(args: TrainingArguments, base: BaseModels, records: list, images: ManifestDataset):
     """The feature cache's rows in the manifest's order (latents; EmoGen needs no image tokens)."""
-    if not args.center_crop:
-        raise CoEmoGenError("a feature cache holds centre crops: pass --center_crop with --cache")
-    cache = FeatureCache(args.cache)
+    cache = open_cache(args)
     cached = [Path(r["image"]) for r in cache.records()]
     if cached != [r.image for r in records]:
         raise CoEmoGenError(f"the cache {args.cache} was built from other records than {args.manifest}")
-    fingerprint = CacheFingerprint.of(base, base.clip_config, records, images.resolution, args.random_flip, None)
-    cache.check(
-        fingerprint,
-        f"coemogen cache --manifest {args.manifest} --out {args.cache}.new --resolution {images.resolution}"
-        f" --pretrained_model_name_or_path {base.pretrained_model_name_or_path}"
-        f" --clip_model_name_or_path {base.clip_model_name_or_path}{' --random_flip' if args.random_flip else ''}",
-    )
+    check_cache(cache, args, base, records, images.resolution, None)
     return CachedDataset(cache, images, load_pixels=False, mirrored=args.random_flip)
 
 

@@ -1,9 +1,12 @@
-"""`coemogen train`: fit the mapper, visual-perception encoder and HiLoRA on a manifest.
+"""The training engine: one `train()` for every method (`coemogen train --method NAME`).
 
-`train` reads in four named steps: load the components (frozen base models, the CoEmoGen model
-with its HiLoRA, the optimiser), build the data, run the loop, finalise (fit the emotion clusters,
-save the run). One step of the loop: encode images (frozen VAE and CLIP), build conditions,
-predict noise under each sample's adapters, add L_SEM, step. Built on accelerate, so
+A `Method` (CoEmoGen in `coemogen.py`, EmoGen in `emogen.py`, registered by name in
+`training/__init__.py`) builds its model and data on the frozen base models and says how a batch
+becomes its losses, which adapters a batch trains, its validation grid and what it finalises.
+Everything else is here, once: the accelerator, the frozen base models' preparation (device, the
+mixed-precision cast that keeps SDXL's VAE in fp32, gradient checkpointing, channels-last,
+`torch.compile`), feature-cache checks, AdamW and its schedule, resuming, the loop, checkpoints,
+validation grids, the run records and the end-of-run report. Built on accelerate, so
 `accelerate launch -m coemogen.cli train ...` runs it on many GPUs.
 
 Determinism: initial weights come from the seed alone (the global RNG is left as it was), and the
@@ -18,26 +21,20 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from ..data.images import image_grid
 from ..data.manifest import ManifestRecord, SkipCounter, read_manifest
 from ..errors import CoEmoGenError
-from ..io import atomic_output, save_safetensors, write_text
-from ..models.base import BaseModels, load_base_models, resolve_sources
-from ..models.clusters import EmotionClusters
-from ..models.coemogen import CoEmoGen, CoEmoGenConfig, load_run, save_run
-from ..models.conditioning import EmotionConditioner, check_template
-from ..models.hilora import adapter_weights, hilora_layers
-from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
+from ..io import atomic_output, write_text
+from ..models.base import BaseModels
+from ..models.conditioning import check_template
 from ..taxonomy import Taxonomy
 from .cache import MICRO_CONDITIONS, CacheFingerprint, FeatureCache, compute_features
 from .checkpoints import (
@@ -49,26 +46,10 @@ from .checkpoints import (
     set_rng_states,
 )
 from .config import TrainingArguments
-from .data import BalancedBatchSampler, CachedDataset, ManifestDataset, collate, drop_unreadable
+from .data import BalancedBatchSampler, collate, drop_unreadable
 
 logger = logging.getLogger(__name__)
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@torch.no_grad()
-def encoder_tokens(model: CoEmoGen, base: BaseModels, batch: dict, prefix: str = "") -> torch.Tensor | None:
-    """The CLIP image tokens v_i the visual-perception encoder reads (fp32): from the feature cache
-    when the batch holds them, else computed from its pixels; None without the encoder."""
-    if not model.config.perception_encoder:
-        return None
-    if f"{prefix}image_tokens" in batch:
-        return batch[f"{prefix}image_tokens"].float()
-    if base.clip is None:
-        raise CoEmoGenError(
-            "the visual-perception encoder needs CLIP image tokens: not in the cache, and CLIP released"
-        )
-    pixels = batch["pixels"].to(next(base.clip.parameters()).device)
-    return base.image_tokens(pixels, model.config.image_token_layer).float()
 
 
 @torch.no_grad()
@@ -119,70 +100,6 @@ def diffusion_inputs(scheduler, latents: torch.Tensor, generator: torch.Generato
     else:
         raise CoEmoGenError(f"unsupported prediction type {scheduler.config.prediction_type}")
     return noisy, t, target
-
-
-class CoEmoGenTrainingModule(nn.Module):
-    """Frozen base models + trainable CoEmoGen parts; forward returns the losses of one batch.
-
-    A batch holds images (`pixels`) or rows of a feature cache (`latent_mean`, `caption_embeds`,
-    ...), or both when the cache lacks the image tokens. Call it (and its backward) inside
-    `adapter_weights(unet, model.gates(...))`: the adapters each sample trains are selected
-    explicitly by the caller.
-    """
-
-    def __init__(self, model: CoEmoGen, base: BaseModels, lambda_sem: float, random_flip: bool = False) -> None:
-        super().__init__()
-        self.model, self.unet, self.vae = model, base.unet, base.vae
-        self.text_encoder = base.text_encoder
-        self.base, self.lambda_sem, self.random_flip = base, lambda_sem, random_flip
-        self.conditioner = EmotionConditioner(base)
-
-    @torch.no_grad()
-    def frozen_features(self, batch: dict, generator: torch.Generator):
-        """Sampled VAE latents, CLIP image tokens (None without the encoder), caption embeddings and
-        the micro-conditions (None but for SDXL), each sample mirrored with probability 1/2 under
-        `random_flip`."""
-        latents, batch, features = frozen_latents(self.base, batch, generator, self.random_flip)
-        tokens = encoder_tokens(self.model, self.base, {**batch, **features})
-        return latents, tokens, features["caption_embeds"], features.get("time_ids")
-
-    def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        latents, tokens, caption_embeds, time_ids = self.frozen_features(batch, generator)
-        labels = batch["labels"].to(latents.device)
-        visual = self.model.visual_embedding(self.model.one_hot(labels), tokens)
-        cond = self.conditioner.encode_embeddings(visual.to(self.text_encoder.dtype), self.model.config.template)
-        noisy, t, target = diffusion_inputs(self.base.noise_scheduler, latents, generator)
-        pred = self.unet(noisy, t, **self.base.family.unet_kwargs(cond, time_ids)).sample
-        l_ldm = F.mse_loss(pred.float(), target.float())
-        condition = self.text_projection(cond.pooled).float()
-        l_sem = (1 - F.cosine_similarity(condition, caption_embeds.float(), dim=-1)).mean()
-        return {"loss": l_ldm + self.lambda_sem * l_sem, "l_ldm": l_ldm, "l_sem": l_sem}
-
-    def text_projection(self, pooled: torch.Tensor) -> torch.Tensor:
-        projection = self.base.text_projection
-        return projection(pooled.to(projection.weight.dtype))
-
-
-def trainable_parameters(model: CoEmoGen, unet: nn.Module) -> dict[str, nn.Parameter]:
-    """What the optimiser updates: the mapper, the encoder when it is used, every HiLoRA adapter."""
-    params = {
-        f"model.{name}.{k}": p
-        for name, module in model.named_children()
-        if module in model.trainable_modules()
-        for k, p in module.named_parameters()
-    }
-    for name, layer in hilora_layers(unet):
-        params[f"unet.{name}.lora_A"] = layer.lora_A
-        params[f"unet.{name}.lora_B"] = layer.lora_B
-    return params
-
-
-@dataclass
-class Components:
-    base: BaseModels
-    model: CoEmoGen
-    params: dict[str, nn.Parameter]
-    optimizer: torch.optim.Optimizer
 
 
 def make_optimizer(
@@ -317,132 +234,12 @@ def training_step(
     return losses
 
 
-def load_components(
-    args: TrainingArguments,
-    taxonomy: Taxonomy,
-    device: torch.device,
-    cache: tuple[FeatureCache, list[ManifestRecord]] | None = None,
-    data: Path | None = None,
-    num_processes: int = 1,
-    **hyperparameters,
-) -> Components:
-    """Frozen base models (cast to the mixed-precision dtype), the model with its HiLoRA, AdamW.
-
-    `cache`: a feature cache and the manifest's records, checked against this run's fingerprint.
-    When the cache holds every CLIP output the run needs, only CLIP's text projection (for L_SEM)
-    is loaded, not its towers. `data`: a training image (the pocket models are the default only for
-    a synthetic world's)."""
-    sd, clip = resolve_sources(args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, data)
-    encoder = hyperparameters.get("perception_encoder", True)
-    cache_has_tokens = cache is not None and (cache[0].has_image_tokens or not encoder)
-    base = load_base_models(
-        sd,
-        clip,
-        load_clip="text_projection" if cache_has_tokens else True,
-        pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path,
-    )
-    config = CoEmoGenConfig(
-        taxonomy=taxonomy.to_dict(),
-        embed_dim=base.embed_dim,
-        image_dim=base.clip_config.vision_config.hidden_size,
-        pretrained_model_name_or_path=sd,
-        clip_model_name_or_path=clip,
-        resolution=args.resolution or base.default_resolution,
-        pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path,
-        **hyperparameters,
-    )
-    if cache is not None:
-        features, manifest_records = cache
-        features.check(cache_fingerprint(args, base, config, manifest_records), cache_command(args, config))
-    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
-        torch.manual_seed(args.seed)
-        model = CoEmoGen(config)
-        model.inject_into(base.unet)
-    params = trainable_parameters(model, base.unet)
-    for p in params.values():
-        p.requires_grad_(True)
-    for module in base.frozen_modules():
-        module.to(device)
-    weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
-    if weight_dtype != torch.float32:
-        for module in (None if base.vae_in_fp32 else base.vae, *base.text_encoders, base.clip, base.text_projection):
-            if module is not None:
-                module.to(weight_dtype)
-        # Cast the frozen U-Net weights only: the HiLoRA parameters stay in fp32 for the optimiser.
-        for name, p in base.unet.named_parameters():
-            if not name.endswith(("lora_A", "lora_B")):
-                p.data = p.data.to(weight_dtype)
-    if args.gradient_checkpointing:
-        base.unet.enable_gradient_checkpointing()
-    if args.channels_last:
-        base.unet.to(memory_format=torch.channels_last)
-    if args.compile_unet:
-        base.unet.compile()  # in place: adapter_weights still finds the HiLoRA layers
-    optimizer = make_optimizer(args, list(params.values()), torch.device(device), num_processes)
-    return Components(base, model.to(device), params, optimizer)
-
-
-def cache_fingerprint(
-    args: TrainingArguments, base: BaseModels, config: CoEmoGenConfig, records: list[ManifestRecord]
-) -> CacheFingerprint:
-    """The fingerprint a feature cache for this run must have (image tokens: the encoder's layer)."""
-    layer = config.image_token_layer if config.perception_encoder else None
-    return CacheFingerprint.of(base, base.clip_config, records, config.resolution, args.random_flip, layer)
-
-
-def cache_command(args: TrainingArguments, config: CoEmoGenConfig) -> str:
-    """The `coemogen cache` command that builds the cache this run needs."""
-    flip = " --random_flip" if args.random_flip else ""
-    tokens = (
-        f" --cache_image_tokens --image_token_layer {config.image_token_layer}" if config.perception_encoder else ""
-    )
-    return (
-        f"coemogen cache --manifest {args.manifest} --out {args.cache}.new"
-        f" --pretrained_model_name_or_path {config.pretrained_model_name_or_path}"
-        f" --clip_model_name_or_path {config.clip_model_name_or_path} --resolution {config.resolution}{flip}{tokens}"
-        f", then pass --cache {args.cache}.new"
-    )
-
-
 def read_records(manifest: str | Path, taxonomy: Taxonomy) -> tuple[list[ManifestRecord], SkipCounter]:
     skips = SkipCounter()
     records = drop_unreadable(read_manifest(manifest, taxonomy, skips), skips)
     if not records:
         raise CoEmoGenError(f"no usable records in {manifest} ({skips.total} skipped: {dict(skips.reasons)})")
     return records, skips
-
-
-@torch.no_grad()
-def embed_records(
-    model: CoEmoGen, base: BaseModels, dataset: ManifestDataset | CachedDataset, device, batch_size: int = 64
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Visual embeddings e^v of every training image under its own emotion (for the clusters)."""
-    out, labels = [], []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="fit clusters", leave=False):
-        batch = collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
-        weights = model.one_hot(batch["labels"].to(device))
-        tokens = encoder_tokens(model, base, batch)
-        out.append(model.visual_embedding(weights, None if tokens is None else tokens.to(device)).cpu())
-        labels.append(batch["labels"])
-    return torch.cat(out), torch.cat(labels)
-
-
-@torch.no_grad()
-def validation_grid(model: CoEmoGen, base: BaseModels, dataset: ManifestDataset | CachedDataset, seed: int, device):
-    """One image per emotion from the generation pipeline, e^v from the emotion's first training image."""
-    firsts = {}
-    for i, r in enumerate(dataset.records):
-        firsts.setdefault(r.emotion, i)
-    order = [firsts[e] for e in model.taxonomy.emotions if e in firsts]
-    batch = collate([dataset[i] for i in order])
-    tokens = encoder_tokens(model, base, batch)
-    visual = model.visual_embedding(
-        model.one_hot(batch["labels"].to(device)), None if tokens is None else tokens.to(device)
-    )
-    pipeline = CoEmoGenPipeline(base, model, clusters=None, device=device)
-    emotions = [dataset.records[i].emotion for i in order]
-    output = pipeline(emotions, num_images=len(order), seed=seed, num_inference_steps=20, visual_embeds=visual)
-    return image_grid(output.images)
 
 
 def run_loop(
@@ -552,7 +349,7 @@ def balanced_loader(args: TrainingArguments, dataset, accelerator, global_step: 
     )
 
 
-def write_run_records(args: TrainingArguments, config, records: list, skips: SkipCounter, taxonomy: Taxonomy) -> None:
+def write_run_records(args: TrainingArguments, records: list, skips: SkipCounter, taxonomy: Taxonomy) -> None:
     """training_args.json and data_summary.json (main process)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -562,101 +359,169 @@ def write_run_records(args: TrainingArguments, config, records: list, skips: Ski
     write_text(out / "data_summary.json", json.dumps({**summary, "per_emotion": per_emotion}, indent=1))
 
 
+
+
+@dataclass
+class MethodRun:
+    """What a method hands the engine once its model is built (and any stage before the loop has
+    run): the frozen base models, the model, the parameters the optimiser updates, the training
+    records, the loop's dataset (with `labels()` for the balanced sampler), the module whose
+    forward(batch, generator) returns the losses ("loss" is optimised), the adapter selection of a
+    batch, the validation grid, and `finalise(out)` (fit what is fitted after training, save the
+    run; main process). `extra_records`: files written beside training_args.json."""
+
+    base: BaseModels
+    model: nn.Module
+    params: dict[str, nn.Parameter]
+    records: list[ManifestRecord]
+    skips: SkipCounter
+    dataset: torch.utils.data.Dataset
+    module: nn.Module
+    validation: Callable[[], Image.Image]
+    finalise: Callable[[Path], None]
+    select_adapters: Callable[[dict], AbstractContextManager] = lambda batch: nullcontext()
+    extra_records: dict[str, str] = field(default_factory=dict)
+
+
+class Method:
+    """A way to train: `name` (the `--method` value and the run's `method`), `config_class` (its
+    hyper-parameters, one `train` flag each) and `build`. A new method is one file defining a
+    subclass plus its line in `METHODS` (or `register_method` from a plugin)."""
+
+    name: str
+    config_class: type
+
+    def build(self, args: TrainingArguments, taxonomy: Taxonomy, accelerator, hyperparameters: dict) -> MethodRun:
+        raise NotImplementedError
+
+
+# name -> the Method, or "module:class" imported when first used (the methods import this engine)
+METHODS: dict[str, Method | str] = {
+    "coemogen": "coemogen.training.coemogen:CoEmoGenMethod",
+    "emogen": "coemogen.training.emogen:EmoGenMethod",
+}
+
+
+def register_method(method: Method) -> None:
+    """Make `method` trainable as `coemogen train --method <method.name>`."""
+    if not getattr(method, "name", None) or not getattr(method, "config_class", None):
+        raise CoEmoGenError(f"{type(method).__name__} must set `name` and `config_class`")
+    METHODS[method.name] = method
+
+
+def get_method(name: str) -> Method:
+    """The registered method `name`, imported on first use."""
+    if name not in METHODS:
+        raise CoEmoGenError(f"unknown method '{name}'; choose one of {', '.join(METHODS)}")
+    method = METHODS[name]
+    if isinstance(method, str):
+        import importlib
+
+        module, _, cls = method.partition(":")
+        method = METHODS[name] = getattr(importlib.import_module(module), cls)()
+    return method
+
+
+def open_cache(args: TrainingArguments) -> FeatureCache:
+    """The feature cache of `--cache` (which holds centre crops)."""
+    if not args.center_crop:
+        raise CoEmoGenError("a feature cache holds centre crops: pass --center_crop with --cache")
+    return FeatureCache(args.cache)
+
+
+def check_cache(
+    cache: FeatureCache,
+    args: TrainingArguments,
+    base: BaseModels,
+    records: list[ManifestRecord],
+    resolution: int,
+    image_token_layer: int | None,
+) -> None:
+    """Refuse a cache built for other records, base models, resolution, flips or image-token layer,
+    naming the `coemogen cache` command that builds the right one."""
+    fingerprint = CacheFingerprint.of(base, base.clip_config, records, resolution, args.random_flip, image_token_layer)
+    flip = " --random_flip" if args.random_flip else ""
+    tokens = (
+        f" --cache_image_tokens --image_token_layer {image_token_layer}" if image_token_layer is not None else ""
+    )
+    cache.check(
+        fingerprint,
+        f"coemogen cache --manifest {args.manifest} --out {args.cache}.new"
+        f" --pretrained_model_name_or_path {base.pretrained_model_name_or_path}"
+        f" --clip_model_name_or_path {base.clip_model_name_or_path} --resolution {resolution}{flip}{tokens}"
+        f", then pass --cache {args.cache}.new",
+    )
+
+
+def prepare_frozen(base: BaseModels, args: TrainingArguments, device: torch.device) -> None:
+    """The frozen base models on `device`, their frozen weights cast to the mixed-precision dtype
+    (a VAE that must stay fp32, SDXL's own, is left as it is; trainable parameters, such as HiLoRA's
+    inside the U-Net, stay fp32 for the optimiser), then the U-Net's gradient checkpointing,
+    channels-last layout and `torch.compile` as the flags ask."""
+    weight_dtype = WEIGHT_DTYPES[args.mixed_precision]
+    for module in base.frozen_modules():
+        module.to(device)
+        if weight_dtype == torch.float32 or (module is base.vae and base.vae_in_fp32):
+            continue
+        for p in module.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(weight_dtype)
+        for b in module.buffers():
+            if b.is_floating_point():
+                b.data = b.data.to(weight_dtype)
+    if args.gradient_checkpointing:
+        base.unet.enable_gradient_checkpointing()
+    if args.channels_last:
+        base.unet.to(memory_format=torch.channels_last)
+    if args.compile_unet:
+        base.unet.compile()  # in place: adapter_weights still finds the HiLoRA layers
+
+
+def build(
+    args: TrainingArguments, taxonomy: Taxonomy, accelerator, **hyperparameters
+) -> tuple[MethodRun, torch.optim.Optimizer]:
+    """The chosen method's model and data, its frozen base models prepared (`prepare_frozen`) and
+    AdamW over what it trains."""
+    method = get_method(args.method)
+    check_hyperparameters(method.config_class, hyperparameters)
+    run = method.build(args, taxonomy, accelerator, hyperparameters)
+    prepare_frozen(run.base, args, accelerator.device)
+    optimizer = make_optimizer(args, list(run.params.values()), accelerator.device, accelerator.num_processes)
+    return run, optimizer
+
+
 def train(args: TrainingArguments, **hyperparameters) -> Path:
-    """Run training; returns the run directory (config, safetensors weights, clusters).
-
-    `hyperparameters`: the method's configuration fields (CoEmoGenConfig's lora_rank, shared_lora,
-    ...; EmoGenConfig's for `args.method == "emogen"`); the rest keep their defaults.
-    """
-    if args.method == "emogen":
-        from .emogen import train_emogen
-
-        return train_emogen(args, **hyperparameters)
+    """Train `args.method` on `args.manifest`; returns the run directory (config, safetensors
+    weights, clusters). `hyperparameters`: the method's configuration fields (CoEmoGenConfig's
+    lora_rank, shared_lora, ...; EmoGenConfig's for `--method emogen`); the rest keep their defaults."""
     out = Path(args.out)
-    check_hyperparameters(CoEmoGenConfig, hyperparameters)
-
-    # 1. Data records (the cache's, when training from one) and the accelerator.
+    # 1. The accelerator; the method's model and data on its prepared base models; AdamW; resume.
     taxonomy = Taxonomy.load(args.taxonomy)
-    if args.cache:
-        if not args.center_crop:
-            raise CoEmoGenError("a feature cache holds centre crops: pass --center_crop with --cache")
-        features = FeatureCache(args.cache)
-        skips = SkipCounter()
-        manifest_records = read_manifest(args.manifest, taxonomy, skips)
-        records = [ManifestRecord(Path(r["image"]), r["emotion"], r["caption"]) for r in features.records()]
-    else:
-        records, skips = read_records(args.manifest, taxonomy)
     accelerator = make_accelerator(args)
+    run, optimizer = build(args, taxonomy, accelerator, **hyperparameters)
+    global_step, resumed = resume(args, run.params, optimizer)
 
-    # 2. Components: frozen base models, the model and its HiLoRA, the optimiser; resume.
-    cache = (features, manifest_records) if args.cache else None
-    parts = load_components(
-        args, taxonomy, accelerator.device, cache, records[0].image, accelerator.num_processes, **hyperparameters
-    )
-    model, base, params = parts.model, parts.base, parts.params
-    global_step, resumed = resume(args, params, parts.optimizer)
-
-    # 3. Data: this process's share of balanced batches, from where the run left off.
-    dataset = ManifestDataset(
-        records, taxonomy, model.config.resolution, args.center_crop, args.seed, base.family.micro_conditioning
-    )
-    if args.cache:
-        needs_pixels = model.config.perception_encoder and not features.has_image_tokens
-        dataset = CachedDataset(features, dataset, load_pixels=needs_pixels, mirrored=args.random_flip)
-    loader = balanced_loader(args, dataset, accelerator, global_step)
-    training_module = CoEmoGenTrainingModule(model, base, args.lambda_sem, args.random_flip)
-    opt = Optimisation.create(args, accelerator, training_module, params, parts.optimizer)
+    # 2. This process's share of balanced batches from where the run left off; the schedule.
+    loader = balanced_loader(args, run.dataset, accelerator, global_step)
+    opt = Optimisation.create(args, accelerator, run.module, run.params, optimizer)
     if resumed is not None:
         opt.load_state_dict(resumed)
     if accelerator.is_main_process:
-        settings = {**asdict(args), **asdict(model.config)}
-        accelerator.init_trackers("coemogen", config={k: str(v) for k, v in settings.items()})
-        write_run_records(args, model.config, records, skips, taxonomy)
+        settings = {**asdict(args), **asdict(run.model.config)}
+        accelerator.init_trackers(args.method, config={k: str(v) for k, v in settings.items()})
+        write_run_records(args, run.records, run.skips, taxonomy)
+        for name, text in run.extra_records.items():
+            write_text(out / name, text)
 
-    # 4. The loop, each batch's HiLoRA adapters selected explicitly.
-    def select_adapters(batch: dict):
-        return adapter_weights(base.unet, model.gates(model.one_hot(batch["labels"].to(accelerator.device))))
+    # 3. The loop, each batch's adapters selected explicitly.
+    run_loop(args, opt, loader, global_step, run.select_adapters, run.validation)
 
-    def validation() -> Image.Image:
-        return validation_grid(model, base, dataset, args.seed, accelerator.device)
-
-    run_loop(args, opt, loader, global_step, select_adapters, validation)
-
-    # 5. Finalise: fit the emotion clusters on the trained embeddings, save the run.
+    # 4. Finalise (the method's fitted parts and its run directory) and the last validation grid.
     if accelerator.is_main_process:
-        model.eval()
-        embeddings, labels = embed_records(model, base, dataset, accelerator.device)
-        clusters = EmotionClusters.fit(
-            embeddings, labels, taxonomy.num_emotions, model.config.cluster_components, seed=args.seed
-        )
-        save_run(out, model, base.unet, clusters)
+        run.model.eval()
+        run.finalise(out)
         if args.validation_steps != 0:  # 0 switches every validation image off
             with atomic_output(out / "final_grid.png") as tmp:
-                validation_grid(model, base, dataset, args.seed, accelerator.device).save(tmp, format="PNG")
+                run.validation().save(tmp, format="PNG")
     accelerator.end_training()
     return out
-
-
-def refit_clusters(
-    run_dir: str | Path, manifest: str | Path, components: int = 1, seed: int = 0, temperature: float | None = None
-) -> EmotionClusters:
-    """Refit a trained run's emotion clusters (e.g. another number of mixture components), and
-    optionally set the run's default sampling temperature."""
-    run_dir = Path(run_dir)
-    config = CoEmoGenConfig.load(run_dir)
-    base = load_base_models(
-        config.pretrained_model_name_or_path,
-        config.clip_model_name_or_path,
-        pretrained_vae_model_name_or_path=config.pretrained_vae_model_name_or_path,
-    )
-    model, _ = load_run(run_dir, base.unet, require_clusters=False, config=config)
-    records, _ = read_records(manifest, model.taxonomy)
-    dataset = ManifestDataset(records, model.taxonomy, config.resolution)
-    embeddings, labels = embed_records(model.eval(), base, dataset, "cpu")
-    clusters = EmotionClusters.fit(embeddings, labels, model.taxonomy.num_emotions, components, seed=seed)
-    save_safetensors(clusters.state_dict(), run_dir / "clusters.safetensors")
-    config.cluster_components = components
-    if temperature is not None:
-        config.cluster_temperature = temperature
-    config.save(run_dir)
-    return clusters

@@ -17,9 +17,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data.images import load_rgb, to_tensor
+from ..errors import CoEmoGenError
+from ..evaluation.evaluate import MetricNetworks
+from ..evaluation.networks import ClipFeatures, WorldNetwork
 from ..taxonomy import Taxonomy
 from ..training.fit import fit
 from .dataset import build_world, read_truth
+from .paths import EVALUATORS, NARRATIVE_EVALUATORS, NARRATIVE_POCKET_CLIP, POCKET_CLIP, is_narrative
 from .scenes import OBJECTS, SCENES
 
 
@@ -345,3 +349,41 @@ def build_narrative_evaluators(
 
     shutil.rmtree(train_root)
     return report
+
+
+def world_networks_for(root: str | Path) -> MetricNetworks:
+    """The judges and CLIP of the synthetic world at `root`: the narrative world's for a narrative
+    world (`world build --content narrative`), else the objects world's."""
+    if is_narrative(root):
+        return world_networks(NARRATIVE_EVALUATORS, NARRATIVE_POCKET_CLIP)
+    return world_networks()
+
+
+def world_networks(
+    evaluators_dir: str | Path = EVALUATORS, clip_model_name_or_path: str | Path = POCKET_CLIP
+) -> MetricNetworks:
+    """The synthetic world's judges (trained on world images, sharing no weights with CoEmoGen) as
+    the metric networks of `coemogen evaluate`, with `clip_model_name_or_path` for Sem-D."""
+    evaluators_dir = Path(evaluators_dir)
+    if not (evaluators_dir / "emotion-judge").is_dir():
+        raise CoEmoGenError(f"no world evaluators in {evaluators_dir} (build them with `coemogen world judges`)")
+    judge = WorldCNN.load(evaluators_dir / "emotion-judge")
+    semantics = WorldCNN.load(evaluators_dir / "semantics")
+    relation, emotion_of_relation, world = None, None, "world"
+    if "relation" in semantics.config["heads"]:  # the narrative world's judges
+        from .narrative import RELATION
+
+        info = json.loads((evaluators_dir / "evaluators.json").read_text())
+        emotions, world = info["emotions"], "narrative world"
+        emotion_of_relation = tuple(emotions.index(RELATION[name].emotion) for name in info["relations"])
+        relation = WorldNetwork(semantics, "relation", f"{world} relation judge (semantics CNN relation head)")
+    return MetricNetworks(
+        fid=WorldNetwork(semantics, "features", f"{world} feature network (semantics CNN, pooled last stage)"),
+        lpips=WorldNetwork(semantics, "maps", f"LPIPS form, uniform layer weights, on the {world} semantics CNN"),
+        emotion=WorldNetwork(judge, "emotion", f"{world} emotion judge (independent CNN)"),
+        scene=WorldNetwork(semantics, "scene", f"{world} scene judge"),
+        object=WorldNetwork(semantics, "object", f"{world} object judge"),
+        clip=ClipFeatures(clip_model_name_or_path),
+        relation=relation,
+        emotion_of_relation=emotion_of_relation,
+    )

@@ -335,12 +335,6 @@ def write_narrative_corpus(out: str | Path, n: int = 8000, seed: int = 1, size: 
     return out
 
 
-def is_narrative(root: str | Path) -> bool:
-    """Whether the world at `root` is a narrative world (its info.json says so)."""
-    info = Path(root) / "info.json"
-    return info.is_file() and json.loads(info.read_text()).get("world", {}).get("content") == "narrative"
-
-
 def read_narrative_truth(root: str | Path) -> dict[str, NarrativeSpec]:
     """image_path (relative to the world root) -> the narrative scene rendered there."""
     fields = NarrativeSpec.__dataclass_fields__

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..taxonomy import Taxonomy
-from .narrative import is_narrative, read_narrative_truth
+from .narrative import read_narrative_truth
+from .paths import is_narrative
 
 FEATURE_SETS = ("relational", "truth_bag", "annotation_bag")
 

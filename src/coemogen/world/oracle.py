@@ -10,6 +10,7 @@ from ..captioning.captioners import Captioner, CaptionResult
 from ..data.readers import DatasetItem
 from . import narrative
 from .dataset import read_truth
+from .paths import is_narrative
 from .scenes import OBJECTS, SCENES, visible_words
 
 # Narrative worlds only: the share of captions that state a plausible wrong relation between the right
@@ -45,7 +46,7 @@ class OracleCaptioner(Captioner):
         if root is None:
             return None
         if root not in self._truth:
-            reader = narrative.read_narrative_truth if narrative.is_narrative(root) else read_truth
+            reader = narrative.read_narrative_truth if is_narrative(root) else read_truth
             self._truth[root] = reader(root)
         return self._truth[root].get(str(item.path.relative_to(root)))
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..models.clip import ClipImagePreprocessor, image_embeds, text_embeds
+from ..models.small import build_tokenizer, clip_config, make_vae, text_encoder_from_clip
 from ..taxonomy import Taxonomy
 from ..training.fit import fit
 from .dataset import neutral_specs
@@ -27,7 +28,7 @@ from .scenes import describe
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPConfig, CLIPModel, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPModel, CLIPTokenizer
 
 # Sizes of the shipped pocket SD. Prompted with the true descriptions of world images, the
 # (32, 64, 64) U-Net drew content the emotion judge recognised only 45% of the time: the base
@@ -36,57 +37,9 @@ UNET_CHANNELS = (64, 128, 128)
 EXTRA_WORDS = "a an the of image photo picture with and person face bag in on this that evokes".split()
 
 
-def build_tokenizer(captions: list[str], out: Path, extra: list[str]) -> CLIPTokenizer:
-    """Byte-pair tokenizer in CLIP's format (vocab.json + merges.txt) trained on the corpus."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import CLIPTokenizer
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=2000, min_frequency=1, initial_alphabet=alphabet, end_of_word_suffix="</w>", show_progress=False
-    )
-    # Repeat the extra words so that every one of them becomes a single token.
-    bpe.train_from_iterator(captions + [" ".join(extra)] * 50, trainer)
-    model = json.loads(bpe.to_str())["model"]
-    vocab: dict[str, int] = {}
-    for token in alphabet + [a + "</w>" for a in alphabet] + list(model["vocab"]):
-        vocab.setdefault(token, len(vocab))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    for token in ("".join(m) for m in merges):
-        vocab.setdefault(token, len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-    tokenizer.save_pretrained(out)
-    return tokenizer
-
-
 def _images_to_tensor(images) -> torch.Tensor:
     arr = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # uint8 N,3,H,W
-
-
-def clip_config(
-    tokenizer: CLIPTokenizer, image_size: int, width: int = 128, layers: int = 3, heads: int = 4
-) -> CLIPConfig:
-    """A small CLIP (ViT with 8-px patches) in the transformers CLIPModel architecture."""
-    from transformers import CLIPConfig
-
-    tower = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=heads)
-    return CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **tower,
-        ),
-        vision_config=dict(image_size=image_size, patch_size=8, **tower),
-        projection_dim=width,
-    )
 
 
 def train_clip(
@@ -117,33 +70,6 @@ def train_clip(
     processor.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return model, loss
-
-
-def make_vae(block_out_channels: tuple[int, ...], image_size: int) -> AutoencoderKL:
-    """An SD-layout AutoencoderKL with 4 latent channels, downsampling 2**(len(blocks) - 1) times."""
-    from diffusers import AutoencoderKL
-
-    n = len(block_out_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=block_out_channels,
-        norm_num_groups=8,
-        sample_size=image_size,
-    )
-
-
-def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
-    """A CLIPTextModel holding the CLIP model's text tower (as SD1.5's is CLIP ViT-L/14's)."""
-    from transformers import CLIPTextModel
-
-    text_encoder = CLIPTextModel(clip.config.text_config)
-    text_encoder.load_state_dict(clip.text_model.state_dict())
-    return text_encoder.eval()
 
 
 def train_vae(images: torch.Tensor, steps: int, seed: int) -> tuple[AutoencoderKL, torch.Tensor, float]:
@@ -514,9 +440,9 @@ def build_narrative_pocket_models(
     from transformers import CLIPModel, CLIPTokenizer
 
     from ..io import write_text
-    from ..models.base import POCKET_SD
     from .narrative import describe_narrative, neutral_narrative_specs
     from .narrative_draw import render_narrative
+    from .paths import POCKET_SD
 
     out = Path(out)
     base_sd = Path(base_sd or POCKET_SD)

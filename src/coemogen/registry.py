@@ -1,0 +1,136 @@
+"""The seams through which clients extend the method without the method knowing them.
+
+The method reads these registries; clients fill them. The synthetic world (`coemogen.world`) is
+one such client: it registers its pocket models, its data defaults, its oracle captioner, its
+judges and the shipped run (`coemogen/world/plugin.py`). A package of your own registers the same
+way from a function named under the `coemogen.plugins` entry-point group in its metadata:
+
+    [project.entry-points."coemogen.plugins"]
+    mine = "my_package.coemogen_plugin:register"
+
+Plugins are loaded once, the first time any registry is read (`load_plugins`).
+
+- `model_aliases`: stable names of local model folders ("coemogen:pocket-sd"), so run directories
+  record where their base models are without an install-specific path;
+- `presets`: `--preset` names -> (Stable Diffusion, CLIP);
+- `data_defaults`: functions of a data path returning defaults for data they recognise (the
+  preset, EmoGen's emotion encoder), or None;
+- `captioners`: caption schemes (`--captioner NAME`) -> a factory taking the captioner's options;
+- `reference_networks`: functions of a reference dataset (and an optional CLIP for Sem-D) returning
+  the metric networks that know it, or None;
+- `default_run`: the run `generate`, `export` and `web` use without `--model`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "coemogen.plugins"
+
+_model_aliases: dict[str, Path] = {}
+_presets: dict[str, tuple[str, str]] = {
+    "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "openai/clip-vit-large-patch14"),
+    # CLIP ViT-L/14 is also SDXL's first text encoder: its text tower has that encoder's width, so L_SEM
+    # lives in ViT-L/14's image-text space, and its vision tower gives the image tokens v_i.
+    "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", "openai/clip-vit-large-patch14"),
+}
+_preset_help: dict[str, str] = {
+    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5 + openai/clip-vit-large-patch14",
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0 + openai/clip-vit-large-patch14",
+}
+_data_defaults: list[Callable[[Path], dict | None]] = []
+_captioners: dict[str, Callable] = {}
+_reference_networks: list[Callable] = []
+_default_run: list[Path] = []
+_loaded = False
+
+
+def load_plugins() -> None:
+    """Call every `coemogen.plugins` entry point's registration function, once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()()
+        except Exception as err:  # a broken plugin must not break the method
+            logger.warning("coemogen plugin '%s' failed to register: %s", entry.name, err)
+
+
+def register_model_alias(name: str, folder: str | Path) -> None:
+    _model_aliases[name] = Path(folder)
+
+
+def register_preset(name: str, pretrained_model_name_or_path: str, clip_model_name_or_path: str, help: str) -> None:
+    _presets[name] = (pretrained_model_name_or_path, clip_model_name_or_path)
+    _preset_help[name] = help
+
+
+def register_data_defaults(recognise: Callable[[Path], dict | None]) -> None:
+    _data_defaults.append(recognise)
+
+
+def register_captioner(scheme: str, factory: Callable) -> None:
+    _captioners[scheme] = factory
+
+
+def register_reference_networks(build: Callable) -> None:
+    _reference_networks.append(build)
+
+
+def register_default_run(run_dir: str | Path) -> None:
+    _default_run[:] = [Path(run_dir)]
+
+
+def model_aliases() -> dict[str, Path]:
+    load_plugins()
+    return dict(_model_aliases)
+
+
+def presets() -> dict[str, tuple[str, str]]:
+    load_plugins()
+    return dict(_presets)
+
+
+def preset_help() -> str:
+    load_plugins()
+    return "; ".join(f"{name} = {text}" for name, text in _preset_help.items())
+
+
+def data_defaults(path: str | Path | None) -> dict:
+    """Defaults for the data at `path` from the first registered function that recognises it ({}
+    for data no client knows)."""
+    load_plugins()
+    if path is None:
+        return {}
+    for recognise in _data_defaults:
+        found = recognise(Path(path))
+        if found is not None:
+            return found
+    return {}
+
+
+def captioners() -> dict[str, Callable]:
+    load_plugins()
+    return dict(_captioners)
+
+
+def reference_networks(reference: str | Path, clip_model_name_or_path: str | None = None, evaluators=None):
+    """The metric networks a registered client has for this reference (None: no client knows it)."""
+    load_plugins()
+    for build in _reference_networks:
+        networks = build(Path(reference), clip_model_name_or_path, evaluators)
+        if networks is not None:
+            return networks
+    return None
+
+
+def default_run() -> Path | None:
+    load_plugins()
+    return _default_run[0] if _default_run else None
