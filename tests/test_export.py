@@ -46,7 +46,7 @@ def plain_sd():
 def hilora_deltas(pipeline, spec):
     """{module: W' - W} with the spec's adapters merged the way generation merges them."""
     model, unet = pipeline.model, pipeline.base.unet
-    gates = model.gates(model.mix_weights([pipeline.taxonomy.parse_mix(spec)]))
+    gates = model.gates(pipeline.taxonomy.weights([spec]))
     layers = dict(hilora_layers(unet))
     before = {name: layer.base.weight.detach().clone() for name, layer in layers.items()}
     with adapter_weights(unet, gates, merge=True):

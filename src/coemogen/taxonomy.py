@@ -7,6 +7,7 @@ the 8 Mikels emotions or the 2 polarities.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -146,6 +147,30 @@ class Taxonomy:
         m = torch.zeros(self.num_emotions, self.num_groups)
         m[range(self.num_emotions), self.group_indices()] = 1.0
         return m
+
+    def weights(self, specs: Sequence[str | Mapping[str, float]]) -> torch.Tensor:
+        """Emotion specs -> (len(specs), num_emotions) weights, each row summing to 1: the one value an
+        emotion is, from the command line to the adapters (the model turns it into a placeholder
+        embedding and HiLoRA gates). A spec is a name ("awe"), a mix ("fear:0.7,sadness:0.3") or a
+        {emotion: weight} mapping.
+
+        >>> Taxonomy.default().weights(["awe", {"fear": 3, "sadness": 1}])[:, [1, 6, 7]].tolist()
+        [[1.0, 0.0, 0.0], [0.0, 0.75, 0.25]]
+        """
+        import torch
+
+        weights = torch.zeros(len(specs), self.num_emotions)
+        for row, spec in enumerate(specs):
+            mix = self.parse_mix(spec) if isinstance(spec, str) else self._normalised(dict(spec), str(spec))
+            for emotion, w in mix.items():
+                weights[row, self.index(emotion)] = w
+        return weights
+
+    def _normalised(self, weights: dict[str, float], spec: str) -> dict[str, float]:
+        total = sum(weights.values())
+        if any(not 0 <= w < float("inf") for w in weights.values()) or not 0 < total < float("inf"):
+            raise CoEmoGenError(f"malformed emotion mix '{spec}': weights must be finite, >= 0, with a positive sum")
+        return {self.emotions[self.index(e)]: w / total for e, w in weights.items()}
 
     def parse_mix(self, spec: str) -> dict[str, float]:
         """Parse "awe" or "amusement:0.5,awe:0.5" into normalised weights."""

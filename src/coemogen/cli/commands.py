@@ -115,8 +115,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
         jobs = [(e, out / e) for e in pipe.taxonomy.emotions]
     else:
         emotions = [e for e in a.emotion.split(";") if e.strip()] or [a.emotion]
-        for spec in emotions:
-            pipe.taxonomy.parse_mix(spec)  # fail on a bad name before any work
+        pipe.taxonomy.weights(emotions)  # fail on a bad name or weight before any work
         jobs = [(emotions, out)]
     made = generate_to_folders(
         pipe,

@@ -86,7 +86,7 @@ def export_emotion(
     # The LoRA: the gate vector a batch of this mix uses, folded into plain LoRA factors.
     factors, rank, adapters = None, 0, {}
     if model.has_adapters:
-        gate_row = model.gates(model.mix_weights([mix]))[0]
+        gate_row = model.gates(pipeline.taxonomy.weights([mix]))[0]
         factors = unet_lora_factors(pipeline.base.unet, gate_row)
         rank = next(iter(factors.values()))[0].shape[0]
         adapters = {a: round(g, 6) for a, g in zip(adapter_names(pipeline), gate_row.tolist()) if g}

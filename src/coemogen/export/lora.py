@@ -2,8 +2,8 @@
 as the base model's family names its modules (kohya SD1/2: diffusers paths; SDXL: the SGM U-Net's).
 
 For a gate vector g over a HiLoRA layer's adapters (one emotion: its own adapter and its group's),
-`HiLoRALinear.merge` adds scaling * B diag(g) A to the weight. Keeping only the adapters with a
-non-zero gate, that delta is exactly up @ down with
+`HiLoRALinear.delta` is scaling * B diag(g) A, what `merge` adds to the weight. Keeping only the
+adapters with a non-zero gate, that delta is exactly up @ down (`HiLoRALinear.factors`) with
 
     down = A[selected rows]                       (rank_out x in)
     up   = B[:, selected rows] * g * scaling      (out x rank_out)
@@ -23,25 +23,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..models.families import ModelFamily
-from ..models.hilora import HiLoRALinear, hilora_layers
+from ..models.hilora import hilora_layers
 
 KOHYA_PREFIX = "lora_unet_"
-
-
-def lora_factors(layer: HiLoRALinear, gate_row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(down, up) of one HiLoRA layer for one gate vector: up @ down is the delta `merge` applies."""
-    gate_row = gate_row.detach().to(layer.lora_A)
-    active = gate_row.nonzero().flatten()
-    rows = (active[:, None] * layer.rank + torch.arange(layer.rank, device=active.device)).flatten()
-    down = layer.lora_A.detach()[rows]
-    up = layer.lora_B.detach()[:, rows] * (gate_row[active].repeat_interleave(layer.rank) * layer.scaling)
-    return down.contiguous(), up.contiguous()
 
 
 def unet_lora_factors(unet: nn.Module, gate_row: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{diffusers module path: (down, up)} for every HiLoRA layer of `unet` (fp32, on the CPU)."""
     factors = {
-        name: tuple(t.float().cpu() for t in lora_factors(layer, gate_row)) for name, layer in hilora_layers(unet)
+        name: tuple(t.float().cpu() for t in layer.factors(gate_row)) for name, layer in hilora_layers(unet)
     }
     if not factors:
         raise ValueError(f"{type(unet).__name__} has no HiLoRA layers to export")

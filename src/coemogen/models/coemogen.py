@@ -60,14 +60,6 @@ class CoEmoGen(nn.Module):
     def one_hot(self, emotion_indices: torch.Tensor) -> torch.Tensor:
         return nn.functional.one_hot(emotion_indices, self.taxonomy.num_emotions).float()
 
-    def mix_weights(self, mixes: list[dict[str, float]]) -> torch.Tensor:
-        """[{emotion: weight}] -> (batch, emotions) weight matrix."""
-        weights = torch.zeros(len(mixes), self.taxonomy.num_emotions)
-        for row, mix in enumerate(mixes):
-            for emotion, w in mix.items():
-                weights[row, self.taxonomy.index(emotion)] = w
-        return weights
-
     def visual_embedding(self, emotion_weights: torch.Tensor, image_tokens: torch.Tensor | None) -> torch.Tensor:
         """e^v = encoder(mapper(y), v): (batch, emotions), (batch, tokens, image_dim) -> (batch, d0)."""
         if not self.config.perception_encoder:

@@ -147,13 +147,6 @@ class EmoGen(nn.Module):
         self.mapper = EmoGenMapper(config)
         self.clip_emotion_classifier = nn.Linear(config.clip_dim, self.taxonomy.num_emotions)
 
-    def mix_weights(self, mixes: list[dict[str, float]]) -> torch.Tensor:
-        weights = torch.zeros(len(mixes), self.taxonomy.num_emotions)
-        for row, mix in enumerate(mixes):
-            for emotion, w in mix.items():
-                weights[row, self.taxonomy.index(emotion)] = w
-        return weights
-
     def token_embeddings(self, cluster_samples: torch.Tensor) -> torch.Tensor:
         """Emotion-space samples (batch, emotion_dim) -> placeholder embeddings (batch, d0)."""
         return self.mapper(cluster_samples.to(next(self.mapper.parameters()).device))

@@ -109,10 +109,14 @@ class HiLoRALinear(nn.Module):
         h = F.linear(x.to(self.lora_A.dtype), self.lora_A) * gates
         return out + (F.linear(h, self.lora_B) * self.scaling).to(out.dtype)
 
+    def adapter_rows(self, adapters: torch.Tensor) -> torch.Tensor:
+        """The rows of `lora_A` (columns of `lora_B`) that hold these adapters, in their order."""
+        return (adapters[:, None] * self.rank + torch.arange(self.rank, device=adapters.device)).flatten()
+
     def _shared(self, x: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """scaling * B_I (g_s * (A_I x)) when every sample selects the adapters I (index: (k,)): two
         plain GEMMs over those adapters' rows, as one LoRA of rank k*rank; values: (batch, k)."""
-        rows = (index[:, None] * self.rank + torch.arange(self.rank, device=index.device)).flatten()
+        rows = self.adapter_rows(index)
         gates = values.to(self.lora_A.dtype).repeat_interleave(self.rank, dim=1)
         gates = gates.view(gates.shape[0], *([1] * (x.dim() - 2)), gates.shape[1])
         h = F.linear(x.to(self.lora_A.dtype), self.lora_A[rows]) * gates
@@ -128,14 +132,30 @@ class HiLoRALinear(nn.Module):
         return (torch.bmm(h, B) * self.scaling).reshape(*x.shape[:-1], -1)
 
     @torch.no_grad()
+    def delta(self, gate_row: torch.Tensor) -> torch.Tensor:
+        """The weight change of one gate vector g: scaling * B diag(g) A, (out, in). `merge` adds it;
+        `factors` writes it as a plain LoRA."""
+        g = gate_row.to(self.lora_A).repeat_interleave(self.rank)
+        return (self.lora_B * g) @ self.lora_A * self.scaling
+
+    @torch.no_grad()
+    def factors(self, gate_row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`delta(gate_row)` as (down, up), up @ down, keeping only the adapters with a non-zero gate:
+        down = A[their rows], up = B[:, their rows] * g * scaling (rank 4 + 4 = 8 for one emotion)."""
+        gate_row = gate_row.detach().to(self.lora_A)
+        active = gate_row.nonzero().flatten()
+        rows = self.adapter_rows(active)
+        down = self.lora_A.detach()[rows]
+        up = self.lora_B.detach()[:, rows] * (gate_row[active].repeat_interleave(self.rank) * self.scaling)
+        return down.contiguous(), up.contiguous()
+
+    @torch.no_grad()
     def merge(self, gate_row: torch.Tensor) -> None:
         """Fold one gate vector into the base weight (every sample then shares it: no LoRA cost)."""
         if self.merged_gate is not None:
             raise RuntimeError("HiLoRA layer is already merged; unmerge it before merging another gate")
         self._unmerged_weight = self.base.weight.detach().clone()
-        g = gate_row.to(self.lora_A).repeat_interleave(self.rank)
-        delta = (self.lora_B * g) @ self.lora_A * self.scaling
-        self.base.weight.copy_(self._unmerged_weight + delta.to(self._unmerged_weight))
+        self.base.weight.copy_(self._unmerged_weight + self.delta(gate_row).to(self._unmerged_weight))
         self.merged_gate = gate_row.detach().clone()
 
     @torch.no_grad()

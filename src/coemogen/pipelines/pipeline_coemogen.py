@@ -122,6 +122,14 @@ class CoEmoGenPipeline:
     EmoGen, which has none). Built from in-memory modules (`CoEmoGenPipeline(base, model, clusters)`,
     as training does for its validation images) or from a run directory (`from_pretrained`).
     `clusters` may be None when every call passes `visual_embeds`.
+
+    Example (the shipped synthetic-world run, offline):
+
+    >>> from coemogen import CoEmoGenPipeline
+    >>> pipe = CoEmoGenPipeline.from_pretrained(device="cpu")
+    >>> out = pipe("fear:0.7,sadness:0.3", num_images=2, seed=0, num_inference_steps=4)
+    >>> len(out.images), out.images[0].size, out.metadata[1]["seed"]
+    (2, (64, 64), 1)
     """
 
     def __init__(
@@ -368,7 +376,7 @@ class CoEmoGenPipeline:
             # 5. The condition: e^v in the placeholder slot through the frozen text encoder.
             cond = self.conditioner.encode_embeddings(ev.to(self.device, dtype), template)
             # 6. Each sample's HiLoRA adapters: its emotions' and their groups' (none for EmoGen).
-            gates = self.model.gates(self.model.mix_weights(batch_mixes).to(self.device))
+            gates = self.model.gates(self.taxonomy.weights(batch_mixes).to(self.device))
             # 7. Initial latents.
             latents = self.prepare_latents([noise_generators[i] for i in idx], dtype)
             # 8. Denoise with classifier-free guidance, then 9. decode.
