@@ -21,7 +21,8 @@ from coemogen.data.manifest import SkipCounter
 from coemogen.data.readers import read_dataset
 from coemogen.evaluation.evaluate import evaluate
 from coemogen.evaluation.report import markdown_table
-from coemogen.pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline, save_images
+from coemogen.pipelines.folders import save_images
+from coemogen.pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
 from coemogen.tables import format_table
 from coemogen.taxonomy import Taxonomy
 from coemogen.world.paths import POCKET_SD

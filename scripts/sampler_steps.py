@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 from coemogen.evaluation.evaluate import evaluate
-from coemogen.pipelines.pipeline_coemogen import CoEmoGenPipeline, generate_to_folders
+from coemogen.pipelines.folders import generate_to_folders
+from coemogen.pipelines.pipeline_coemogen import CoEmoGenPipeline
 from coemogen.tables import format_table
 from coemogen.taxonomy import Taxonomy
 

@@ -201,6 +201,7 @@ def test_resume_after_a_crash_equals_uninterrupted(tiny_world, tmp_path):
     assert strip(part) == strip(full) and len(strip(full)) == 32
 
 
+@pytest.mark.slow
 def test_kill_and_resume_the_caption_command(tiny_world, tmp_path):
     out = tmp_path / "caps.jsonl"
     with ChatCompletionsServer(latency=0.05) as server:

@@ -3,7 +3,7 @@
 import subprocess
 
 from coemogen.cli import main
-from coemogen.pipelines.pipeline_coemogen import completed_indices, generate_to_folders
+from coemogen.pipelines.folders import completed_indices, generate_to_folders
 
 FAST = dict(num_inference_steps=3)
 
@@ -38,3 +38,52 @@ def test_all_emotions_one_folder_each_matching_single_emotion_runs(tmp_path, cap
     assert all(sorted(completed_indices(tmp_path / "all" / f)) == [0, 1] for f in folders)
     assert main(["generate", "--emotion", "sadness", "--out", str(tmp_path / "one"), *common]) == 0
     assert _bytes(tmp_path / "one") == _bytes(tmp_path / "all" / "sadness")
+
+
+def test_the_pipeline_takes_latents_output_types_a_step_callback_and_its_scheduler_component(shipped_pipeline):
+    import numpy as np
+    import pytest
+    import torch
+    from diffusers import EulerDiscreteScheduler
+
+    from coemogen.errors import CoEmoGenError
+
+    pipe = shipped_pipeline
+    common = dict(num_images=2, seed=3, num_inference_steps=3)
+    pil = pipe("awe", **common)
+    latents = pipe("awe", output_type="latent", **common).images
+    assert latents.dim() == 4 and latents.shape[:2] == (2, pipe.base.unet.config.in_channels)
+    # the seeded noise given back as `latents` makes the same images
+    noise = pipe.prepare_latents([torch.Generator().manual_seed(3 + i) for i in range(2)], torch.float32)
+    again = pipe("awe", latents=noise, **common)
+    assert [np.asarray(a).tolist() for a in again.images] == [np.asarray(b).tolist() for b in pil.images]
+    as_np = pipe("awe", output_type="np", **common).images
+    as_pt = pipe("awe", output_type="pt", **common).images
+    assert as_np.shape[0] == 2 and as_np.shape[-1] == 3 and 0 <= as_np.min() and as_np.max() <= 1
+    np.testing.assert_allclose(as_pt.permute(0, 2, 3, 1).numpy(), as_np)
+    assert np.abs(np.round(as_np * 255) - np.stack([np.asarray(im) for im in pil.images])).max() <= 1
+    # a callback sees every step, and what it returns replaces the latents
+    seen = []
+
+    def zero_at_the_end(pipeline, step, timestep, kwargs):
+        seen.append(step)
+        return {"latents": torch.zeros_like(kwargs["latents"])} if step == 2 else None
+
+    flat = pipe("awe", output_type="latent", callback_on_step_end=zero_at_the_end, **common).images
+    assert seen == [0, 1, 2] and torch.count_nonzero(flat) == 0
+    # the scheduler is a component: replacing it changes the sampler, and the metadata names it
+    default = pipe.scheduler
+    try:
+        pipe.scheduler = EulerDiscreteScheduler.from_config(default.config)
+        euler = pipe("awe", **common)
+        assert euler.metadata[0]["scheduler"] == "euler"
+        assert [np.asarray(a).tolist() for a in euler.images] != [np.asarray(b).tolist() for b in pil.images]
+        assert [np.asarray(a).tolist() for a in pipe("awe", scheduler="dpm", **common).images] == [
+            np.asarray(b).tolist() for b in pil.images
+        ]
+    finally:
+        pipe.scheduler = default
+    with pytest.raises(CoEmoGenError, match="output_type"):
+        pipe("awe", output_type="jpeg", **common)
+    with pytest.raises(CoEmoGenError, match="latents hold 1 images"):
+        pipe("awe", latents=noise[:1], **common)

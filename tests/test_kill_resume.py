@@ -3,7 +3,11 @@ killed with SIGKILL at random points, re-run, and compared file by file with an 
 Captioning is killed against a failing server in test_robustness.py; scripts/kill_resume_matrix.py
 runs every long command."""
 
+import pytest
+
 from coemogen.kill_resume import Job, check_job, snapshot
+
+pytestmark = pytest.mark.slow  # processes launched and killed: the slow tier
 
 
 def test_killed_world_build_rerun_gives_the_same_bytes(tmp_path):

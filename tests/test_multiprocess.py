@@ -15,6 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # processes launched and killed: the slow tier
+
 WORKER = Path(__file__).parent / "helpers" / "ddp_train.py"
 
 

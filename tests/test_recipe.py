@@ -134,6 +134,7 @@ def _train_command(tiny_models, world, out, *flags):
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.slow
 def test_fp16_run_killed_after_a_checkpoint_and_resumed_equals_the_uninterrupted_run(tiny_models, tiny_world, tmp_path):
     full = tmp_path / "full"
     subprocess.run(_train_command(tiny_models, tiny_world, full), check=True, capture_output=True, env=ENV)

@@ -80,6 +80,7 @@ def test_an_empty_caption_is_retried_and_permanent_after_the_budget(tmp_path):
     assert (result.caption, result.error, result.transient) == (None, "empty caption", False)
 
 
+@pytest.mark.slow
 def test_killed_caption_run_against_a_flaky_server_then_rerun_captions_every_usable_image_once(tiny_world, tmp_path):
     world = tmp_path / "world"
     shutil.copytree(tiny_world, world)

@@ -28,6 +28,7 @@ def test_the_art_world_paints_the_photo_worlds_scenes(tmp_path):
     assert folders == sorted(Taxonomy.load("emoart").emotions) and "excitement" not in folders
 
 
+@pytest.mark.slow
 def test_emoart_quick_study(tmp_path):
     from coemogen.cli import main
 
@@ -110,6 +111,7 @@ def test_transfer_evaluation_scores_content_and_emotion(tmp_path, single_torch_t
     assert Image.open(out / "grid.png").size == (2 * 64, 9 * 64)  # a row per emotion and the base model's
 
 
+@pytest.mark.slow
 def test_paper_table_seeds_resume_and_dreambooth(tmp_path):
     from coemogen.experiments.paper_table import paper_table
 

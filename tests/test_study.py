@@ -328,6 +328,7 @@ def _check_resumed(study: Study, participants: list[Participant], stored: dict, 
         assert state["answered"] == len(mine) and (state["done"] or state["step"] == len(mine))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_study_loses_no_acknowledged_answer_and_participants_resume(study):
     process, url = _start_server(study)
     participants = [Participant(f"kill-{i:02d}") for i in range(20)]
@@ -398,6 +399,7 @@ def postgres_url():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_server_processes_share_one_postgresql_database_through_a_sigkill(study, postgres_url):
     first, first_url = _start_server(study, postgres_url)
     second, second_url = _start_server(study, postgres_url)
@@ -430,6 +432,7 @@ def artefacts(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_browser_answers_by_keyboard_and_click_reloads_and_continues(study, served, artefacts):
     pytest.importorskip("selenium")
     from selenium.webdriver.common.by import By

@@ -116,6 +116,7 @@ def chromium_driver():
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
 
 
+@pytest.mark.slow
 def test_browser_chooses_an_emotion_generates_and_shows_images(served_app, artefacts):
     pytest.importorskip("selenium")
     from selenium.webdriver.common.by import By

@@ -96,7 +96,8 @@ def cmd_clusters(a: argparse.Namespace) -> None:
 def cmd_generate(a: argparse.Namespace) -> None:
     import os
 
-    from ..pipelines.pipeline_coemogen import CoEmoGenPipeline, generate_to_folders, write_grids
+    from ..pipelines.folders import generate_to_folders, write_grids
+    from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
     from ..taxonomy import Taxonomy
 
     state = None

@@ -22,14 +22,8 @@ from ..errors import CoEmoGenError
 from ..io import atomic_output, write_text
 from ..models.base import model_path
 from ..models.conditioning import PLACEHOLDER, check_template
-from ..pipelines.pipeline_coemogen import (
-    CoEmoGenOutput,
-    CoEmoGenPipeline,
-    base_pipeline,
-    completed_indices,
-    generate_to_folders,
-    save_images,
-)
+from ..pipelines.folders import completed_indices, generate_to_folders, save_images
+from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline, base_pipeline
 from ..tables import format_table
 from .metrics import EmotionAccuracy, PolarityAccuracy
 

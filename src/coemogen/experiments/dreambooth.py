@@ -20,7 +20,8 @@ from ..data.images import crop_top_left, load_rgb, to_tensor
 from ..errors import CoEmoGenError
 from ..models.base import load_base_models
 from ..models.conditioning import EmotionConditioner, TextCondition
-from ..pipelines.pipeline_coemogen import CoEmoGenOutput, base_pipeline, save_image
+from ..pipelines.folders import save_image
+from ..pipelines.pipeline_coemogen import CoEmoGenOutput, base_pipeline
 from ..world.paths import POCKET_SD
 
 # Rare letter strings (DreamBooth's "sks"), one per emotion; none is a word of any caption.

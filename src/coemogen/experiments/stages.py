@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from ..data.readers import read_dataset
-from ..pipelines.pipeline_coemogen import CoEmoGenOutput, base_pipeline, save_images
+from ..pipelines.folders import save_images
+from ..pipelines.pipeline_coemogen import CoEmoGenOutput, base_pipeline
 from ..taxonomy import Taxonomy
 from ..training.config import TrainingArguments
 from ..world.dataset import build_world

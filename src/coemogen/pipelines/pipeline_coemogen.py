@@ -8,18 +8,16 @@ Inference needs no CLIP model: the clusters already live in the text encoder's t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
-from ..data.images import image_grid
 from ..errors import CoEmoGenError
-from ..io import atomic_output, write_text
 from ..models.base import BaseModels, load_base_models
 from ..models.clusters import EmotionClusters
 from ..models.coemogen import CoEmoGen
@@ -70,8 +68,14 @@ def base_pipeline(source: str | Path):
 
 @dataclass
 class CoEmoGenOutput:
-    images: list[Image.Image]
+    """`images`: PIL images, or (`output_type`) a float array / tensor in [0, 1] (N, H, W, C) /
+    (N, C, H, W), or the final latents; `metadata`: one dict per image (its emotion mix, seed, ...)."""
+
+    images: list[Image.Image] | np.ndarray | torch.Tensor
     metadata: list[dict]
+
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 WINDOW_LEVELS = ("all", "emotion", "group")
@@ -141,6 +145,8 @@ class CoEmoGenPipeline:
     ) -> None:
         self.base, self.model, self.clusters, self.device = base, model, clusters, torch.device(device)
         self.conditioner = EmotionConditioner(base)
+        # the sampler, a component as in diffusers (replace it, or name another per call)
+        self.scheduler = make_scheduler("dpm", base.noise_scheduler.config)
 
     @property
     def taxonomy(self) -> Taxonomy:
@@ -249,6 +255,7 @@ class CoEmoGenPipeline:
         progress: bool = False,
         step_conditions: Callable[[int], tuple[TextCondition, torch.Tensor | None]] | None = None,
         merge_adapters: bool = True,
+        callback_on_step_end: Callable | None = None,
     ) -> torch.Tensor:
         """Classifier-free guided sampling; each sample's adapters apply to both guidance halves.
 
@@ -281,20 +288,38 @@ class CoEmoGenPipeline:
         def adapters(gates: torch.Tensor | None):
             return nullcontext() if gates is None else adapter_weights(unet, gates, merge=merge_adapters)
 
+        def after(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+            if callback_on_step_end is None:
+                return latents
+            returned = callback_on_step_end(self, i, t, {"latents": latents})
+            return latents if returned is None else returned.get("latents", latents)
+
         if step_conditions is None:
             with adapters(gates):
-                for t in timesteps:
-                    latents = step(latents, t, cond)
+                for i, t in enumerate(timesteps):
+                    latents = after(i, t, step(latents, t, cond))
             return latents
         for i, t in enumerate(timesteps):
             step_cond, step_gates = step_conditions(i)
             with adapters(step_gates):
-                latents = step(latents, t, step_cond)
+                latents = after(i, t, step(latents, t, step_cond))
         return latents
 
-    def decode_latents(self, latents: torch.Tensor) -> list[Image.Image]:
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [-1, 1] through the frozen VAE."""
         vae = self.base.vae
-        images = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample
+        return vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample
+
+    @staticmethod
+    def postprocess(images: torch.Tensor, output_type: str = "pil"):
+        """Decoded images in [-1, 1] (or latents, for "latent") as `output_type` asks: PIL images
+        (8-bit, rounded), a float array (N, H, W, C) or tensor (N, C, H, W) in [0, 1], or as they are."""
+        if output_type == "latent":
+            return images
+        if output_type == "pt":
+            return (images.float().clamp(-1, 1) + 1) / 2
+        if output_type == "np":
+            return ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
         arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a) for a in arr]
 
@@ -307,7 +332,7 @@ class CoEmoGenPipeline:
         template: str | None = None,
         num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
         guidance_scale: float = 5.0,
-        scheduler: str = "dpm",
+        scheduler: str | None = None,
         batch_size: int = 16,
         progress: bool = False,
         cluster_temperature: float | None = None,
@@ -317,6 +342,9 @@ class CoEmoGenPipeline:
         emotion_window: EmotionWindow | None = None,
         seeds: list[int] | None = None,
         merge_adapters: bool = True,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        callback_on_step_end: Callable[[CoEmoGenPipeline, int, torch.Tensor, dict], dict | None] | None = None,
     ) -> CoEmoGenOutput:
         """`emotion`: a name, a mix "amusement:0.5,awe:0.5", or a list (one per image, cycled).
 
@@ -332,11 +360,20 @@ class CoEmoGenPipeline:
         `merge_adapters`: fold a batch's shared adapters into the U-Net while it denoises (the fastest
         for one caller); False keeps them per sample and leaves the weights untouched, so several
         threads can call one pipeline at once (each thread's adapter selection is its own).
+        `scheduler`: a sampler name (`SCHEDULERS`) for this call; default: the pipeline's `scheduler`
+        component. `latents` (num_images, C, h, w): the initial noise instead of the seeded draws.
+        `output_type`: "pil" (default), "np", "pt" or "latent". `callback_on_step_end(pipe, step,
+        timestep, {"latents": ...})` runs after every denoising step of every batch, as in diffusers;
+        a dict it returns replaces the latents.
         """
         # 1. Check inputs and fill defaults from the run's configuration.
         specs = [emotion] if isinstance(emotion, str) else list(emotion)
         template = template or self.model.config.template
         self.check_inputs(specs, num_images, template, num_inference_steps, guidance_scale, generator, visual_embeds)
+        if output_type not in OUTPUT_TYPES:
+            raise CoEmoGenError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, not '{output_type}'")
+        if latents is not None and latents.shape[0] != num_images:
+            raise CoEmoGenError(f"latents hold {latents.shape[0]} images, not num_images={num_images}")
         if cluster_temperature is None:
             cluster_temperature = self.model.config.cluster_temperature
         # 2. Parse each image's emotion mix.
@@ -353,7 +390,14 @@ class CoEmoGenPipeline:
             cluster_generators = noise_generators = (
                 generator if isinstance(generator, list) else [generator] * num_images
             )
-        sched = make_scheduler(scheduler, self.base.noise_scheduler.config)
+        # a fresh sampler per call: samplers keep state, and one pipeline may serve several threads
+        sched = make_scheduler(scheduler, self.base.noise_scheduler.config) if scheduler else (
+            type(self.scheduler).from_config(self.scheduler.config)
+        )
+        scheduler_name = scheduler or next(
+            (name for name, cls in SCHEDULERS.items() if cls == type(self.scheduler).__name__),
+            type(self.scheduler).__name__,
+        )
         dtype = self.base.unet.dtype
         uncond = self.base.family.unconditional(self.conditioner.encode_text([""])).to(self.device, dtype)
         if emotion_window is not None:
@@ -378,18 +422,22 @@ class CoEmoGenPipeline:
             # 6. Each sample's HiLoRA adapters: its emotions' and their groups' (none for EmoGen).
             gates = self.model.gates(self.taxonomy.weights(batch_mixes).to(self.device))
             # 7. Initial latents.
-            latents = self.prepare_latents([noise_generators[i] for i in idx], dtype)
+            if latents is None:
+                batch_latents = self.prepare_latents([noise_generators[i] for i in idx], dtype)
+            else:
+                batch_latents = latents[idx].to(self.device, dtype)
             # 8. Denoise with classifier-free guidance, then 9. decode.
             window = (
                 None
                 if emotion_window is None
                 else emotion_window.step_conditions(cond, neutral, gates, self.taxonomy.num_emotions)
             )
-            latents = self.denoise(
-                sched, latents, cond, uncond, gates, num_inference_steps, guidance_scale, progress, window,
-                merge_adapters,
+            batch_latents = self.denoise(
+                sched, batch_latents, cond, uncond, gates, num_inference_steps, guidance_scale, progress, window,
+                merge_adapters, callback_on_step_end,
             )  # fmt: skip
-            images += self.decode_latents(latents)
+            decoded = batch_latents if output_type == "latent" else self.decode(batch_latents)
+            images.append(self.postprocess(decoded, output_type))
             for i, comp in zip(idx, components):
                 metadata.append(
                     {
@@ -399,102 +447,13 @@ class CoEmoGenPipeline:
                         "seed": image_seeds[i] if generator is None else None,
                         "cluster_component": comp,
                         "template": template,
-                        "scheduler": scheduler,
+                        "scheduler": scheduler_name,
                         "num_inference_steps": num_inference_steps,
                         "guidance_scale": guidance_scale,
                         "cluster_temperature": cluster_temperature,
                         **({} if emotion_window is None else {"emotion_window": vars(emotion_window)}),
                     }
                 )
-        return CoEmoGenOutput(images, metadata)
-
-
-def save_image(image: Image.Image, meta: dict, out_dir: Path, prefix: str = "") -> Path:
-    """Write one image and then its metadata JSON, each to a temporary file renamed into place: an
-    image whose JSON exists is complete (what `completed_indices` counts on after a kill)."""
-    stem = out_dir / f"{prefix}{meta['emotion']}_{meta['index']:04d}"
-    with atomic_output(stem.with_suffix(".png")) as tmp:
-        image.save(tmp, format="PNG")
-    write_text(stem.with_suffix(".json"), json.dumps(meta, indent=1))
-    return stem.with_suffix(".png")
-
-
-def save_images(output: CoEmoGenOutput, out_dir: str | Path, prefix: str = "") -> Path:
-    """Write PNGs, one metadata JSON per image and a grid."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for image, meta in zip(output.images, output.metadata):
-        save_image(image, meta, out_dir, prefix)
-    with atomic_output(out_dir / f"{prefix}grid.png") as tmp:
-        image_grid(output.images).save(tmp, format="PNG")
-    return out_dir
-
-
-def completed_indices(out_dir: Path) -> dict[int, Path]:
-    """Index -> PNG of every complete image in `out_dir` (its metadata JSON written after it)."""
-    done = {}
-    for meta_file in out_dir.glob("*_[0-9][0-9][0-9][0-9]*.json"):
-        png = meta_file.with_suffix(".png")
-        if png.is_file():
-            done[int(meta_file.stem.rsplit("_", 1)[1])] = png
-    return done
-
-
-def generate_to_folders(
-    pipe: CoEmoGenPipeline,
-    jobs: list[tuple[str | list[str], Path]],
-    num_images: int,
-    seed: int = 0,
-    batch_size: int = 16,
-    grid_size: int = 64,
-    process_index: int = 0,
-    num_processes: int = 1,
-    barrier: Callable[[], None] | None = None,
-    **call_kwargs,
-) -> int:
-    """Make `num_images` images for each (emotion spec(s), folder) job, in batches, with one progress
-    bar over all images. Each image is written as soon as it is made; images already complete in a
-    folder are kept, so a killed run re-run completes the set. Images are always made in the same
-    batches (images k*batch_size ... (k+1)*batch_size - 1): a batch with a missing image is made again
-    whole and only the missing ones are written, since a CPU's float rounding can depend on the batch
-    size. Returns how many images were written now.
-
-    Several processes (`accelerate launch`): the batches left to make are dealt out in turn, process
-    p taking every `num_processes`-th from the p-th; every image keeps its own seed and batch, so the
-    set is the one a single process makes. `barrier` (every process waits for all) comes between
-    reading what is done and writing, so all processes deal out the same list. The grids are then
-    written by `write_grids` once every process is done (with one process, here)."""
-    from tqdm import tqdm
-
-    work = []  # (spec, folder, first image of the batch, the batch's missing images)
-    for spec, folder in jobs:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        done = completed_indices(folder)
-        missing = {i for i in range(num_images) if i not in done}
-        for first in sorted({i - i % batch_size for i in missing}):
-            work.append((spec, folder, first, {i for i in missing if first <= i < first + batch_size}))
-    if barrier is not None:
-        barrier()
-    share = work[process_index::num_processes]
-    todo = sum(len(m) for *_, m in share)
-    bar = tqdm(total=todo, desc="generate", unit="img", disable=process_index != 0)
-    for spec, folder, first, missing in share:
-        count = min(batch_size, num_images - first)
-        output = pipe(spec, num_images=count, seed=seed, batch_size=batch_size, first_index=first, **call_kwargs)
-        for image, meta in zip(output.images, output.metadata):
-            if meta["index"] in missing:
-                save_image(image, meta, folder)
-        bar.update(len(missing))
-    bar.close()
-    if num_processes == 1:
-        write_grids([folder for _, folder in jobs], grid_size)
-    return todo
-
-
-def write_grids(folders: list[Path], grid_size: int = 64) -> None:
-    """Each folder's `grid.png` of its first `grid_size` complete images."""
-    for folder in folders:
-        shown = sorted(completed_indices(Path(folder)).items())[:grid_size]
-        with atomic_output(Path(folder) / "grid.png") as tmp:
-            image_grid([Image.open(png).convert("RGB") for _, png in shown]).save(tmp, format="PNG")
+        if output_type == "pil":
+            return CoEmoGenOutput([im for batch in images for im in batch], metadata)
+        return CoEmoGenOutput(np.concatenate(images) if output_type == "np" else torch.cat(images), metadata)

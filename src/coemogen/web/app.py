@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CoEmoGenError
-from ..pipelines.pipeline_coemogen import DEFAULT_INFERENCE_STEPS, CoEmoGenOutput, CoEmoGenPipeline, save_images
+from ..models.configs import DEFAULT_INFERENCE_STEPS
+from ..pipelines.folders import save_images
+from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
 from .batching import RequestBatcher
 from .limits import (
     MAX_GUIDANCE,
