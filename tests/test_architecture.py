@@ -153,3 +153,25 @@ def test_emogen_gets_the_engines_frozen_model_preparation(tiny_sdxl_models, tiny
     assert run.base.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert run.base.unet._compiled_call_impl is not None  # nn.Module.compile() in place
     assert {p.dtype for p in run.params.values()} == {torch.float32}  # the mapper stays fp32 for AdamW
+
+
+def test_every_multi_word_flag_answers_to_both_spellings(tmp_path):
+    from coemogen.cli.parser import build_parser
+
+    parser = build_parser()
+    a = parser.parse_args(
+        ["generate", "--emotion", "awe", "--out", "o", "--num-inference-steps", "3", "--guidance-scale", "2"]
+    )
+    b = parser.parse_args(
+        ["generate", "--emotion", "awe", "--out", "o", "--num_inference_steps", "3", "--guidance_scale", "2"]
+    )
+    assert vars(a) == vars(b) and a.num_inference_steps == 3 and a.guidance_scale == 2
+    t = parser.parse_args(["train", "--manifest", "m", "--out", "o", "--max-train-steps", "5", "--lora-rank", "2"])
+    assert t.max_train_steps == 5 and t.lora_rank == 2
+    e = parser.parse_args(["evaluate", "--out", "o", "--clip-model-name-or-path", "c", "--num_pairs", "4"])
+    assert e.clip_model_name_or_path == "c" and e.num_pairs == 4
+
+
+def test_the_research_helpers_are_commands(tmp_path):
+    assert main(["world", "sheet", "--out", str(tmp_path / "relations.png")]) == 0
+    assert (tmp_path / "relations.png").stat().st_size > 0

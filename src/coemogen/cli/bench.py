@@ -1,0 +1,87 @@
+"""`coemogen bench`: the paper table, its claims and the EmoArt study."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import CoEmoGenError
+
+
+def add_to(sub: argparse._SubParsersAction) -> None:
+    """Add the command's parser (and its sub-commands) to `sub`."""
+    bench = sub.add_parser("bench", help="reproductions").add_subparsers(dest="bench_command", required=True)
+    p = bench.add_parser("paper-table", help="every method and ablation in the synthetic world, with seeds and CIs")
+    p.add_argument("--out", default="paper-table", help="resumable: finished (row, seed) pairs there are kept")
+    p.add_argument(
+        "--scale",
+        choices=["default", "short", "resolved", "long", "quick"],
+        default="default",
+        help="default: 600 steps, 32 images per emotion; short: 200 steps, 12 images (the committed table); "
+        "resolved: short with 40 images per emotion (both worlds' resolved tables); "
+        "long: 3000 steps at batch 2 on a 100-per-emotion world (the filter study); quick: a smoke test",
+    )
+    p.add_argument("--quick", action="store_true", help="same as --scale quick")
+    p.add_argument("--seeds", type=int, default=1, help="training seeds per row (seed, seed+1, ...)")
+    p.add_argument("--seed", type=int, default=0, help="first training seed; also the world's and captions' seed")
+    p.add_argument("--rows", nargs="+", help="only these rows (names as in the table)")
+    p.add_argument(
+        "--content",
+        choices=["objects", "narrative"],
+        default="objects",
+        help="the synthetic world (its pocket models and judges): objects, or narrative (docs/world-narrative.md)",
+    )
+    p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the table from the finished (row, seed) pairs; train nothing",
+    )
+    p.set_defaults(func=run_bench_paper_table)
+    p = bench.add_parser("claims", help="the paper's claims marked holds / within noise / fails from paper tables")
+    p.add_argument(
+        "--table",
+        action="append",
+        required=True,
+        metavar="WORLD=DIR",
+        help="a finished paper table and its world, e.g. objects=docs/paper-table/objects-resolved (repeatable)",
+    )
+    p.add_argument("--out", required=True, help="the claims table (Markdown; its JSON beside it)")
+    p.set_defaults(func=run_bench_claims)
+    p = bench.add_parser("emoart", help="the EmoArt scalability study: paintings selected by a photo classifier")
+    p.add_argument("--out", default="emoart", help="resumable: finished stages there are kept")
+    p.add_argument("--quick", action="store_true", help="a smoke version (tests)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_bench_emoart)
+
+
+def run_bench_paper_table(a: argparse.Namespace) -> None:
+    from ..experiments.paper_table import paper_table
+
+    paper_table(
+        a.out,
+        "quick" if a.quick else a.scale,
+        a.seeds,
+        a.seed,
+        a.rows,
+        a.num_resamples,
+        measure=not a.report_only,
+        content=a.content,
+    )
+
+
+def run_bench_claims(a: argparse.Namespace) -> None:
+    from ..experiments.claims import claims_table
+
+    tables = {}
+    for spec in a.table:
+        world, sep, folder = spec.partition("=")
+        if not sep or not world or not folder:
+            raise CoEmoGenError(f"--table takes WORLD=DIR (e.g. narrative=docs/paper-table/narrative), got '{spec}'")
+        tables[world] = folder
+    print(claims_table(tables, a.out))
+
+
+def run_bench_emoart(a: argparse.Namespace) -> None:
+    from ..experiments.emoart import run_emoart
+
+    run_emoart(a.out, a.quick, a.seed)
