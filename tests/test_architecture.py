@@ -5,6 +5,7 @@ preparation (SDXL's VAE kept in fp32, channels-last, compile)."""
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,15 @@ def test_every_multi_word_flag_answers_to_both_spellings(tmp_path):
 def test_the_research_helpers_are_commands(tmp_path):
     assert main(["world", "sheet", "--out", str(tmp_path / "relations.png")]) == 0
     assert (tmp_path / "relations.png").stat().st_size > 0
+
+
+def test_every_model_family_attribute_is_read_outside_the_families():
+    """What a family declares is used: each attribute and method of `ModelFamily` is read by some
+    module of the package outside `models/families/`."""
+    from coemogen.models.families.base import ModelFamily
+
+    names = {n for n in vars(ModelFamily) if not n.startswith("_")} | set(ModelFamily.required)
+    names -= {"required"}  # the registration check's own list
+    source = "\n".join(p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py") if "families" not in p.parts)
+    unread = sorted(n for n in names if not re.search(rf"family\.{n}\b", source))
+    assert unread == [], unread

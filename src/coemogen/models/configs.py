@@ -76,7 +76,9 @@ class CoEmoGenConfig(RunConfigRecord):
     mapper_layers: int = hparam(2, "linear layers in the neuro-symbolic mapper (>= 2)")
     lora_rank: int = hparam(4, "rank of every HiLoRA adapter")
     lora_alpha: float | None = hparam(None, "LoRA alpha (scaling alpha/rank); default: the rank, i.e. scaling 1")
-    lora_targets: list[str] = hparam(list(DEFAULT_TARGETS), "U-Net linear layers that get HiLoRA adapters")
+    lora_targets: list[str] = hparam(
+        list(DEFAULT_TARGETS), "U-Net linear layers that get HiLoRA adapters (training: the model family's by default)"
+    )
     emotion_lora: bool = hparam(True, "false: the 'w/o emotion-specific LoRAs' ablation")
     group_lora: bool = hparam(True, "false: the 'w/o polarity-shared LoRAs' ablation")
     shared_lora: bool = hparam(False, "true: one LoRA for every emotion (no hierarchy) baseline")

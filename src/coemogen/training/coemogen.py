@@ -173,7 +173,7 @@ class CoEmoGenMethod(Method):
             clip_model_name_or_path=clip,
             resolution=args.resolution or base.default_resolution,
             pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path,
-            **hyperparameters,
+            **{"lora_targets": list(base.family.lora_targets), **hyperparameters},  # the family's, unless given
         )
         if cache is not None:
             layer = config.image_token_layer if config.perception_encoder else None
