@@ -7,6 +7,7 @@ import pytest
 
 MODULES = [
     "coemogen.pipelines.pipeline_coemogen",
+    "coemogen.pipelines.pipeline_edit",
     "coemogen.training.loop",
     "coemogen.evaluation.evaluate",
     "coemogen.evaluation.metrics",

@@ -13,6 +13,7 @@ from . import (
     caption,
     demo,
     doctor,
+    edit,
     evaluate,
     export,
     filter,
@@ -25,7 +26,23 @@ from . import (
 from .common import accept_both_spellings
 
 # In the order `coemogen --help` lists them: the pipeline's stages first.
-COMMANDS = (world, caption, filter, cache, train, generate, evaluate, bench, analyze, export, web, doctor, study, demo)
+COMMANDS = (
+    world,
+    caption,
+    filter,
+    cache,
+    train,
+    generate,
+    edit,
+    evaluate,
+    bench,
+    analyze,
+    export,
+    web,
+    doctor,
+    study,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -237,11 +237,12 @@ class CoEmoGenPipeline:
         shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
         return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device, dtype)
 
-    def time_ids(self, batch_size: int) -> torch.Tensor | None:
-        """The micro-conditions of generated images (SDXL: original size = target size, no crop)."""
-        size = self.base.default_resolution
-        sizes = torch.tensor([[size, size]] * batch_size)
-        return self.base.family.time_ids(sizes, torch.zeros_like(sizes), (size, size))
+    def time_ids(self, batch_size: int, size: tuple[int, int] | None = None) -> torch.Tensor | None:
+        """The micro-conditions of generated images (SDXL: original size = target size, no crop);
+        `size` (height, width): default the model's square resolution."""
+        size = size or (self.base.default_resolution, self.base.default_resolution)
+        sizes = torch.tensor([list(size)] * batch_size)
+        return self.base.family.time_ids(sizes, torch.zeros_like(sizes), tuple(size))
 
     def denoise(
         self,
@@ -256,6 +257,7 @@ class CoEmoGenPipeline:
         step_conditions: Callable[[int], tuple[TextCondition, torch.Tensor | None]] | None = None,
         merge_adapters: bool = True,
         callback_on_step_end: Callable | None = None,
+        start_step: int = 0,
     ) -> torch.Tensor:
         """Classifier-free guided sampling; each sample's adapters apply to both guidance halves.
 
@@ -264,14 +266,20 @@ class CoEmoGenPipeline:
         unmerged afterwards. `step_conditions(i) -> (cond, gates)` changes them step by step
         (`EmotionWindow`); the adapters are then selected per step. `gates` None: no adapters.
         `merge_adapters=False` keeps them per sample (a pipeline several threads call at once).
+        `start_step=k` starts at the k-th step from `latents` already noised to that step's level
+        (image-to-image: SDEdit, or an inversion's end).
         """
         from tqdm import tqdm
 
         unet, family = self.base.unet, self.base.family
         scheduler.set_timesteps(num_inference_steps, device=latents.device)
-        latents = latents * scheduler.init_noise_sigma
+        if start_step == 0:
+            latents = latents * scheduler.init_noise_sigma
+        elif hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start_step * scheduler.order)
         guided = guidance_scale > 1
-        time_ids = self.time_ids(len(latents))
+        size = None if start_step == 0 else tuple(d * self.base.vae_scale_factor for d in latents.shape[-2:])
+        time_ids = self.time_ids(len(latents), size)
         if time_ids is not None:
             time_ids = (torch.cat([time_ids] * 2) if guided else time_ids).to(latents.device)
 
@@ -284,7 +292,9 @@ class CoEmoGenPipeline:
                 pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
             return scheduler.step(pred, t, latents).prev_sample
 
-        timesteps = tqdm(scheduler.timesteps, desc="denoise", disable=not progress, leave=False)
+        timesteps = tqdm(
+            scheduler.timesteps[start_step * scheduler.order :], desc="denoise", disable=not progress, leave=False
+        )
         def adapters(gates: torch.Tensor | None):
             return nullcontext() if gates is None else adapter_weights(unet, gates, merge=merge_adapters)
 
