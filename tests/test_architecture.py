@@ -103,7 +103,9 @@ def test_the_method_does_not_import_the_world_and_no_circle_runs_through_trainin
     print(f"modules {len(graph)}, imports {sum(map(len, graph.values()))}, circles {found}")
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["generate"], ["edit"], ["evaluate"], ["export"], ["web"], ["world"]])
+@pytest.mark.parametrize(
+    "command", [[], ["train"], ["generate"], ["edit"], ["evaluate"], ["export"], ["web"], ["world"]]
+)
 def test_help_imports_no_torch(command):
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "coemogen.cli", *command, "--help"],
