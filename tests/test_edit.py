@@ -101,3 +101,51 @@ def test_the_edit_command_names_every_file_it_skips_and_completes_a_folder(tmp_p
     # a single file that cannot be edited is an error (exit status 2)
     assert main(["edit", "--images", str(images / "empty.png"), "--emotion", "awe", "--out", str(out)]) == 2
     assert main(["edit", "--images", str(images / "street.jpg"), "--emotion", "joy", "--out", str(out)]) == 2
+
+
+def test_edit_metrics_equal_their_definitions_and_the_command_reports_them(tmp_path, source, capsys):
+    import torch
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    from coemogen.evaluation.metrics import EmotionGain, PeakSignalToNoiseRatio, StructuralSimilarity
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 24, 32, generator=g)
+    b = (a + 0.1 * torch.randn(2, 3, 24, 32, generator=g)).clamp(0, 1)
+    psnr, ssim = PeakSignalToNoiseRatio(), StructuralSimilarity()
+    psnr.update(a, b)
+    ssim.update(a, b)
+    for i in range(2):
+        assert psnr.per_sample()[i] == pytest.approx(
+            float(peak_signal_noise_ratio(a[i : i + 1].double(), b[i : i + 1].double(), data_range=1.0))
+        )  # noqa: E501
+        assert ssim.per_sample()[i] == pytest.approx(
+            float(structural_similarity_index_measure(a[i : i + 1].double(), b[i : i + 1].double(), data_range=1.0))
+        )  # noqa: E501
+    gain = EmotionGain()
+    gain.update(torch.tensor([[0.0, 2.0]]), torch.tensor([[2.0, 0.0]]), torch.tensor([1]))
+    assert gain.compute() == pytest.approx(
+        float(torch.tensor([0.0, 2.0]).softmax(0)[1] - torch.tensor([2.0, 0.0]).softmax(0)[1])
+    )
+
+    # the command on a world's images: every (source emotion -> target) cell and overall, with intervals
+    from coemogen.world.dataset import build_world
+
+    world = build_world(tmp_path / "world", images_per_emotion=1, seed=0, size=64)
+    sources = tmp_path / "sources"
+    for emotion in ("awe", "fear"):
+        (sources / emotion).mkdir(parents=True)
+        next((world / "image" / emotion).iterdir()).rename(sources / emotion / f"{emotion}.png")
+    (sources / "info.json").write_text((world / "info.json").read_text())  # a world's images: its judges
+    edits = tmp_path / "edits"
+    assert main(["edit", "--images", str(sources), "--emotion", "sadness", "--out", str(edits), "--steps", "3"]) == 0
+    assert main(["evaluate", "--edits", str(edits), "--sources", str(sources), "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "edits.json").read_text())
+    names = [r["edits"] for r in report["rows"]]
+    assert names == ["overall", "awe -> sadness", "fear -> sadness"]
+    overall = report["rows"][0]
+    assert overall["n"] == 2 and 0 <= overall["emo_a"]["value"] <= 1
+    for key in ("psnr", "ssim", "lpips", "clip_i", "emo_s"):
+        assert overall[key]["low"] <= overall[key]["value"] <= overall[key]["high"], key
+    assert "world emotion judge" in report["settings"]["networks"]["emo_a"]
+    assert "Emo-S" in capsys.readouterr().out

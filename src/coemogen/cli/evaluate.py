@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import CoEmoGenError
 
@@ -12,6 +13,11 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="FID, LPIPS, Emo-A, Sem-C, Sem-D per emotion and overall")
     p.add_argument("--images", help="generated images (with metadata JSON or per-emotion folders)")
     p.add_argument("--reference", help="reference dataset (its test split is used)")
+    edits = p.add_argument_group("edits of your images (instead of --images/--reference): EmoEdit's metrics")
+    edits.add_argument("--edits", help="a folder `coemogen edit` wrote")
+    edits.add_argument(
+        "--sources", help="the folder of the edited sources (emotion-named sub-folders name their emotion)"
+    )
     transfer = p.add_argument_group("emotion transfer (instead of --images/--reference)")
     transfer.add_argument(
         "--transfer",
@@ -69,6 +75,19 @@ def run_evaluate(a: argparse.Namespace) -> None:
     from ..evaluation.report import markdown_table
     from ..taxonomy import Taxonomy
 
+    if a.edits:
+        from ..evaluation.edits import edit_networks, evaluate_edits
+
+        if not a.sources:
+            raise CoEmoGenError("--edits needs --sources (the folder of the edited images)")
+        taxonomy = Taxonomy.load(a.taxonomy)
+        nets = edit_networks(
+            a.sources, taxonomy, a.alexnet_weights, a.lpips_lin_weights, a.emotion_classifier, a.emotion_clip,
+            a.clip_model_name_or_path, a.evaluators,
+        )  # fmt: skip
+        evaluate_edits(a.edits, a.sources, a.out, taxonomy, nets, a.seed)
+        print((Path(a.out) / "edits.md").read_text())
+        return
     if a.transfer:
         from ..evaluation.emotion_head import emotion_head
         from ..evaluation.transfer import evaluate_transfer

@@ -261,6 +261,22 @@ class CosineSemanticDiversity(_VectorPairwiseMean):
         return 1 - F.cosine_similarity(feats[i], feats[j], dim=1)
 
 
+def lpips_distance(
+    maps_a: Sequence[torch.Tensor], maps_b: Sequence[torch.Tensor], layer_weights: Sequence[torch.Tensor] | None
+) -> torch.Tensor:
+    """LPIPS between images a[n] and b[n] from their per-layer feature maps (N, C, H, W):
+    channel-normalised squared differences, weighted per channel (uniform without `layer_weights`),
+    spatially averaged, summed over layers; float64, one value per pair."""
+    total = torch.zeros(len(maps_a[0]), dtype=torch.float64)  # float64 like the stored pairs a bootstrap reads
+    for k, (a, b) in enumerate(zip(maps_a, maps_b)):
+        a, b = a.double(), b.double()
+        unit_a = a / torch.sqrt((a**2).sum(dim=1, keepdim=True) + 1e-8)  # as in LPIPS
+        unit_b = b / torch.sqrt((b**2).sum(dim=1, keepdim=True) + 1e-8)
+        w = layer_weights[k].double().view(1, -1, 1, 1) if layer_weights else 1.0
+        total += (w * (unit_a - unit_b) ** 2).sum(dim=1).mean(dim=(1, 2))
+    return total
+
+
 class LPIPSDiversity(_PairwiseMean):
     """LPIPS diversity: inputs are lists of per-layer feature maps (N, C, H, W); the distance is
     LPIPS's: channel-normalised squared differences, weighted per channel by `layer_weights`
@@ -280,13 +296,7 @@ class LPIPSDiversity(_PairwiseMean):
         return [torch.cat([item[k] for item in self.items]) for k in range(len(self.items[0]))]
 
     def _distances(self, layers: list[torch.Tensor], i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(len(i), dtype=torch.float64)  # float64 like the stored pairs a bootstrap reads
-        for k, fmap in enumerate(layers):
-            fmap = fmap.double()
-            unit = fmap / torch.sqrt((fmap**2).sum(dim=1, keepdim=True) + 1e-8)  # as in LPIPS
-            w = self.layer_weights[k].double().view(1, -1, 1, 1) if self.layer_weights else 1.0
-            total += (w * (unit[i] - unit[j]) ** 2).sum(dim=1).mean(dim=(1, 2))
-        return total
+        return lpips_distance([f[i] for f in layers], [f[j] for f in layers], self.layer_weights)
 
 
 class _PerImage(Metric):
@@ -449,6 +459,77 @@ class SemanticConsistency(_RunningMean):
     def update(self, scene_probs: torch.Tensor, object_probs: torch.Tensor) -> None:
         top = torch.maximum(scene_probs.detach().cpu().max(1).values, object_probs.detach().cpu().max(1).values)
         self._add(top)
+
+
+# --- edits: each edited image against its source (EmoEdit's metrics) ------------------------------
+
+
+class PeakSignalToNoiseRatio(_RunningMean):
+    """PSNR in dB between each edit and its source, images in [0, 1] of one size: 10 log10(1 / MSE).
+    Higher: more of the source kept.
+
+    >>> import torch
+    >>> psnr = PeakSignalToNoiseRatio()
+    >>> psnr.update(torch.full((1, 3, 4, 4), 0.6), torch.full((1, 3, 4, 4), 0.5))
+    >>> round(psnr.compute(), 4)
+    20.0
+    """
+
+    def update(self, edits: torch.Tensor, sources: torch.Tensor) -> None:
+        mse = ((edits.double() - sources.double()) ** 2).flatten(1).mean(1).clamp_min(1e-20)
+        self._add(10 * torch.log10(1 / mse))
+
+
+class StructuralSimilarity(_RunningMean):
+    """SSIM (Wang et al., 2004) between each edit and its source, images in [0, 1]: an 11-pixel
+    Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, per channel, every pixel (the borders
+    reflected), averaged: torchmetrics' definition. 1: the same image."""
+
+    def update(self, edits: torch.Tensor, sources: torch.Tensor) -> None:
+        x, y = edits.double(), sources.double()
+        coords = torch.arange(11, dtype=torch.float64) - 5
+        g = torch.exp(-(coords**2) / (2 * 1.5**2))
+        window = (g[:, None] * g[None, :] / g.sum() ** 2).expand(x.shape[1], 1, 11, 11)
+
+        def blur(t: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(F.pad(t, (5, 5, 5, 5), mode="reflect"), window, groups=x.shape[1])
+
+        mu_x, mu_y = blur(x), blur(y)
+        var_x, var_y = (blur(x * x) - mu_x**2).clamp_min(0), (blur(y * y) - mu_y**2).clamp_min(0)
+        cov = blur(x * y) - mu_x * mu_y
+        c1, c2 = 0.01**2, 0.03**2
+        ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+        self._add(ssim.flatten(1).mean(1))
+
+
+class PairedLPIPS(_RunningMean):
+    """LPIPS between each edit and its source (`lpips_distance` on their feature maps); lower: more
+    of the source's look kept."""
+
+    higher_is_better = False
+
+    def __init__(self, layer_weights: Sequence[torch.Tensor] | None = None) -> None:
+        self.layer_weights = layer_weights
+        super().__init__()
+
+    def update(self, edit_maps: Sequence[torch.Tensor], source_maps: Sequence[torch.Tensor]) -> None:
+        self._add(lpips_distance(edit_maps, source_maps, self.layer_weights))
+
+
+class ClipImageSimilarity(_RunningMean):
+    """CLIP-I: cosine similarity of each edit's and its source's CLIP image features."""
+
+    def update(self, edit_features: torch.Tensor, source_features: torch.Tensor) -> None:
+        self._add(F.cosine_similarity(edit_features.double(), source_features.double(), dim=1))
+
+
+class EmotionGain(_RunningMean):
+    """Emo-S: how much an edit raised the target emotion's probability over its source's."""
+
+    def update(self, edit_logits: torch.Tensor, source_logits: torch.Tensor, targets: torch.Tensor) -> None:
+        rows = torch.arange(len(targets))
+        gain = edit_logits.double().softmax(1)[rows, targets] - source_logits.double().softmax(1)[rows, targets]
+        self._add(gain)
 
 
 @dataclass(frozen=True)
