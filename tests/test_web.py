@@ -17,7 +17,7 @@ from coemogen.web.limits import MIX_CHOICE, GenerationRequest, WebLimits
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 # Lean on purpose: the page's defaults are min(4, max_images) images and min(DEFAULT_INFERENCE_STEPS, max_steps) steps.
-TEST_LIMITS = WebLimits(max_images=2, max_steps=6, concurrency=1, max_queue=4)
+TEST_LIMITS = WebLimits(max_images=2, max_steps=6, concurrency=1, max_queue=4, max_upload_pixels=100_000)
 NO_MIX = [0.0] * 8
 
 
@@ -180,3 +180,100 @@ def test_gradio_client_generates_a_mix_and_gets_the_limits_messages(served_app, 
         client.predict("fear", "", 0, 4, 5.0, 0.4, 8, *NO_MIX, api_name="/generate")
     with pytest.raises(AppError, match="the mix is empty"):
         client.predict(MIX_CHOICE, "", 0, 4, 5.0, 0.4, 1, *NO_MIX, api_name="/generate")
+
+
+# --- the Edit tab --------------------------------------------------------------------------------
+
+
+def _upload(tmp_path, name, image, **save):
+    path = tmp_path / name
+    image.save(path, **save)
+    return str(path)
+
+
+def edit_form(upload, **changes):
+    from coemogen.web.limits import EditRequest
+
+    values = dict(emotion="fear", mix_weights=NO_MIX, method="sdedit", strength=0.5, seed=1, steps=4, guidance=5.0)
+    values.update(changes)
+    return EditRequest.from_form(TEST_LIMITS, Taxonomy.default(), upload, **values)
+
+
+def test_an_upload_is_read_as_untrusted_and_converted(tmp_path):
+    from PIL import Image
+
+    rgb = Image.new("RGB", (40, 20), (200, 30, 30))
+    assert edit_form(_upload(tmp_path, "a.png", rgb)).image.size == (40, 20)
+    rgba = Image.new("RGBA", (16, 16), (0, 0, 255, 0))  # transparent: composited on white
+    assert edit_form(_upload(tmp_path, "a.webp", rgba, lossless=True)).image.getpixel((0, 0)) == (255, 255, 255)
+    assert edit_form(_upload(tmp_path, "p.png", rgb.convert("P"))).image.mode == "RGB"
+    assert edit_form(_upload(tmp_path, "c.jpg", Image.new("CMYK", (16, 16), (0, 0, 0, 0)))).image.mode == "RGB"
+    wide = Image.new("I;16", (16, 8))
+    assert edit_form(_upload(tmp_path, "g16.png", wide)).image.size == (16, 8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: the image is shown upright, 20 x 40
+    assert edit_form(_upload(tmp_path, "r.jpg", rgb, exif=exif)).image.size == (20, 40)
+    with pytest.raises(CoEmoGenError, match="GIF images are not accepted"):
+        edit_form(_upload(tmp_path, "a.gif", rgb))
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(CoEmoGenError, match="not an image"):
+        edit_form(str(tmp_path / "notes.png"))
+    with pytest.raises(CoEmoGenError, match="more than 100,000 pixels"):  # refused from the header
+        edit_form(_upload(tmp_path, "big.png", Image.new("RGB", (400, 300))))
+    with pytest.raises(CoEmoGenError, match="upload an image"):
+        edit_form(None)
+    with pytest.raises(CoEmoGenError, match="strength must be between 0 and 1"):
+        edit_form(_upload(tmp_path, "b.png", rgb), strength=1.5)
+    with pytest.raises(CoEmoGenError, match="unknown edit method"):
+        edit_form(_upload(tmp_path, "b.png", rgb), method="paint")
+    with pytest.raises(CoEmoGenError, match="steps must be between 1 and 6"):
+        edit_form(_upload(tmp_path, "b.png", rgb), steps=20)
+
+
+def test_gradio_client_edits_an_upload_and_gets_the_upload_messages(served_app, tmp_path):
+    pytest.importorskip("gradio_client")
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    client = Client(served_app.local_url, verbose=False, download_files=str(tmp_path / "downloads"))
+    source = _upload(tmp_path, "mine.png", Image.new("RGB", (96, 64), (60, 160, 90)))
+    gallery, meta, edited = client.predict(
+        handle_file(source), "fear", "inversion", 0.5, 2, 4, 5.0, *NO_MIX, api_name="/edit"
+    )
+    assert [item["caption"] for item in gallery] == ["source", "fear · seed 2 · inversion 0.5"]
+    assert meta["method"] == "inversion" and meta["strength"] == 0.5 and meta["source_size"] == [96, 64]
+    assert Image.open(edited).size == (96, 64)
+    with pytest.raises(AppError, match="GIF images are not accepted"):
+        client.predict(
+            handle_file(_upload(tmp_path, "a.gif", Image.new("RGB", (8, 8)))), "fear", "sdedit", 0.5, 0, 4, 5.0,
+            *NO_MIX, api_name="/edit",
+        )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_browser_uploads_an_image_and_edits_it(served_app, artefacts, tmp_path):
+    pytest.importorskip("selenium")
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    source = _upload(tmp_path, "mine.png", Image.new("RGB", (80, 64), (200, 120, 40)))
+    driver = chromium_driver()
+    try:
+        wait = WebDriverWait(driver, 120)
+        driver.get(served_app.local_url)
+        wait.until(lambda d: d.find_elements(By.XPATH, "//button[@role='tab' and contains(., 'Edit your image')]"))
+        driver.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Edit your image')]").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#edit-upload input[type=file]"))
+        driver.find_element(By.CSS_SELECTOR, "#edit-upload input[type=file]").send_keys(source)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#edit-upload img"))
+        driver.find_element(By.CSS_SELECTOR, "#edit-button").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#edit-gallery img")) == 2)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#edit-download a"))
+        driver.save_screenshot(str(artefacts / "web-edit.png"))
+        page = driver.find_element(By.TAG_NAME, "body").text
+    finally:
+        driver.quit()
+    assert "source" in page and "sdedit 0.6" in page
+    assert "16,000" not in page and "100,000 pixels" in page  # the limits shown are the server's

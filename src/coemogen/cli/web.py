@@ -21,11 +21,22 @@ def add_to(sub: argparse._SubParsersAction) -> None:
         help="requests served at once, batched into one denoising pass on the one model copy",
     )
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting at most; more are refused")
+    p.add_argument("--max-upload-mb", type=int, default=10, help="the Edit tab: an uploaded image's file size at most")
+    p.add_argument(
+        "--max-upload-pixels", type=int, default=16_000_000, help="the Edit tab: an uploaded image's pixels at most"
+    )
     p.set_defaults(func=run_web)
 
 
 def run_web(a: argparse.Namespace) -> None:
     from ..web import WebLimits, launch
 
-    limits = WebLimits(max_images=a.max_images, max_steps=a.max_steps, concurrency=a.concurrency, max_queue=a.max_queue)
+    limits = WebLimits(
+        max_images=a.max_images,
+        max_steps=a.max_steps,
+        concurrency=a.concurrency,
+        max_queue=a.max_queue,
+        max_upload_mb=a.max_upload_mb,
+        max_upload_pixels=a.max_upload_pixels,
+    )
     launch(a.model, limits, a.host, a.port, a.device)

@@ -94,11 +94,14 @@ class CoEmoGenEditPipeline(CoEmoGenPipeline):
         cluster_temperature: float | None = None,
         output_type: str = "pil",
         restore_size: bool = True,
+        merge_adapters: bool = True,
     ) -> CoEmoGenOutput:
         """Edit each image toward its emotion (`emotion`: a name or mix for all, or one per image;
         None: the neutral condition without adapters, a reconstruction). Image i draws its cluster
         sample and its SDEdit noise from generators seeded `seed + i` (or `seeds[i]`; `generator`:
-        one per image, as in generation). Returns the edits and one metadata dict per image."""
+        one per image, as in generation). `merge_adapters=False` keeps the adapters per sample, for a
+        pipeline other threads use at the same time (the web app). Returns the edits and one metadata
+        dict per image."""
         # 1. Check inputs.
         images = [image] if isinstance(image, Image.Image) else list(image)
         if not images:
@@ -161,7 +164,7 @@ class CoEmoGenEditPipeline(CoEmoGenPipeline):
                     latents = scheduler.add_noise(latents, noise, t0)
                 latents = self.denoise(
                     scheduler, latents.to(dtype), cond, uncond, gates, num_inference_steps, guidance_scale,
-                    start_step=start,
+                    merge_adapters=merge_adapters, start_step=start,
                 )  # fmt: skip
             # 6. Decode, and back to the source's size.
             decoded = latents if output_type == "latent" else self.decode(latents)

@@ -1,11 +1,14 @@
-"""The Gradio app: pick an emotion (or a mix), generate, see each image's metadata, download them.
+"""The Gradio app: pick an emotion (or a mix), generate, see each image's metadata, download them;
+or upload an image of your own and edit it toward an emotion (the Edit tab).
 
 The run is loaded once at start and kept in memory, one copy whatever the load; requests go through
 Gradio's bounded queue, up to `limits.concurrency` of them at once, and those that share their
 denoising settings are made together in one batched pass (`batching.py`: HiLoRA gates each sample
-by its own emotion). The page accepts no file or path: the
-model is fixed when the server starts, and every value the page sends is checked on the server
-(`limits.py`); a bad request gets its message in the page, any other failure a generic one.
+by its own emotion); edits share that one model copy (adapters per call, never merged, so they run
+beside the batcher). The only file the page accepts is the image to edit, untrusted: PNG, JPEG or
+WebP within the size and pixel limits (`limits.read_upload`). The model is fixed when the server
+starts, and every value the page sends is checked on the server (`limits.py`); a bad request gets
+its message in the page, any other failure a generic one.
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CoEmoGenError
+from ..io import atomic_output
 from ..models.configs import DEFAULT_INFERENCE_STEPS
 from ..pipelines.folders import save_images
 from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
+from ..pipelines.pipeline_edit import CoEmoGenEditPipeline
 from .batching import RequestBatcher
 from .limits import (
+    EDIT_METHODS,
     MAX_GUIDANCE,
     MAX_SEED,
     MAX_TEMPERATURE,
     MAX_TEMPLATE_CHARS,
     MIX_CHOICE,
+    EditRequest,
     GenerationRequest,
     WebLimits,
 )
@@ -50,6 +57,7 @@ class CoEmoGenWebApp:
         self.taxonomy = pipeline.taxonomy
         self.config = pipeline.model.config
         self.batcher = RequestBatcher(pipeline, max_batch_images=limits.concurrency * limits.max_images)
+        self.editor = CoEmoGenEditPipeline(pipeline.base, pipeline.model, pipeline.clusters, pipeline.device)
         self.downloads = Path(tempfile.mkdtemp(prefix="coemogen-web-"))
         weakref.finalize(self, shutil.rmtree, self.downloads, ignore_errors=True)  # also at interpreter exit
 
@@ -96,6 +104,29 @@ class CoEmoGenWebApp:
         gallery = [(image, _caption(meta)) for image, meta in zip(output.images, output.metadata)]
         return gallery, output.metadata, str(archive)
 
+    def handle_edit(
+        self, upload, emotion, method, strength, seed, steps, guidance, *mix_weights
+    ) -> tuple[list, dict, str]:
+        """The Edit button: (the source and its edit, the edit's metadata, the edited PNG)."""
+        gr = import_gradio()
+
+        try:
+            request = EditRequest.from_form(
+                self.limits, self.taxonomy, upload, emotion, list(mix_weights), method, strength, seed, steps, guidance
+            )
+            output = self.editor(**request.pipeline_kwargs(), merge_adapters=False)
+        except CoEmoGenError as err:
+            raise gr.Error(str(err)) from None
+        self._prune_downloads()
+        folder = self.downloads / uuid.uuid4().hex
+        folder.mkdir()
+        meta = output.metadata[0]
+        path = folder / f"coemogen-edit-{meta['emotion']}-seed{request.seed}.png"
+        with atomic_output(path) as tmp:
+            output.images[0].save(tmp, format="PNG")
+        caption = f"{_caption(meta)} · {request.method} {request.strength:g}"
+        return [(request.image, "source"), (output.images[0], caption)], meta, str(path)
+
     def _zip(self, output: CoEmoGenOutput, request: GenerationRequest) -> Path:
         self._prune_downloads()
         folder = self.downloads / uuid.uuid4().hex
@@ -114,7 +145,7 @@ class CoEmoGenWebApp:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def build(self) -> gr.Blocks:
-        """The page: controls on the left, gallery, metadata and download on the right."""
+        """The page: a Generate tab and an Edit tab, controls on the left, results on the right."""
         gr = import_gradio()
 
         limits, emotions = self.limits, self.taxonomy.emotions
@@ -124,47 +155,93 @@ class CoEmoGenWebApp:
                 f"Images that evoke an emotion, or a mix of emotions. Up to {limits.max_images} images "
                 f"and {limits.max_steps} steps per request; requests wait in a queue of {limits.max_queue}."
             )
-            with gr.Row():
-                with gr.Column(scale=1):
-                    emotion = gr.Dropdown(
-                        [*emotions, MIX_CHOICE], value=emotions[0], label="Emotion", elem_id="emotion"
-                    )
-                    with gr.Accordion("Mix: weights used when the emotion is 'mix'", open=False):
-                        mix = [gr.Slider(0, 1, value=0, step=0.05, label=e) for e in emotions]
-                    template = gr.Textbox(
-                        "",
-                        label="Prompt template (optional)",
-                        placeholder=f"e.g. a photo of {{}} bag   (the run's own: {self.config.template})",
-                        max_length=MAX_TEMPLATE_CHARS,
-                        elem_id="template",
-                    )
-                    num_images = gr.Slider(
-                        1, limits.max_images, value=min(4, limits.max_images), step=1, label="Images"
-                    )
-                    steps = gr.Slider(
-                        1, limits.max_steps, value=min(DEFAULT_INFERENCE_STEPS, limits.max_steps), step=1, label="Steps"
-                    )
-                    guidance = gr.Slider(0, MAX_GUIDANCE, value=5.0, step=0.5, label="Guidance scale")
-                    temperature = gr.Slider(
-                        0,
-                        MAX_TEMPERATURE,
-                        value=self.config.cluster_temperature,
-                        step=0.05,
-                        label="Cluster temperature (0: the emotion's mean, 1: the fitted spread)",
-                    )
-                    seed = gr.Number(0, label="Seed (image i uses seed + i)", precision=0, minimum=0, maximum=MAX_SEED)
-                    button = gr.Button("Generate", variant="primary", elem_id="generate")
-                with gr.Column(scale=2):
-                    gallery = gr.Gallery(label="Images", columns=4, format="png", elem_id="gallery", interactive=False)
-                    download = gr.File(label="Download: PNGs + one metadata JSON per image", elem_id="download")
-                    metadata = gr.JSON(label="Metadata", open=True, elem_id="metadata")
-            button.click(
-                self.handle,
-                [emotion, template, seed, steps, guidance, temperature, num_images, *mix],
-                [gallery, metadata, download],
-                api_name="generate",
-                concurrency_limit=limits.concurrency,
-            )
+            with gr.Tab("Generate"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        emotion = gr.Dropdown(
+                            [*emotions, MIX_CHOICE], value=emotions[0], label="Emotion", elem_id="emotion"
+                        )
+                        with gr.Accordion("Mix: weights used when the emotion is 'mix'", open=False):
+                            mix = [gr.Slider(0, 1, value=0, step=0.05, label=e) for e in emotions]
+                        template = gr.Textbox(
+                            "",
+                            label="Prompt template (optional)",
+                            placeholder=f"e.g. a photo of {{}} bag   (the run's own: {self.config.template})",
+                            max_length=MAX_TEMPLATE_CHARS,
+                            elem_id="template",
+                        )
+                        num_images = gr.Slider(
+                            1, limits.max_images, value=min(4, limits.max_images), step=1, label="Images"
+                        )
+                        steps = gr.Slider(
+                            1,
+                            limits.max_steps,
+                            value=min(DEFAULT_INFERENCE_STEPS, limits.max_steps),
+                            step=1,
+                            label="Steps",
+                        )
+                        guidance = gr.Slider(0, MAX_GUIDANCE, value=5.0, step=0.5, label="Guidance scale")
+                        temperature = gr.Slider(
+                            0,
+                            MAX_TEMPERATURE,
+                            value=self.config.cluster_temperature,
+                            step=0.05,
+                            label="Cluster temperature (0: the emotion's mean, 1: the fitted spread)",
+                        )
+                        seed = gr.Number(
+                            0, label="Seed (image i uses seed + i)", precision=0, minimum=0, maximum=MAX_SEED
+                        )
+                        button = gr.Button("Generate", variant="primary", elem_id="generate")
+                    with gr.Column(scale=2):
+                        gallery = gr.Gallery(
+                            label="Images", columns=4, format="png", elem_id="gallery", interactive=False
+                        )
+                        download = gr.File(label="Download: PNGs + one metadata JSON per image", elem_id="download")
+                        metadata = gr.JSON(label="Metadata", open=True, elem_id="metadata")
+                button.click(
+                    self.handle,
+                    [emotion, template, seed, steps, guidance, temperature, num_images, *mix],
+                    [gallery, metadata, download],
+                    api_name="generate",
+                    concurrency_limit=limits.concurrency,
+                )
+            with gr.Tab("Edit your image"):
+                gr.Markdown(
+                    f"Upload a PNG, JPEG or WebP image (at most {limits.max_upload_mb} MB and "
+                    f"{limits.max_upload_pixels:,} pixels) and move it toward an emotion. Strength 0 keeps the "
+                    "image, 1 makes a new one; inversion keeps more of its structure at the same strength."
+                )
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        upload = gr.Image(
+                            type="filepath", sources=["upload"], label="Your image", elem_id="edit-upload"
+                        )
+                        edit_emotion = gr.Dropdown(
+                            [*emotions, MIX_CHOICE], value=emotions[0], label="Emotion", elem_id="edit-emotion"
+                        )
+                        with gr.Accordion("Mix: weights used when the emotion is 'mix'", open=False):
+                            edit_mix = [gr.Slider(0, 1, value=0, step=0.05, label=e) for e in emotions]
+                        method = gr.Radio(list(EDIT_METHODS), value="sdedit", label="Method", elem_id="edit-method")
+                        strength = gr.Slider(0, 1, value=0.6, step=0.05, label="Strength", elem_id="edit-strength")
+                        edit_steps = gr.Slider(
+                            1, limits.max_steps, value=min(30, limits.max_steps), step=1, label="Steps"
+                        )
+                        edit_guidance = gr.Slider(0, MAX_GUIDANCE, value=5.0, step=0.5, label="Guidance scale")
+                        edit_seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
+                        edit_button = gr.Button("Edit", variant="primary", elem_id="edit-button")
+                    with gr.Column(scale=2):
+                        before_after = gr.Gallery(
+                            label="Source and edit", columns=2, format="png", elem_id="edit-gallery", interactive=False
+                        )
+                        edit_download = gr.File(label="Download the edit (PNG)", elem_id="edit-download")
+                        edit_metadata = gr.JSON(label="Metadata", open=True, elem_id="edit-metadata")
+                edit_button.click(
+                    self.handle_edit,
+                    [upload, edit_emotion, method, strength, edit_seed, edit_steps, edit_guidance, *edit_mix],
+                    [before_after, edit_metadata, edit_download],
+                    api_name="edit",
+                    concurrency_limit=limits.concurrency,
+                )
         demo.queue(max_size=limits.max_queue)  # waiting requests beyond max_size are refused
         return demo
 
@@ -179,7 +256,7 @@ class CoEmoGenWebApp:
             server_port=port,
             prevent_thread_lock=not block,
             show_error=False,  # only CoEmoGenError messages reach the page, never a traceback
-            max_file_size="1kb",  # the page uploads nothing
+            max_file_size=f"{self.limits.max_upload_mb}mb",  # the Edit tab's image, checked again on the server
             # system fonts: the default theme fetches Google Fonts, which an offline page cannot reach
             theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace"]),
             quiet=not block,

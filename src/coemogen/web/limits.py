@@ -19,6 +19,8 @@ MAX_GUIDANCE = 20.0
 MAX_TEMPERATURE = 2.0
 MAX_SEED = 2**32 - 1
 MAX_TEMPLATE_CHARS = 200
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
+EDIT_METHODS = ("sdedit", "inversion")
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,11 @@ class WebLimits:
     max_steps: int = 50  # denoising steps per request
     concurrency: int = 1  # requests served at once, batched into one pass on the one model copy
     max_queue: int = 16  # requests waiting; more are refused with a message
+    max_upload_mb: int = 10  # an uploaded image's file size
+    max_upload_pixels: int = 16_000_000  # and its pixel count (a decompression bomb is refused)
 
     def __post_init__(self) -> None:
-        for name in ("max_images", "max_steps", "concurrency", "max_queue"):
+        for name in ("max_images", "max_steps", "concurrency", "max_queue", "max_upload_mb", "max_upload_pixels"):
             if getattr(self, name) < 1:
                 raise CoEmoGenError(f"web limit {name} must be at least 1, got {getattr(self, name)}")
 
@@ -119,3 +123,87 @@ def _whole(name: str, value: object, low: int, high: int) -> int:
     if number != int(number):
         raise CoEmoGenError(f"{name} must be a whole number, got {value!r}")
     return int(number)
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One validated edit: the uploaded image (read and converted to RGB here) and the arguments
+    `CoEmoGenEditPipeline.__call__` receives."""
+
+    image: object  # PIL.Image.Image
+    emotion: str
+    method: str
+    strength: float
+    seed: int
+    num_inference_steps: int
+    guidance_scale: float
+
+    @classmethod
+    def from_form(
+        cls,
+        limits: WebLimits,
+        taxonomy: Taxonomy,
+        upload: object,
+        emotion: object,
+        mix_weights: list[object],
+        method: object,
+        strength: object,
+        seed: object,
+        steps: object,
+        guidance: object,
+    ) -> EditRequest:
+        """Check the upload (a path Gradio saved) and every form value on the server."""
+        if method not in EDIT_METHODS:
+            raise CoEmoGenError(f"unknown edit method {method!r}; choose one of {', '.join(EDIT_METHODS)}")
+        return cls(
+            image=read_upload(upload, limits),
+            emotion=_emotion(taxonomy, emotion, mix_weights),
+            method=method,
+            strength=_real("strength", strength, 0.0, 1.0),
+            seed=_whole("seed", seed, 0, MAX_SEED),
+            num_inference_steps=_whole("steps", steps, 1, limits.max_steps),
+            guidance_scale=_real("guidance", guidance, 0.0, MAX_GUIDANCE),
+        )
+
+    def pipeline_kwargs(self) -> dict:
+        return {
+            "image": self.image,
+            "emotion": self.emotion,
+            "method": self.method,
+            "strength": self.strength,
+            "seed": self.seed,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+        }
+
+
+def read_upload(upload: object, limits: WebLimits):
+    """An uploaded file as an RGB image, untrusted: PNG, JPEG or WebP only, within the size and
+    pixel limits (a decompression bomb is refused before it is decoded), EXIF orientation applied,
+    alpha, palette, CMYK, greyscale and 16-bit images converted."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ..data.images import ImageLoadError, load_rgb
+
+    if not isinstance(upload, str) or not upload:
+        raise CoEmoGenError("upload an image to edit (PNG, JPEG or WebP)")
+    path = Path(upload)
+    if not path.is_file():
+        raise CoEmoGenError("the upload did not arrive; upload the image again")
+    if path.stat().st_size > limits.max_upload_mb * 1_000_000:
+        raise CoEmoGenError(f"the image file is larger than {limits.max_upload_mb} MB")
+    try:
+        with Image.open(path) as im:
+            kind, pixels = im.format, im.width * im.height
+    except (OSError, Image.DecompressionBombError):
+        raise CoEmoGenError("the upload is not an image PNG, JPEG or WebP can hold") from None
+    if kind not in UPLOAD_FORMATS:
+        raise CoEmoGenError(f"{kind} images are not accepted: upload PNG, JPEG or WebP")
+    if pixels > limits.max_upload_pixels:
+        raise CoEmoGenError(f"the image has more than {limits.max_upload_pixels:,} pixels")
+    try:
+        return load_rgb(path, max_pixels=limits.max_upload_pixels)
+    except ImageLoadError as err:
+        raise CoEmoGenError(f"the image cannot be read: {err}") from None
