@@ -154,8 +154,9 @@ class Taxonomy:
         embedding and HiLoRA gates). A spec is a name ("awe"), a mix ("fear:0.7,sadness:0.3") or a
         {emotion: weight} mapping.
 
-        >>> Taxonomy.default().weights(["awe", {"fear": 3, "sadness": 1}])[:, [1, 6, 7]].tolist()
-        [[1.0, 0.0, 0.0], [0.0, 0.75, 0.25]]
+        Examples:
+            >>> Taxonomy.default().weights(["awe", {"fear": 3, "sadness": 1}])[:, [1, 6, 7]].tolist()
+            [[1.0, 0.0, 0.0], [0.0, 0.75, 0.25]]
         """
         import torch
 

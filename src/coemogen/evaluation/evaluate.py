@@ -448,14 +448,15 @@ def evaluate(
 
     Example: a synthetic world's own images judged against it (its judges, registered by the world):
 
-    >>> import tempfile
-    >>> from coemogen.world.dataset import build_world
-    >>> world = build_world(tempfile.mkdtemp(), images_per_emotion=3, seed=0, size=64)
-    >>> report = evaluate(world / "image", world, tempfile.mkdtemp(), num_pairs=10)
-    >>> report["overall"]["num_images"], report["settings"]["networks"]["emo_a"]
-    (24, 'world emotion judge (independent CNN)')
-    >>> 0 <= report["overall"]["emo_a"] <= 1 and report["overall"]["fid"] >= 0
-    True
+    Examples:
+        >>> import tempfile
+        >>> from coemogen.world.dataset import build_world
+        >>> world = build_world(tempfile.mkdtemp(), images_per_emotion=3, seed=0, size=64)
+        >>> report = evaluate(world / "image", world, tempfile.mkdtemp(), num_pairs=10)
+        >>> report["overall"]["num_images"], report["settings"]["networks"]["emo_a"]
+        (24, 'world emotion judge (independent CNN)')
+        >>> 0 <= report["overall"]["emo_a"] <= 1 and report["overall"]["fid"] >= 0
+        True
     """
     # 1. The protocol, the generated images, the reference images and the networks.
     if protocol not in PROTOCOLS:

@@ -131,12 +131,13 @@ class FrechetDistance(Metric):
     """FID on whatever features are fed in: `update(features, real=True)` for the reference set,
     `real=False` for the generated one. Keeps running moments per set (memory O(d^2), not O(n d)).
 
-    >>> import torch
-    >>> fid = FrechetDistance()
-    >>> fid.update(torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]]), real=True)
-    >>> fid.update(torch.tensor([[1.0, 1.0], [3.0, 1.0], [1.0, 3.0], [3.0, 3.0]]), real=False)
-    >>> round(fid.compute(), 6)  # the same spread, means sqrt(2) apart
-    2.0
+    Examples:
+        >>> import torch
+        >>> fid = FrechetDistance()
+        >>> fid.update(torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]]), real=True)
+        >>> fid.update(torch.tensor([[1.0, 1.0], [3.0, 1.0], [1.0, 3.0], [3.0, 3.0]]), real=False)
+        >>> round(fid.compute(), 6)  # the same spread, means sqrt(2) apart
+        2.0
     """
 
     higher_is_better = False
@@ -243,11 +244,12 @@ class SemanticDiversity(_VectorPairwiseMean):
     """Sem-D (the paper's form): mean squared difference per dimension of CLIP image features,
     over `num_pairs` seeded random pairs of distinct images.
 
-    >>> import torch
-    >>> sem_d = SemanticDiversity(num_pairs=4, seed=0)
-    >>> sem_d.update(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
-    >>> sem_d.compute()  # the only pair, drawn four times: (1 + 1) / 2
-    1.0
+    Examples:
+        >>> import torch
+        >>> sem_d = SemanticDiversity(num_pairs=4, seed=0)
+        >>> sem_d.update(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+        >>> sem_d.compute()  # the only pair, drawn four times: (1 + 1) / 2
+        1.0
     """
 
     def _distances(self, feats: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -368,11 +370,12 @@ class _Accuracy(_PerImage):
 class EmotionAccuracy(_Accuracy):
     """Emo-A: share of images whose argmax emotion is the target.
 
-    >>> import torch
-    >>> metric = EmotionAccuracy()
-    >>> metric.update(torch.tensor([[2.0, 0.1], [0.3, 0.9], [1.0, 0.0]]), torch.tensor([0, 1, 1]))
-    >>> round(metric.compute(), 4), metric.per_sample().tolist()
-    (0.6667, [1.0, 1.0, 0.0])
+    Examples:
+        >>> import torch
+        >>> metric = EmotionAccuracy()
+        >>> metric.update(torch.tensor([[2.0, 0.1], [0.3, 0.9], [1.0, 0.0]]), torch.tensor([0, 1, 1]))
+        >>> round(metric.compute(), 4), metric.per_sample().tolist()
+        (0.6667, [1.0, 1.0, 0.0])
     """
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
@@ -449,11 +452,12 @@ class TargetProbability(_RunningMean):
 class SemanticConsistency(_RunningMean):
     """Sem-C: mean over images of max(top scene probability, top object probability).
 
-    >>> import torch
-    >>> sem_c = SemanticConsistency()
-    >>> sem_c.update(torch.tensor([[0.7, 0.3], [0.5, 0.5]]), torch.tensor([[0.2, 0.8], [0.4, 0.6]]))
-    >>> round(sem_c.compute(), 4)
-    0.7
+    Examples:
+        >>> import torch
+        >>> sem_c = SemanticConsistency()
+        >>> sem_c.update(torch.tensor([[0.7, 0.3], [0.5, 0.5]]), torch.tensor([[0.2, 0.8], [0.4, 0.6]]))
+        >>> round(sem_c.compute(), 4)
+        0.7
     """
 
     def update(self, scene_probs: torch.Tensor, object_probs: torch.Tensor) -> None:
@@ -468,11 +472,12 @@ class PeakSignalToNoiseRatio(_RunningMean):
     """PSNR in dB between each edit and its source, images in [0, 1] of one size: 10 log10(1 / MSE).
     Higher: more of the source kept.
 
-    >>> import torch
-    >>> psnr = PeakSignalToNoiseRatio()
-    >>> psnr.update(torch.full((1, 3, 4, 4), 0.6), torch.full((1, 3, 4, 4), 0.5))
-    >>> round(psnr.compute(), 4)
-    20.0
+    Examples:
+        >>> import torch
+        >>> psnr = PeakSignalToNoiseRatio()
+        >>> psnr.update(torch.full((1, 3, 4, 4), 0.6), torch.full((1, 3, 4, 4), 0.5))
+        >>> round(psnr.compute(), 4)
+        20.0
     """
 
     def update(self, edits: torch.Tensor, sources: torch.Tensor) -> None:

@@ -129,11 +129,12 @@ class CoEmoGenPipeline:
 
     Example (the shipped synthetic-world run, offline):
 
-    >>> from coemogen import CoEmoGenPipeline
-    >>> pipe = CoEmoGenPipeline.from_pretrained(device="cpu")
-    >>> out = pipe("fear:0.7,sadness:0.3", num_images=2, seed=0, num_inference_steps=4)
-    >>> len(out.images), out.images[0].size, out.metadata[1]["seed"]
-    (2, (64, 64), 1)
+    Examples:
+        >>> from coemogen import CoEmoGenPipeline
+        >>> pipe = CoEmoGenPipeline.from_pretrained(device="cpu")
+        >>> out = pipe("fear:0.7,sadness:0.3", num_images=2, seed=0, num_inference_steps=4)
+        >>> len(out.images), out.images[0].size, out.metadata[1]["seed"]
+        (2, (64, 64), 1)
     """
 
     def __init__(

@@ -33,13 +33,14 @@ class CoEmoGenEditPipeline(CoEmoGenPipeline):
     """Edit images toward an emotion (or a mix) with a trained run; `from_pretrained` as the
     generation pipeline (default: the shipped synthetic-world run).
 
-    >>> from PIL import Image
-    >>> from coemogen.pipelines.pipeline_edit import CoEmoGenEditPipeline
-    >>> pipe = CoEmoGenEditPipeline.from_pretrained(device="cpu")
-    >>> source = Image.new("RGB", (96, 64), (200, 180, 40))
-    >>> out = pipe(source, "fear", strength=0.5, num_inference_steps=4, seed=0)
-    >>> out.images[0].size, out.metadata[0]["method"], out.metadata[0]["strength"]
-    ((96, 64), 'sdedit', 0.5)
+    Examples:
+        >>> from PIL import Image
+        >>> from coemogen.pipelines.pipeline_edit import CoEmoGenEditPipeline
+        >>> pipe = CoEmoGenEditPipeline.from_pretrained(device="cpu")
+        >>> source = Image.new("RGB", (96, 64), (200, 180, 40))
+        >>> out = pipe(source, "fear", strength=0.5, num_inference_steps=4, seed=0)
+        >>> out.images[0].size, out.metadata[0]["method"], out.metadata[0]["strength"]
+        ((96, 64), 'sdedit', 0.5)
     """
 
     def edit_size(self, size: tuple[int, int]) -> tuple[int, int]:

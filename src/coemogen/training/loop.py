@@ -498,19 +498,20 @@ def train(args: TrainingArguments, **hyperparameters) -> Path:
 
     Example: two steps on a small synthetic world (its pocket models are the default for its data):
 
-    >>> import json, tempfile
-    >>> from coemogen.training.config import TrainingArguments
-    >>> from coemogen.world.dataset import build_world, read_truth
-    >>> from coemogen.world.scenes import describe
-    >>> world = build_world(tempfile.mkdtemp(), images_per_emotion=3, seed=0, size=64)
-    >>> records = [{"image": p, "emotion": s.emotion, "caption": describe(s)} for p, s in read_truth(world).items()]
-    >>> _ = (world / "manifest.jsonl").write_text("\\n".join(map(json.dumps, records)))
-    >>> args = TrainingArguments(manifest=str(world / "manifest.jsonl"), out=tempfile.mkdtemp(),
-    ...                          max_train_steps=2, train_batch_size=4, validation_steps=0, report_to="none")
-    >>> run = train(args, lora_rank=2)  # doctest: +ELLIPSIS
-    trained steps 1-2: ... samples/s (... s/step after the first)
-    >>> sorted(p.name for p in run.glob("*.safetensors"))
-    ['clusters.safetensors', 'hilora.safetensors', 'mapper.safetensors', 'perception_encoder.safetensors']
+    Examples:
+        >>> import json, tempfile
+        >>> from coemogen.training.config import TrainingArguments
+        >>> from coemogen.world.dataset import build_world, read_truth
+        >>> from coemogen.world.scenes import describe
+        >>> world = build_world(tempfile.mkdtemp(), images_per_emotion=3, seed=0, size=64)
+        >>> records = [{"image": p, "emotion": s.emotion, "caption": describe(s)} for p, s in read_truth(world).items()]
+        >>> _ = (world / "manifest.jsonl").write_text("\\n".join(map(json.dumps, records)))
+        >>> args = TrainingArguments(manifest=str(world / "manifest.jsonl"), out=tempfile.mkdtemp(),
+        ...                          max_train_steps=2, train_batch_size=4, validation_steps=0, report_to="none")
+        >>> run = train(args, lora_rank=2)  # doctest: +ELLIPSIS
+        trained steps 1-2: ... samples/s (... s/step after the first)
+        >>> sorted(p.name for p in run.glob("*.safetensors"))
+        ['clusters.safetensors', 'hilora.safetensors', 'mapper.safetensors', 'perception_encoder.safetensors']
     """
     out = Path(args.out)
     # 1. The accelerator; the method's model and data on its prepared base models; AdamW; resume.
