@@ -80,6 +80,18 @@ class CoEmoGen(nn.Module):
             emotion_weights, self.membership, float(self.config.emotion_lora), float(self.config.group_lora)
         )
 
+    def gates_without_level(self, gates: torch.Tensor, level: str) -> torch.Tensor:
+        """`gates` with one HiLoRA level switched off: "emotion" (the emotion-specific adapters) or
+        "group" (the polarity-shared ones). The gate layout, [emotions | groups], stays in here."""
+        if level not in ("emotion", "group"):
+            raise CoEmoGenError(f"unknown HiLoRA level '{level}'; choose emotion or group")
+        columns = (
+            slice(0, self.taxonomy.num_emotions) if level == "emotion" else slice(self.taxonomy.num_emotions, None)
+        )
+        switched = gates.clone()
+        switched[:, columns] = 0
+        return switched
+
     def inject_into(self, unet: nn.Module) -> list[str]:
         """Add this model's HiLoRA layers to `unet`; returns the adapted layers' names."""
         return inject_hilora(

@@ -102,14 +102,13 @@ class EmotionWindow:
             raise CoEmoGenError(f"an emotion window needs 0 <= start <= stop, got [{self.start}, {self.stop})")
 
     def step_conditions(
-        self, cond: TextCondition, neutral: TextCondition, gates: torch.Tensor | None, num_emotions: int
+        self, cond: TextCondition, neutral: TextCondition, gates: torch.Tensor | None, model
     ) -> Callable[[int], tuple[TextCondition, torch.Tensor | None]]:
-        """step index -> (condition, gates) of that step; `gates` None: a method without adapters."""
+        """step index -> (condition, gates) of that step; `gates` None: a method without adapters.
+        The model says which gates form a level (`gates_without_level`): the pipeline knows no layout."""
         outside = None if gates is None else torch.zeros_like(gates)
-        if self.level != "all":  # switch one adapter level: [emotions | groups] columns
-            columns = slice(0, num_emotions) if self.level == "emotion" else slice(num_emotions, None)
-            outside = gates.clone()
-            outside[:, columns] = 0
+        if self.level != "all":  # switch one adapter level off outside the window
+            outside = model.gates_without_level(gates, self.level)
         outside_cond = neutral.expand(len(cond)) if self.level == "all" else cond
 
         def at(step: int) -> tuple[TextCondition, torch.Tensor | None]:
@@ -441,7 +440,7 @@ class CoEmoGenPipeline:
             window = (
                 None
                 if emotion_window is None
-                else emotion_window.step_conditions(cond, neutral, gates, self.taxonomy.num_emotions)
+                else emotion_window.step_conditions(cond, neutral, gates, self.model)
             )
             batch_latents = self.denoise(
                 sched, batch_latents, cond, uncond, gates, num_inference_steps, guidance_scale, progress, window,
