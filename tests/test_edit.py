@@ -149,3 +149,21 @@ def test_edit_metrics_equal_their_definitions_and_the_command_reports_them(tmp_p
         assert overall[key]["low"] <= overall[key]["value"] <= overall[key]["high"], key
     assert "world emotion judge" in report["settings"]["networks"]["emo_a"]
     assert "Emo-S" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_edit_table_runs_resumes_and_reports_every_row(tmp_path):
+    """The comparison at the paper table's smoke scale: every row's edits judged, the table with each
+    row's difference from CoEmoGen SDEdit, the sweep plot and the grid; a re-run redoes nothing."""
+    from coemogen.experiments.edit_table import ROWS, edit_table
+
+    table = edit_table(tmp_path / "edit", scale="quick", seeds=1, sources_per_emotion=1, num_resamples=50)
+    record = json.loads((tmp_path / "edit" / "edit_table.json").read_text())
+    counts = {r["edits_per_seed"] for r in record.values()}
+    assert list(record) == list(ROWS) and len(counts) == 1 and counts.pop() % 7 == 0  # every other emotion
+    assert "emo_a_reference_minus_row" in record["base model SDEdit"] and "Emo-A" in table
+    for name in ("tradeoff.png", "grid.png", "sweep.json"):
+        assert (tmp_path / "edit" / name).stat().st_size > 0
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "edit").rglob("*.png") if "edits" in p.parts}
+    edit_table(tmp_path / "edit", scale="quick", seeds=1, sources_per_emotion=1, num_resamples=50)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())  # nothing edited again

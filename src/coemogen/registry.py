@@ -64,41 +64,54 @@ def load_plugins() -> None:
 
 
 def register_model_alias(name: str, folder: str | Path) -> None:
+    """Let `name` (e.g. "coemogen:pocket-sd") stand for the local model folder `folder` wherever a
+    model id is accepted; run directories record the name, not the install's path."""
     _model_aliases[name] = Path(folder)
 
 
 def register_preset(name: str, pretrained_model_name_or_path: str, clip_model_name_or_path: str, help: str) -> None:
+    """Add `--preset name`: a Stable Diffusion and a CLIP (ids, folders or aliases), with its help text."""
     _presets[name] = (pretrained_model_name_or_path, clip_model_name_or_path)
     _preset_help[name] = help
 
 
 def register_data_defaults(recognise: Callable[[Path], dict | None]) -> None:
+    """`recognise(path)` returns defaults for data it knows ({"preset": ..., "emotion_encoder": ...})
+    or None; the first function that recognises a path gives its defaults."""
     _data_defaults.append(recognise)
 
 
 def register_captioner(scheme: str, factory: Callable) -> None:
+    """`--captioner scheme[:arg]` builds `factory(arg, common, options)`: `common` holds the prompt
+    template and emotion-prior flag, `options` the command's captioner options."""
     _captioners[scheme] = factory
 
 
 def register_reference_networks(build: Callable) -> None:
+    """`build(source, clip_model_name_or_path, evaluators)` returns the metric networks that know a
+    reference dataset (or a base model's name), or None for one it does not know."""
     _reference_networks.append(build)
 
 
 def register_default_run(run_dir: str | Path) -> None:
+    """The run `generate`, `edit`, `export` and `web` use without `--model`."""
     _default_run[:] = [Path(run_dir)]
 
 
 def model_aliases() -> dict[str, Path]:
+    """Registered model names -> their folders."""
     load_plugins()
     return dict(_model_aliases)
 
 
 def presets() -> dict[str, tuple[str, str]]:
+    """`--preset` names -> (Stable Diffusion, CLIP)."""
     load_plugins()
     return dict(_presets)
 
 
 def preset_help() -> str:
+    """Every preset and what it loads, for `--help`."""
     load_plugins()
     return "; ".join(f"{name} = {text}" for name, text in _preset_help.items())
 
@@ -117,6 +130,7 @@ def data_defaults(path: str | Path | None) -> dict:
 
 
 def captioners() -> dict[str, Callable]:
+    """Registered caption schemes -> their factories."""
     load_plugins()
     return dict(_captioners)
 
@@ -132,5 +146,6 @@ def reference_networks(reference: str | Path, clip_model_name_or_path: str | Non
 
 
 def default_run() -> Path | None:
+    """The registered default run, or None when no client registered one."""
     load_plugins()
     return _default_run[0] if _default_run else None

@@ -32,7 +32,10 @@ BUILTIN: dict[str, dict[str, list[str]]] = {
 
 @dataclass(frozen=True)
 class Taxonomy:
-    """Ordered groups of emotions; emotion order is the one-hot order."""
+    """Ordered groups of emotions (Mikels: positive and negative; ArtEmis adds a neutral one): every
+    size, index and polarity comes from here, and emotion order is the one-hot order. Built from a
+    builtin name or a JSON/YAML file (`Taxonomy.load`); `weights` turns emotion specs into the weight
+    matrix the model reads."""
 
     groups: tuple[tuple[str, tuple[str, ...]], ...]
 

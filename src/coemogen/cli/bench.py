@@ -37,6 +37,18 @@ def add_to(sub: argparse._SubParsersAction) -> None:
         help="rewrite the table from the finished (row, seed) pairs; train nothing",
     )
     p.set_defaults(func=run_bench_paper_table)
+    p = bench.add_parser(
+        "edit-table", help="editing toward an emotion compared on a world: CoEmoGen SDEdit/inversion, base, EmoGen"
+    )
+    p.add_argument("--out", required=True, help="resumable: finished edits and (row, seed) reports there are kept")
+    p.add_argument("--content", choices=["objects", "narrative"], default="objects")
+    p.add_argument("--scale", choices=["resolved", "short", "quick"], default="resolved", help="the runs' scale")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sources-per-emotion", type=int, default=5, help="held-out test images per emotion")
+    p.add_argument("--strength", type=float, default=0.6)
+    p.add_argument("--sweep-sources", type=int, default=1, help="sources per emotion in the strength sweep")
+    p.set_defaults(func=run_bench_edit_table)
     p = bench.add_parser("claims", help="the paper's claims marked holds / within noise / fails from paper tables")
     p.add_argument(
         "--table",
@@ -85,3 +97,9 @@ def run_bench_emoart(a: argparse.Namespace) -> None:
     from ..experiments.emoart import run_emoart
 
     run_emoart(a.out, a.quick, a.seed)
+
+
+def run_bench_edit_table(a: argparse.Namespace) -> None:
+    from ..experiments.edit_table import edit_table
+
+    print(edit_table(a.out, a.content, a.scale, a.seeds, a.seed, a.sources_per_emotion, a.strength, a.sweep_sources))

@@ -128,7 +128,8 @@ def evaluate_edits(
     num_resamples: int = 1000,
 ) -> dict:
     """The edit metrics per (source emotion -> target emotion) and overall, with 95% intervals;
-    writes edits.json and edits.md into `out` and returns {"rows", "settings"}."""
+    writes edits.json, edits.md and per_edit.json (every edit's value of every metric, in the edits'
+    order: what a bootstrap over seeds resamples) into `out`; returns {"rows", "settings"}."""
     taxonomy = taxonomy or Taxonomy.default()
     edits_dir, sources_dir, out = Path(edits_dir), Path(sources_dir), Path(out)
     edits = read_edits(edits_dir, sources_dir, taxonomy)
@@ -176,6 +177,7 @@ def evaluate_edits(
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "edits.json", json.dumps(report, indent=1))
+    write_text(out / "per_edit.json", json.dumps({key: values.tolist() for key, values in per_edit.items()}))
     write_text(out / "edits.md", table + "\n\nPSNR, SSIM, CLIP-I, Emo-A, Emo-S: higher is better; LPIPS: lower.\n")
     return report
 

@@ -34,7 +34,10 @@ REQUIRED_WEIGHTS = ("mapper", "perception_encoder", "hilora")  # clusters.safete
 
 
 class CoEmoGen(nn.Module):
-    """Neuro-symbolic mapper + visual-perception encoder for one taxonomy."""
+    """The trainable non-U-Net parts of CoEmoGen for one taxonomy: the neuro-symbolic mapper
+    (emotion weights -> descriptor e_i) and the visual-perception encoder (e_i attending over CLIP
+    image tokens -> e^v). `gates` turns emotion weights into HiLoRA's per-sample gates; HiLoRA itself
+    lives inside the base U-Net (`inject_into`)."""
 
     has_adapters = True
 

@@ -30,9 +30,12 @@ def arg(default, help: str, choices: tuple | None = None, aliases: tuple[str, ..
 
 @dataclass
 class TrainingArguments:
-    """How to train CoEmoGen on a manifest; the model's hyper-parameters are `CoEmoGenConfig`'s."""
+    """How to train a method on a manifest (data, optimiser, schedule, checkpoints, logging, which
+    method); the model's hyper-parameters are the method's configuration's (`CoEmoGenConfig`,
+    `EmoGenConfig`). Every field is the `coemogen train` flag of the same name, its help text the
+    field's `help` metadata (`add_training_flags`); `manifest` and `out` are required."""
 
-    manifest: str = arg(MISSING, "training manifest (JSONL or CSV: image, emotion, caption)")
+    manifest: str = arg(MISSING, "training manifest (JSONL: one {image, emotion, caption} record per line)")
     out: str = arg(MISSING, "run directory")
     method: str = arg(
         "coemogen", "coemogen, or emogen: EmoGen (CVPR 2024) as published, the paper's baseline", tuple(METHODS)
