@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 from ..errors import CoEmoGenError
-
-EDITABLE_FORMATS = ("PNG", "JPEG", "WEBP")
+from ..models.configs import DEFAULT_EDIT_STEPS, EDIT_FORMATS, EDIT_METHODS
 
 
 def add_to(sub: argparse._SubParsersAction) -> None:
@@ -24,10 +23,10 @@ def add_to(sub: argparse._SubParsersAction) -> None:
         "emotion-named folder)",
     )
     p.add_argument("--out", required=True, help="output folder (a re-run completes an interrupted one)")
-    p.add_argument("--method", choices=["sdedit", "inversion"], default="sdedit")
+    p.add_argument("--method", choices=list(EDIT_METHODS), default=EDIT_METHODS[0])
     p.add_argument("--strength", type=float, default=0.6, help="0: the source; 1: a new image (SDEdit)")
     p.add_argument("--template", help="prompt template around the emotion, e.g. 'a photo of {} street'")
-    p.add_argument("--num_inference_steps", "--steps", type=int, default=30)
+    p.add_argument("--num_inference_steps", "--steps", type=int, default=DEFAULT_EDIT_STEPS)
     p.add_argument("--guidance_scale", type=float, default=5.0)
     p.add_argument("--cluster_temperature", type=float, help="default: the run's own")
     p.add_argument("--seed", type=int, default=0, help="edit k (in source, then emotion order) uses seed + k")
@@ -39,34 +38,19 @@ def add_to(sub: argparse._SubParsersAction) -> None:
 def sources(path: Path, skips) -> list[tuple[Path, object]]:
     """(path, RGB image) of every editable file under `path`; any other file is a counted, logged
     skip with its reason. A single file that cannot be edited is an error."""
-    from PIL import Image
-
     from ..data.images import ImageLoadError, load_rgb
-
-    def reason(file: Path) -> str | None:
-        try:
-            with Image.open(file) as im:
-                if im.format not in EDITABLE_FORMATS:
-                    return f"unsupported format ({im.format}; PNG, JPEG and WebP are edited)"
-        except OSError:
-            return "empty file" if file.stat().st_size == 0 else "not an image"
-        return None
 
     if not path.exists():
         raise CoEmoGenError(f"--images: {path} not found")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix != ".json")
     found = []
     for file in files:
-        why = reason(file)
-        image = None
-        if why is None:
-            try:
-                image = load_rgb(file)
-            except ImageLoadError as err:
-                why = str(err)
-        if why is None:
-            found.append((file, image))
-        elif path.is_file():
+        try:
+            found.append((file, load_rgb(file, formats=EDIT_FORMATS)))
+            continue
+        except ImageLoadError as err:
+            why = str(err)
+        if path.is_file():
             raise CoEmoGenError(f"cannot edit {file}: {why}")
         else:
             skips.skip(str(file), why)

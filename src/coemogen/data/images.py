@@ -16,8 +16,9 @@ class ImageLoadError(Exception):
     """An image that cannot be used; the message is the reason to log with the skip."""
 
 
-def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open an image as 8-bit RGB (CMYK, grayscale, alpha, 16-bit and palette images converted)."""
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | None = None) -> Image.Image:
+    """Open an image as 8-bit RGB (CMYK, grayscale, alpha, 16-bit and palette images converted).
+    `formats`: the PIL formats accepted (e.g. ("PNG", "JPEG", "WEBP") for untrusted uploads)."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -25,6 +26,10 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                if formats is not None and im.format not in formats:
+                    raise ImageLoadError(
+                        f"unsupported format ({im.format} images are not accepted; {', '.join(formats)})"
+                    )
                 if im.width * im.height > max_pixels:
                     raise ImageLoadError(f"image too large ({im.width}x{im.height} > {max_pixels} pixels)")
                 im.load()

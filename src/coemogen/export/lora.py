@@ -30,9 +30,7 @@ KOHYA_PREFIX = "lora_unet_"
 
 def unet_lora_factors(unet: nn.Module, gate_row: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{diffusers module path: (down, up)} for every HiLoRA layer of `unet` (fp32, on the CPU)."""
-    factors = {
-        name: tuple(t.float().cpu() for t in layer.factors(gate_row)) for name, layer in hilora_layers(unet)
-    }
+    factors = {name: tuple(t.float().cpu() for t in layer.factors(gate_row)) for name, layer in hilora_layers(unet)}
     if not factors:
         raise ValueError(f"{type(unet).__name__} has no HiLoRA layers to export")
     if not next(iter(factors.values()))[0].shape[0]:

@@ -19,6 +19,9 @@ from ..io import write_text
 CONFIG_NAME = "config.json"
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the U-Net linear layers that get HiLoRA adapters
 DEFAULT_INFERENCE_STEPS = 15  # DPM-Solver++ steps of `generate`, the web app and the exported cards
+DEFAULT_EDIT_STEPS = 30  # steps of `edit` and the web app's Edit tab
+EDIT_METHODS = ("sdedit", "inversion")
+EDIT_FORMATS = ("PNG", "JPEG", "WEBP")  # what `edit` and the web app accept from a user
 SMALL_CNN = "small-cnn"
 MAPPERS = ("MLP", "FC")
 
@@ -105,7 +108,6 @@ class CoEmoGenConfig(RunConfigRecord):
             raise CoEmoGenError(f"a CoEmoGen configuration records method 'coemogen', not '{self.method}'")
 
 
-
 @dataclass
 class EmoGenConfig(RunConfigRecord):
     """Everything needed to rebuild a trained EmoGen around its base models."""
@@ -132,7 +134,10 @@ class EmoGenConfig(RunConfigRecord):
     encoder_epochs: float = hparam(10, "emotion-classifier training passes over the run's training split")
     encoder_batch_size: int = hparam(32, "emotion-classifier batch size")
     encoder_learning_rate: float = hparam(1e-3, "emotion-classifier AdamW learning rate")
-    emogen_mapper: str = hparam("MLP", "mapper: MLP (theirs, default) or FC (one linear layer)", )
+    emogen_mapper: str = hparam(
+        "MLP",
+        "mapper: MLP (theirs, default) or FC (one linear layer)",
+    )
     num_fc_layers: int = hparam(2, "linear layers of the MLP mapper (>= 2)")
     mapper_width: int = hparam(1024, "hidden width of the MLP mapper")
     need_relu: bool = hparam(True, "ReLU after each hidden layer of the MLP mapper")
@@ -159,7 +164,6 @@ class EmoGenConfig(RunConfigRecord):
                 raise CoEmoGenError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.method != "emogen":
             raise CoEmoGenError(f"an EmoGen configuration records method 'emogen', not '{self.method}'")
-
 
 
 def config_from_dict(cls: type, data: dict, where: str):

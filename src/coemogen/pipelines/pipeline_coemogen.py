@@ -295,6 +295,7 @@ class CoEmoGenPipeline:
         timesteps = tqdm(
             scheduler.timesteps[start_step * scheduler.order :], desc="denoise", disable=not progress, leave=False
         )
+
         def adapters(gates: torch.Tensor | None):
             return nullcontext() if gates is None else adapter_weights(unet, gates, merge=merge_adapters)
 
@@ -401,8 +402,10 @@ class CoEmoGenPipeline:
                 generator if isinstance(generator, list) else [generator] * num_images
             )
         # a fresh sampler per call: samplers keep state, and one pipeline may serve several threads
-        sched = make_scheduler(scheduler, self.base.noise_scheduler.config) if scheduler else (
-            type(self.scheduler).from_config(self.scheduler.config)
+        sched = (
+            make_scheduler(scheduler, self.base.noise_scheduler.config)
+            if scheduler
+            else (type(self.scheduler).from_config(self.scheduler.config))
         )
         scheduler_name = scheduler or next(
             (name for name, cls in SCHEDULERS.items() if cls == type(self.scheduler).__name__),
@@ -438,9 +441,7 @@ class CoEmoGenPipeline:
                 batch_latents = latents[idx].to(self.device, dtype)
             # 8. Denoise with classifier-free guidance, then 9. decode.
             window = (
-                None
-                if emotion_window is None
-                else emotion_window.step_conditions(cond, neutral, gates, self.model)
+                None if emotion_window is None else emotion_window.step_conditions(cond, neutral, gates, self.model)
             )
             batch_latents = self.denoise(
                 sched, batch_latents, cond, uncond, gates, num_inference_steps, guidance_scale, progress, window,

@@ -23,10 +23,8 @@ from PIL import Image
 
 from ..errors import CoEmoGenError
 from ..models.conditioning import PLACEHOLDER
+from ..models.configs import DEFAULT_EDIT_STEPS, EDIT_METHODS
 from .pipeline_coemogen import OUTPUT_TYPES, CoEmoGenOutput, CoEmoGenPipeline
-
-EDIT_METHODS = ("sdedit", "inversion")
-DEFAULT_EDIT_STEPS = 30
 
 
 class CoEmoGenEditPipeline(CoEmoGenPipeline):
@@ -59,6 +57,7 @@ class CoEmoGenEditPipeline(CoEmoGenPipeline):
         import numpy as np
 
         vae = self.base.vae
+        # in [-1, 1] straight from the bytes (the committed edit figures were made this way, bit for bit)
         x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
         latents = vae.encode(x[None].to(self.device, vae.dtype)).latent_dist.mean
         return latents * vae.config.scaling_factor

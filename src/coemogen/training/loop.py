@@ -359,8 +359,6 @@ def write_run_records(args: TrainingArguments, records: list, skips: SkipCounter
     write_text(out / "data_summary.json", json.dumps({**summary, "per_emotion": per_emotion}, indent=1))
 
 
-
-
 @dataclass
 class MethodRun:
     """What a method hands the engine once its model is built (and any stage before the loop has
@@ -441,9 +439,7 @@ def check_cache(
     naming the `coemogen cache` command that builds the right one."""
     fingerprint = CacheFingerprint.of(base, base.clip_config, records, resolution, args.random_flip, image_token_layer)
     flip = " --random_flip" if args.random_flip else ""
-    tokens = (
-        f" --cache_image_tokens --image_token_layer {image_token_layer}" if image_token_layer is not None else ""
-    )
+    tokens = f" --cache_image_tokens --image_token_layer {image_token_layer}" if image_token_layer is not None else ""
     cache.check(
         fingerprint,
         f"coemogen cache --manifest {args.manifest} --out {args.cache}.new"

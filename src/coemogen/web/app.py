@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING
 
 from ..errors import CoEmoGenError
 from ..io import atomic_output
-from ..models.configs import DEFAULT_INFERENCE_STEPS
+from ..models.configs import DEFAULT_EDIT_STEPS, DEFAULT_INFERENCE_STEPS, EDIT_METHODS
 from ..pipelines.folders import save_images
 from ..pipelines.pipeline_coemogen import CoEmoGenOutput, CoEmoGenPipeline
 from ..pipelines.pipeline_edit import CoEmoGenEditPipeline
 from .batching import RequestBatcher
 from .limits import (
-    EDIT_METHODS,
     MAX_GUIDANCE,
     MAX_SEED,
     MAX_TEMPERATURE,
@@ -161,8 +160,7 @@ class CoEmoGenWebApp:
                         emotion = gr.Dropdown(
                             [*emotions, MIX_CHOICE], value=emotions[0], label="Emotion", elem_id="emotion"
                         )
-                        with gr.Accordion("Mix: weights used when the emotion is 'mix'", open=False):
-                            mix = [gr.Slider(0, 1, value=0, step=0.05, label=e) for e in emotions]
+                        mix = _mix_sliders(gr, emotions)
                         template = gr.Textbox(
                             "",
                             label="Prompt template (optional)",
@@ -219,12 +217,13 @@ class CoEmoGenWebApp:
                         edit_emotion = gr.Dropdown(
                             [*emotions, MIX_CHOICE], value=emotions[0], label="Emotion", elem_id="edit-emotion"
                         )
-                        with gr.Accordion("Mix: weights used when the emotion is 'mix'", open=False):
-                            edit_mix = [gr.Slider(0, 1, value=0, step=0.05, label=e) for e in emotions]
-                        method = gr.Radio(list(EDIT_METHODS), value="sdedit", label="Method", elem_id="edit-method")
+                        edit_mix = _mix_sliders(gr, emotions)
+                        method = gr.Radio(
+                            list(EDIT_METHODS), value=EDIT_METHODS[0], label="Method", elem_id="edit-method"
+                        )
                         strength = gr.Slider(0, 1, value=0.6, step=0.05, label="Strength", elem_id="edit-strength")
                         edit_steps = gr.Slider(
-                            1, limits.max_steps, value=min(30, limits.max_steps), step=1, label="Steps"
+                            1, limits.max_steps, value=min(DEFAULT_EDIT_STEPS, limits.max_steps), step=1, label="Steps"
                         )
                         edit_guidance = gr.Slider(0, MAX_GUIDANCE, value=5.0, step=0.5, label="Guidance scale")
                         edit_seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
@@ -270,6 +269,12 @@ def import_gradio():
     except ImportError:
         raise CoEmoGenError('the web app needs Gradio: pip install "coemogen[web]"') from None
     return gradio
+
+
+def _mix_sliders(gr, emotions: tuple[str, ...]) -> list:
+    """One weight slider per emotion, read when the emotion choice is the mix."""
+    with gr.Accordion("Mix: weights used when the emotion is 'mix'", open=False):
+        return [gr.Slider(0, 1, value=0, step=0.05, label=e) for e in emotions]
 
 
 def _caption(meta: dict) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import CoEmoGenError
 from ..models.conditioning import check_template
+from ..models.configs import EDIT_FORMATS, EDIT_METHODS
 from ..taxonomy import Taxonomy
 
 MIX_CHOICE = "mix (sliders below)"  # the emotion choice that reads the mix sliders
@@ -19,8 +20,6 @@ MAX_GUIDANCE = 20.0
 MAX_TEMPERATURE = 2.0
 MAX_SEED = 2**32 - 1
 MAX_TEMPLATE_CHARS = 200
-UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
-EDIT_METHODS = ("sdedit", "inversion")
 
 
 @dataclass(frozen=True)
@@ -183,8 +182,6 @@ def read_upload(upload: object, limits: WebLimits):
     alpha, palette, CMYK, greyscale and 16-bit images converted."""
     from pathlib import Path
 
-    from PIL import Image
-
     from ..data.images import ImageLoadError, load_rgb
 
     if not isinstance(upload, str) or not upload:
@@ -194,16 +191,7 @@ def read_upload(upload: object, limits: WebLimits):
         raise CoEmoGenError("the upload did not arrive; upload the image again")
     if path.stat().st_size > limits.max_upload_mb * 1_000_000:
         raise CoEmoGenError(f"the image file is larger than {limits.max_upload_mb} MB")
-    try:
-        with Image.open(path) as im:
-            kind, pixels = im.format, im.width * im.height
-    except (OSError, Image.DecompressionBombError):
-        raise CoEmoGenError("the upload is not an image PNG, JPEG or WebP can hold") from None
-    if kind not in UPLOAD_FORMATS:
-        raise CoEmoGenError(f"{kind} images are not accepted: upload PNG, JPEG or WebP")
-    if pixels > limits.max_upload_pixels:
-        raise CoEmoGenError(f"the image has more than {limits.max_upload_pixels:,} pixels")
-    try:
-        return load_rgb(path, max_pixels=limits.max_upload_pixels)
+    try:  # the header is checked (format, pixel count) before anything is decoded
+        return load_rgb(path, max_pixels=limits.max_upload_pixels, formats=EDIT_FORMATS)
     except ImageLoadError as err:
-        raise CoEmoGenError(f"the image cannot be read: {err}") from None
+        raise CoEmoGenError(f"the image cannot be used: {err}") from None
