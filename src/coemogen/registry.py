@@ -47,6 +47,7 @@ _data_defaults: list[Callable[[Path], dict | None]] = []
 _captioners: dict[str, Callable] = {}
 _reference_networks: list[Callable] = []
 _default_run: list[Path] = []
+_reward_models: dict[str, Path] = {}
 _loaded = False
 
 
@@ -96,6 +97,18 @@ def register_reference_networks(build: Callable) -> None:
 def register_default_run(run_dir: str | Path) -> None:
     """The run `generate`, `edit`, `export` and `web` use without `--model`."""
     _default_run[:] = [Path(run_dir)]
+
+
+def register_reward_model(base_model: str, head_dir: str | Path) -> None:
+    """The emotion reward `coemogen tune` uses for runs on `base_model` (a model id or alias as run
+    configs record it) when no `--reward_model` is given: a head folder of `coemogen emotion-head train`."""
+    _reward_models[base_model] = Path(head_dir)
+
+
+def reward_model(base_model: str) -> Path | None:
+    """The reward registered for runs on `base_model`, or None."""
+    load_plugins()
+    return _reward_models.get(base_model)
 
 
 def model_aliases() -> dict[str, Path]:

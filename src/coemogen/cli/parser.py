@@ -20,6 +20,7 @@ from . import (
     generate,
     study,
     train,
+    tune,
     web,
     world,
 )
@@ -32,6 +33,7 @@ COMMANDS = (
     filter,
     cache,
     train,
+    tune,
     generate,
     edit,
     evaluate,

@@ -45,9 +45,13 @@ class ClipEmotionHead:
         self.linear.load_state_dict(state)
         self.name = f"linear head on CLIP image features ({self.config['clip']}; {head_dir})"
 
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The logits with their graph (the emotion reward of `coemogen tune`)."""
+        return self.linear(F.normalize(self.clip.features(pixels), dim=-1))
+
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.linear(F.normalize(self.clip(pixels), dim=-1))
+        return self.logits(pixels)
 
 
 # The published heads: their parameter names and the CLIP each was trained on (both take CLIP's

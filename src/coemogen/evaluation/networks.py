@@ -166,9 +166,13 @@ class ClipFeatures:
         self.image_size = self.preprocess.image_size
         self.name = f"CLIP image features ({clip_model_name_or_path})"
 
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The features with their graph (a reward backpropagated into a generator)."""
+        return image_embeds(self.model, self.preprocess(pixels))
+
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return image_embeds(self.model, self.preprocess(pixels))
+        return self.features(pixels)
 
 
 class WorldNetwork:

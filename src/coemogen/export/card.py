@@ -202,12 +202,12 @@ def emotion_card(
         f"a **textual-inversion embedding**: the vector that takes the place of one prompt token.\n"
         f"  `{item.mean_token}` is the embedding of the emotion's cluster mean (of a mix: the weighted\n"
         f"  mean of its emotions'); {samples} are samples of the cluster at temperature {item.temperature:g},\n"
-        f"  the ones `coemogen generate --emotion \"{item.spec}\" --seed k` draws for its first image."
+        f'  the ones `coemogen generate --emotion "{item.spec}" --seed k` draws for its first image.'
     )
     from .embeddings import diffusers_embedding_dirs
 
     specs = item.model_family.text_encoders
-    keys = ", ".join(f'\"{spec.ecosystem_name}\": [1, d]' for spec in specs)
+    keys = ", ".join(f'"{spec.ecosystem_name}": [1, d]' for spec in specs)
     files = [f"| `embeddings/<token>.safetensors` | embedding `{{{keys}}}` | A1111, Forge, ComfyUI |"]
     for folder, spec in zip(diffusers_embedding_dirs(item.model_family), specs):
         files.append(

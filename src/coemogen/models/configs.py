@@ -23,6 +23,8 @@ DEFAULT_EDIT_STEPS = 30  # steps of `edit` and the web app's Edit tab
 EDIT_METHODS = ("sdedit", "inversion")
 EDIT_FORMATS = ("PNG", "JPEG", "WEBP")  # what `edit` and the web app accept from a user
 SMALL_CNN = "small-cnn"
+TUNING_HELP = "set by `coemogen tune`: the starting run, the reward, the guards and the steps"
+REWARD_SHAPINGS = ("polarity", "target")
 MAPPERS = ("MLP", "FC")
 
 
@@ -96,6 +98,7 @@ class CoEmoGenConfig(RunConfigRecord):
     )
     run_name: str = hparam("coemogen", "name recorded for this configuration (e.g. an ablation's)")
     method: str = field(default="coemogen", metadata={"help": "the method family", "derived": True})
+    tuning: dict | None = field(default=None, metadata={"help": TUNING_HELP, "derived": True})
 
     def __post_init__(self) -> None:
         if self.lora_alpha is None:
@@ -153,6 +156,7 @@ class EmoGenConfig(RunConfigRecord):
     )
     run_name: str = hparam("emogen", "name recorded for this configuration")
     method: str = field(default="emogen", metadata={"help": "the method family", "derived": True})
+    tuning: dict | None = field(default=None, metadata={"help": TUNING_HELP, "derived": True})
 
     def __post_init__(self) -> None:
         if self.emogen_mapper not in MAPPERS:
@@ -164,6 +168,60 @@ class EmoGenConfig(RunConfigRecord):
                 raise CoEmoGenError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.method != "emogen":
             raise CoEmoGenError(f"an EmoGen configuration records method 'emogen', not '{self.method}'")
+
+
+@dataclass
+class TuneConfig:
+    """The settings of emotion reward tuning (`coemogen tune`), one flag each: how images are sampled
+    for the reward (DRaFT-K: the last `truncation_steps` of the sampler keep their graph), the reward
+    and its shaping, the optional quality term, and the two guards against reward hacking (the
+    anchor on the data and the penalty on drifting from the starting run's noise prediction)."""
+
+    truncation_steps: int = hparam(1, "K: the last K sampling steps keep their graph (DRaFT-K); the rest run without")
+    num_inference_steps: int = hparam(DEFAULT_INFERENCE_STEPS, "DDIM steps of each tuning sample")
+    guidance_scale: float = hparam(5.0, "classifier-free guidance of each tuning sample")
+    reward_model: str | None = hparam(
+        None,
+        "the emotion reward: a head folder from `coemogen emotion-head train` (default: the one registered for "
+        "the run's base model, e.g. the synthetic world's)",
+    )
+    reward_shaping: str = hparam(
+        "polarity",
+        "polarity: 0.8 p(target) + 0.2 (0.5 p(same polarity) - 0.5 p(opposite)) (EmoCtrl); target: p(target)",
+    )
+    reward_weight: float = hparam(1.0, "weight of the emotion reward (0: no sampling; anchor and penalty only)")
+    quality_model: str | None = hparam(
+        None, "a preference model to keep quality: a local CLIP-form directory (PickScore-style), scored on the prompt"
+    )
+    quality_weight: float = hparam(0.5, "weight of --quality_model's score beside the emotion reward")
+    anchor_weight: float = hparam(1.0, "guard: the starting method's own loss on the manifest, every step (0: off)")
+    kl_weight: float = hparam(
+        1.0, "guard: mean squared distance of the noise prediction from the starting run's at the graph steps (0: off)"
+    )
+    tune_encoders: bool = hparam(
+        False,
+        "also tune the mapper and visual-perception encoder (CoEmoGen; clusters then refitted); EmoGen's mapper always",
+    )
+
+    def __post_init__(self) -> None:
+        if self.reward_shaping not in REWARD_SHAPINGS:
+            raise CoEmoGenError(
+                f"--reward_shaping must be one of {', '.join(REWARD_SHAPINGS)}, not '{self.reward_shaping}'"
+            )
+        if not 1 <= self.truncation_steps <= self.num_inference_steps:
+            raise CoEmoGenError(
+                f"--truncation_steps must be between 1 and --num_inference_steps ({self.num_inference_steps}), "
+                f"got {self.truncation_steps}"
+            )
+        for name in ("reward_weight", "quality_weight", "anchor_weight", "kl_weight", "guidance_scale"):
+            if not getattr(self, name) >= 0:
+                raise CoEmoGenError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.reward_weight == self.anchor_weight == self.kl_weight == 0:
+            raise CoEmoGenError("every loss of tuning is switched off (--reward_weight, --anchor_weight, --kl_weight)")
+
+    @classmethod
+    def hyperparameters(cls) -> list:
+        return list(fields(cls))
 
 
 def config_from_dict(cls: type, data: dict, where: str):

@@ -244,6 +244,36 @@ class CoEmoGenPipeline:
         sizes = torch.tensor([list(size)] * batch_size)
         return self.base.family.time_ids(sizes, torch.zeros_like(sizes), tuple(size))
 
+    def guidance_time_ids(
+        self, batch_size: int, guidance_scale: float, device: torch.device, size: tuple[int, int] | None = None
+    ) -> torch.Tensor | None:
+        """`time_ids` of a batch as `noise_prediction` takes them (doubled under guidance; None but for SDXL)."""
+        time_ids = self.time_ids(batch_size, size)
+        if time_ids is None:
+            return None
+        return (torch.cat([time_ids] * 2) if guidance_scale > 1 else time_ids).to(device)
+
+    def noise_prediction(
+        self,
+        scheduler,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        cond: TextCondition,
+        uncond: TextCondition,
+        guidance_scale: float,
+        time_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The U-Net's classifier-free guided prediction at timestep `t` (guidance above 1; both
+        halves under the adapters selected around the call); `time_ids` from `guidance_time_ids`."""
+        guided = guidance_scale > 1
+        context = TextCondition.cat([uncond.expand(len(cond)), cond]) if guided else cond
+        model_in = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
+        pred = self.base.unet(model_in, t, **self.base.family.unet_kwargs(context, time_ids)).sample
+        if guided:
+            pred_uncond, pred_cond = pred.chunk(2)
+            pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+        return pred
+
     def denoise(
         self,
         scheduler,
@@ -258,6 +288,7 @@ class CoEmoGenPipeline:
         merge_adapters: bool = True,
         callback_on_step_end: Callable | None = None,
         start_step: int = 0,
+        stop_step: int | None = None,
     ) -> torch.Tensor:
         """Classifier-free guided sampling; each sample's adapters apply to both guidance halves.
 
@@ -267,33 +298,27 @@ class CoEmoGenPipeline:
         (`EmotionWindow`); the adapters are then selected per step. `gates` None: no adapters.
         `merge_adapters=False` keeps them per sample (a pipeline several threads call at once).
         `start_step=k` starts at the k-th step from `latents` already noised to that step's level
-        (image-to-image: SDEdit, or an inversion's end).
+        (image-to-image: SDEdit, or an inversion's end); `stop_step=k` stops before the k-th step
+        (reward tuning runs the last steps itself, with their graph).
         """
         from tqdm import tqdm
 
-        unet, family = self.base.unet, self.base.family
+        unet = self.base.unet
         scheduler.set_timesteps(num_inference_steps, device=latents.device)
         if start_step == 0:
             latents = latents * scheduler.init_noise_sigma
         elif hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start_step * scheduler.order)
-        guided = guidance_scale > 1
         size = None if start_step == 0 else tuple(d * self.base.vae_scale_factor for d in latents.shape[-2:])
-        time_ids = self.time_ids(len(latents), size)
-        if time_ids is not None:
-            time_ids = (torch.cat([time_ids] * 2) if guided else time_ids).to(latents.device)
+        time_ids = self.guidance_time_ids(len(latents), guidance_scale, latents.device, size)
 
         def step(latents: torch.Tensor, t: torch.Tensor, cond: TextCondition) -> torch.Tensor:
-            context = TextCondition.cat([uncond.expand(len(cond)), cond]) if guided else cond
-            model_in = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
-            pred = unet(model_in, t, **family.unet_kwargs(context, time_ids)).sample
-            if guided:
-                pred_uncond, pred_cond = pred.chunk(2)
-                pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+            pred = self.noise_prediction(scheduler, latents, t, cond, uncond, guidance_scale, time_ids)
             return scheduler.step(pred, t, latents).prev_sample
 
+        stop = None if stop_step is None else stop_step * scheduler.order
         timesteps = tqdm(
-            scheduler.timesteps[start_step * scheduler.order :], desc="denoise", disable=not progress, leave=False
+            scheduler.timesteps[start_step * scheduler.order : stop], desc="denoise", disable=not progress, leave=False
         )
 
         def adapters(gates: torch.Tensor | None):

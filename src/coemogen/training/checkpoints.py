@@ -26,8 +26,13 @@ def rng_states() -> dict:
     kind, keys, position, has_gauss, gauss = np.random.get_state()
     states = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},  # fmt: skip
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },  # fmt: skip
         "python": random.getstate(),
     }
     if torch.cuda.is_available():

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..data.images import image_grid
 from ..data.manifest import ManifestRecord, SkipCounter, read_manifest
+from ..errors import CoEmoGenError
 from ..io import save_safetensors
 from ..models.base import BaseModels, load_base_models, resolve_sources
 from ..models.clusters import EmotionClusters
@@ -38,8 +39,6 @@ def encoder_tokens(model: CoEmoGen, base: BaseModels, batch: dict, prefix: str =
     if f"{prefix}image_tokens" in batch:
         return batch[f"{prefix}image_tokens"].float()
     if base.clip is None:
-        from ..errors import CoEmoGenError
-
         raise CoEmoGenError(
             "the visual-perception encoder needs CLIP image tokens: not in the cache, and CLIP released"
         )
@@ -83,6 +82,14 @@ class CoEmoGenTrainingModule(nn.Module):
         condition = self.text_projection(cond.pooled).float()
         l_sem = (1 - F.cosine_similarity(condition, caption_embeds.float(), dim=-1)).mean()
         return {"loss": l_ldm + self.lambda_sem * l_sem, "l_ldm": l_ldm, "l_sem": l_sem}
+
+    def batch_embeddings(self, batch: dict) -> torch.Tensor:
+        """e^v of the batch's own images under their emotions, with the graph through the mapper and
+        the visual-perception encoder (reward tuning's path to them)."""
+        device = self.model.membership.device
+        tokens = encoder_tokens(self.model, self.base, batch)
+        weights = self.model.one_hot(batch["labels"].to(device))
+        return self.model.visual_embedding(weights, None if tokens is None else tokens.to(device))
 
     def text_projection(self, pooled: torch.Tensor) -> torch.Tensor:
         projection = self.base.text_projection
@@ -136,6 +143,18 @@ def validation_grid(model: CoEmoGen, base: BaseModels, dataset: ManifestDataset 
     return image_grid(output.images)
 
 
+def start_config(args: TrainingArguments, hyperparameters: dict) -> CoEmoGenConfig | None:
+    """The configuration of the run `--init_from` names (None without one); a continued run keeps it,
+    so hyper-parameters given beside it are refused."""
+    if not args.init_from:
+        return None
+    if hyperparameters:
+        raise CoEmoGenError(
+            f"--init_from continues the run's own configuration; drop {', '.join('--' + k for k in hyperparameters)}"
+        )
+    return CoEmoGenConfig.load(args.init_from)
+
+
 class CoEmoGenMethod(Method):
     """CoEmoGen (the paper): mapper + visual-perception encoder + HiLoRA, L_LDM + lambda * L_SEM."""
 
@@ -153,11 +172,17 @@ class CoEmoGenMethod(Method):
             records = [ManifestRecord(Path(r["image"]), r["emotion"], r["caption"]) for r in cache.records()]
         else:
             records, skips = read_records(args.manifest, taxonomy)
-        # The frozen base models: with a cache holding every CLIP output, only CLIP's text projection.
-        sd, clip = resolve_sources(
-            args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, records[0].image
-        )
-        encoder = hyperparameters.get("perception_encoder", True)
+        # The frozen base models (a run continued with --init_from keeps its own unless overridden):
+        # with a cache holding every CLIP output, only CLIP's text projection.
+        start = start_config(args, hyperparameters)
+        if start is not None:
+            sd = args.pretrained_model_name_or_path or start.pretrained_model_name_or_path
+            clip = args.clip_model_name_or_path or start.clip_model_name_or_path
+        else:
+            sd, clip = resolve_sources(
+                args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, records[0].image
+            )
+        encoder = hyperparameters.get("perception_encoder", True) if start is None else start.perception_encoder
         cache_has_tokens = cache is not None and (cache.has_image_tokens or not encoder)
         base = load_base_models(
             sd,
@@ -165,7 +190,7 @@ class CoEmoGenMethod(Method):
             load_clip="text_projection" if cache_has_tokens else True,
             pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path,
         )
-        config = CoEmoGenConfig(
+        config = start or CoEmoGenConfig(
             taxonomy=taxonomy.to_dict(),
             embed_dim=base.embed_dim,
             image_dim=base.clip_config.vision_config.hidden_size,
@@ -178,10 +203,14 @@ class CoEmoGenMethod(Method):
         if cache is not None:
             layer = config.image_token_layer if config.perception_encoder else None
             check_cache(cache, args, base, manifest_records, config.resolution, layer)
-        with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
-            torch.manual_seed(args.seed)
-            model = CoEmoGen(config)
-            model.inject_into(base.unet)
+        start_clusters = None
+        if start is not None:
+            model, start_clusters = load_run(args.init_from, base.unet, taxonomy, require_clusters=False, config=config)
+        else:
+            with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
+                torch.manual_seed(args.seed)
+                model = CoEmoGen(config)
+                model.inject_into(base.unet)
         params = trainable_parameters(model, base.unet)
         for p in params.values():
             p.requires_grad_(True)
@@ -199,10 +228,14 @@ class CoEmoGenMethod(Method):
             return adapter_weights(base.unet, model.gates(model.one_hot(batch["labels"].to(device))))
 
         def finalise(out: Path) -> None:
-            embeddings, labels = embed_records(model, base, dataset, device)
-            clusters = EmotionClusters.fit(
-                embeddings, labels, taxonomy.num_emotions, config.cluster_components, seed=args.seed
-            )
+            # The clusters live in e^v space: refitted on the trained embeddings, unless nothing that
+            # makes e^v was trained (a run continued with its mapper and encoder frozen keeps its own).
+            clusters = start_clusters
+            if clusters is None or any(p.requires_grad for p in model.parameters()):
+                embeddings, labels = embed_records(model, base, dataset, device)
+                clusters = EmotionClusters.fit(
+                    embeddings, labels, taxonomy.num_emotions, config.cluster_components, seed=args.seed
+                )
             save_run(out, model, base.unet, clusters)
 
         return MethodRun(

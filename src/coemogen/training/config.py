@@ -54,6 +54,11 @@ class TrainingArguments:
     preset: str | None = arg(
         None, registry.preset_help() + " (pocket: the default only for a world's data)", tuple(registry.presets())
     )
+    init_from: str | None = arg(
+        None,
+        "a trained run of --method whose weights this run starts from (continued training; its configuration "
+        "and base models are kept)",
+    )
     taxonomy: str | None = arg(None, "mikels (default), artemis, emoart, or a JSON/YAML taxonomy file")
     resolution: int | None = arg(None, "training resolution (default: the U-Net sample size times the VAE factor)")
     train_batch_size: int = arg(8, "samples per process and micro-step")
@@ -98,6 +103,16 @@ class TrainingArguments:
     )
 
 
+# `coemogen tune`'s defaults where they differ from training's: a short, gentle fine-tuning of a
+# trained run (DRaFT's LoRA learning rates are of this order), checkpointed every 50 steps.
+TUNE_TRAINING_DEFAULTS = {
+    "learning_rate": 1e-4,
+    "max_train_steps": 200,
+    "train_batch_size": 4,
+    "checkpointing_steps": 50,
+}
+
+
 def _flag_type(hint):
     """argparse type (and nargs) for a field's type hint: int, str | None, list[str], ..."""
     args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
@@ -115,14 +130,18 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got '{text}'")
 
 
-def _add_fields(parser: argparse._ActionsContainer, cls: type, dataclass_fields, model: bool = False) -> None:
+def _add_fields(
+    parser: argparse._ActionsContainer, cls: type, dataclass_fields, model: bool = False, defaults: dict | None = None
+) -> None:
     """One flag per field. `model=True`: a method's hyper-parameters, left out of the parsed
-    namespace unless given, so `split_training_flags` knows which ones the user chose."""
+    namespace unless given, so `split_training_flags` knows which ones the user chose. `defaults`
+    replaces some fields' defaults (a command with its own, such as `tune`)."""
     hints = typing.get_type_hints(cls)
     for f in dataclass_fields:
         kind, nargs = _flag_type(hints[f.name])
         names = [f"--{f.name}", *f.metadata.get("aliases", ())]
         default = f.default_factory() if f.default_factory is not MISSING else f.default
+        default = (defaults or {}).get(f.name, default)
         kwargs = {"help": f.metadata["help"], "dest": f.name}
         if default is MISSING:
             kwargs["required"] = True
@@ -150,6 +169,32 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         seen.update(f.name for f in new)
         group = parser.add_argument_group(f"--method {method} ({config.__name__}; shared names above apply to both)")
         _add_fields(group, config, new, model=True)
+
+
+def add_tune_flags(parser: argparse.ArgumentParser) -> None:
+    """`coemogen tune`'s flags: the training engine's (tuning's defaults) and `TuneConfig`'s."""
+    from ..models.configs import TuneConfig
+
+    own = {"method", "init_from", "manifest", "out"}
+    _add_fields(
+        parser,
+        TrainingArguments,
+        [f for f in fields(TrainingArguments) if f.name not in own],
+        defaults=TUNE_TRAINING_DEFAULTS,
+    )
+    group = parser.add_argument_group("reward tuning (TuneConfig)")
+    _add_fields(group, TuneConfig, fields(TuneConfig))
+
+
+def split_tune_flags(namespace: argparse.Namespace) -> tuple[TrainingArguments, dict]:
+    """Parsed `tune` flags -> (TrainingArguments of the tune method, TuneConfig's values)."""
+    from ..models.configs import TuneConfig
+    from ..models.runs import run_or_default
+
+    values = vars(namespace)
+    training = {f.name: values[f.name] for f in fields(TrainingArguments) if f.name in values}
+    args = TrainingArguments(**{**training, "method": "tune", "init_from": str(run_or_default(values["model"]))})
+    return args, {f.name: values[f.name] for f in fields(TuneConfig)}
 
 
 def split_training_flags(namespace: argparse.Namespace) -> tuple[TrainingArguments, dict]:

@@ -31,7 +31,15 @@ from ..models.base import BaseModels, load_base_models, resolve_sources
 from ..models.clip import text_embeds
 from ..models.clusters import EmotionClusters
 from ..models.conditioning import EmotionConditioner, max_length
-from ..models.emogen import SMALL_CNN, EmoGen, EmoGenConfig, float_state, load_float_state, save_emogen_run
+from ..models.emogen import (
+    SMALL_CNN,
+    EmoGen,
+    EmoGenConfig,
+    float_state,
+    load_emogen_run,
+    load_float_state,
+    save_emogen_run,
+)
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
 from .config import TrainingArguments
@@ -265,12 +273,23 @@ class EmoGenMethod(Method):
         out, device = Path(args.out), accelerator.device
         # The data and the frozen base models (CLIP whole: attribute words, L_emo).
         records, skips = read_records(args.manifest, taxonomy)
-        sd, clip = resolve_sources(
-            args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, records[0].image
-        )
+        start = None
+        if args.init_from:  # a continued run: its configuration, encoder, L_emo classifier and mapper
+            if hyperparameters:
+                raise CoEmoGenError(
+                    "--init_from continues the run's own configuration; drop "
+                    + ", ".join("--" + k for k in hyperparameters)
+                )
+            start = EmoGenConfig.load(args.init_from)
+            sd = args.pretrained_model_name_or_path or start.pretrained_model_name_or_path
+            clip = args.clip_model_name_or_path or start.clip_model_name_or_path
+        else:
+            sd, clip = resolve_sources(
+                args.pretrained_model_name_or_path, args.clip_model_name_or_path, args.preset, records[0].image
+            )
         base = load_base_models(sd, clip, pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path)
-        resolution = args.resolution or base.default_resolution
-        config = EmoGenConfig(
+        resolution = start.resolution if start else args.resolution or base.default_resolution
+        config = start or EmoGenConfig(
             taxonomy=taxonomy.to_dict(),
             embed_dim=base.embed_dim,
             clip_dim=base.clip_config.projection_dim,
@@ -280,17 +299,22 @@ class EmoGenMethod(Method):
             pretrained_vae_model_name_or_path=args.pretrained_vae_model_name_or_path,
             **resolve_encoder(hyperparameters, registry.data_defaults(records[0].image), resolution),
         )
-        with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
-            torch.manual_seed(args.seed)
-            model = EmoGen(config)
+        if start is not None:
+            model, _ = load_emogen_run(args.init_from, config, taxonomy, require_clusters=False)
+        else:
+            with torch.random.fork_rng(devices=[]):  # initial weights from the seed, the global RNG untouched
+                torch.manual_seed(args.seed)
+                model = EmoGen(config)
         model.requires_grad_(False)  # each stage switches on what it trains
         for module in base.frozen_modules():
             module.to(device)
         images = ManifestDataset(records, taxonomy, resolution, center_crop=True, seed=args.seed)
 
-        # 1. The emotion encoder (kept from an interrupted run being resumed).
+        # 1. The emotion encoder (the continued run's, or kept from an interrupted run being resumed).
         encoder_file = out / "emotion_encoder.safetensors"
-        if args.resume_from_checkpoint and encoder_file.is_file():
+        if start is not None:
+            model.emotion_encoder.to(device).eval()
+        elif args.resume_from_checkpoint and encoder_file.is_file():
             load_float_state(model.emotion_encoder, encoder_file, f"run '{out}'")
             model.emotion_encoder.to(device).eval()
         else:
@@ -309,7 +333,7 @@ class EmoGenMethod(Method):
         )
         if not vocabulary and config.attr_rate > 0:
             logger.warning("no record of %s has attributes (scene/object): L_attr is 0 throughout", args.manifest)
-        if config.emo_rate > 0:
+        if config.emo_rate > 0 and start is None:
             train_clip_emotion_classifier(
                 model, clip_image_features(base, images), labels, config.classifier_steps, args.seed
             )

@@ -397,6 +397,7 @@ class Method:
 METHODS: dict[str, Method | str] = {
     "coemogen": "coemogen.training.coemogen:CoEmoGenMethod",
     "emogen": "coemogen.training.emogen:EmoGenMethod",
+    "tune": "coemogen.training.tune:TuneMethod",  # `coemogen tune`: reward tuning of a trained run
 }
 
 

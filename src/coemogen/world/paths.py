@@ -17,6 +17,9 @@ NARRATIVE_POCKET_CLIP = ASSETS / "narrative-pocket-clip"
 SHIPPED_RUN = ASSETS / "world-run"
 EVALUATORS = ASSETS / "evaluators"
 NARRATIVE_EVALUATORS = ASSETS / "narrative-evaluators"
+# `coemogen tune`'s default rewards: linear heads on each world's pocket CLIP (not the judges)
+REWARD_HEAD = ASSETS / "reward-head"
+NARRATIVE_REWARD_HEAD = ASSETS / "narrative-reward-head"
 # Stable names for the shipped pocket models, so a run directory records where its base models
 # are without an install-specific absolute path.
 POCKET_IDS = {

@@ -1,7 +1,8 @@
 """The synthetic world registers itself with the method (`coemogen.registry`): its pocket models
 (stable names and `--preset pocket` / `narrative-pocket`), the defaults for its data, the `oracle`
-captioner, its judges as the metric networks of a world reference, and the shipped run as the
-default run. Called through the `coemogen.plugins` entry point; imports nothing heavy."""
+captioner, its judges as the metric networks of a world reference, the shipped run as the
+default run, and each world's emotion reward for `coemogen tune`. Called through the
+`coemogen.plugins` entry point; imports nothing heavy."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from .. import registry
 from .paths import (
     NARRATIVE_EVALUATORS,
     NARRATIVE_POCKET_CLIP,
+    NARRATIVE_REWARD_HEAD,
     POCKET_CLIP,
     POCKET_IDS,
+    REWARD_HEAD,
     SHIPPED_RUN,
     is_narrative,
     world_root,
@@ -79,3 +82,6 @@ def register() -> None:
     registry.register_captioner("oracle", oracle)
     registry.register_reference_networks(reference_networks)
     registry.register_default_run(SHIPPED_RUN)
+    # each world's emotion reward for `coemogen tune`: a head on its pocket CLIP, not its judges
+    registry.register_reward_model("coemogen:pocket-sd", REWARD_HEAD)
+    registry.register_reward_model("coemogen:narrative-pocket-sd", NARRATIVE_REWARD_HEAD)
