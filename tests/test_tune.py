@@ -112,7 +112,7 @@ def test_a_tuned_run_is_an_ordinary_run(start_run, reward_head, tiny_world, tmp_
     run = _tune(start_run, tiny_world, tmp_path / "tuned", reward_head, checkpointing_steps=1)
     record = json.loads((run / "config.json").read_text())["tuning"]
     assert record["starting_run"] == str(start_run.resolve())
-    assert record["reward_shaping"] == "polarity" and record["anchor_weight"] == 1.0 and record["kl_weight"] == 1.0
+    assert record["reward_shaping"] == "polarity" and record["anchor_weight"] == 1.0 and record["kl_weight"] == 100.0
     assert record["max_train_steps"] == 2 and record["tuned"] == ["hilora"] and str(reward_head) in record["reward"]
     assert json.loads((run / "tuning.json").read_text()) == record
     start, tuned = _weights(start_run), _weights(run)

@@ -49,6 +49,20 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=float, default=0.6)
     p.add_argument("--sweep-sources", type=int, default=1, help="sources per emotion in the strength sweep")
     p.set_defaults(func=run_bench_edit_table)
+    p = bench.add_parser(
+        "tune-table", help="emotion reward tuning compared on a world: guards on and off, both judges, over steps"
+    )
+    p.add_argument("--out", required=True, help="resumable: finished (row, seed) reports and tuning stages are kept")
+    p.add_argument("--content", choices=["objects", "narrative"], default="objects")
+    p.add_argument("--scale", choices=["resolved", "short", "quick"], default="resolved", help="the runs' scale")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=100, help="tuning steps (the registered recipe: 100)")
+    p.add_argument("--stages", type=int, nargs="+", default=[25, 50, 75, 100], help="judged steps of the first seed")
+    p.add_argument("--train-batch-size", type=int, default=8)
+    p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
+    p.set_defaults(func=run_bench_tune_table)
     p = bench.add_parser("claims", help="the paper's claims marked holds / within noise / fails from paper tables")
     p.add_argument(
         "--table",
@@ -97,6 +111,16 @@ def run_bench_emoart(a: argparse.Namespace) -> None:
     from ..experiments.emoart import run_emoart
 
     run_emoart(a.out, a.quick, a.seed)
+
+
+def run_bench_tune_table(a: argparse.Namespace) -> None:
+    from ..errors import CoEmoGenError
+    from ..experiments.tune_table import TuneSettings, tune_table
+
+    if a.steps not in a.stages or any(not 0 < s <= a.steps for s in a.stages):
+        raise CoEmoGenError(f"--stages must lie in 1..--steps and include --steps ({a.steps}), got {a.stages}")
+    settings = TuneSettings(a.steps, tuple(sorted(a.stages)), a.train_batch_size, a.learning_rate)
+    print(tune_table(a.out, a.content, a.scale, a.seeds, a.seed, settings, a.num_resamples))
 
 
 def run_bench_edit_table(a: argparse.Namespace) -> None:

@@ -1,0 +1,212 @@
+"""`coemogen bench tune-table`: emotion reward tuning compared on a synthetic world
+(docs/tune/hypotheses.md holds the design, registered before the runs).
+
+The starting runs are the paper table's CoEmoGen and EmoGen at `--scale` (trained and judged under
+`OUT/runs` by `paper_table`). Each seed's starting run is tuned by `coemogen tune` four ways: with
+both guards, without the anchor, without the drift penalty, and EmoGen's (its mapper). Every row
+generates the paper table's images (the same seeds, so a before/after pair shares its cluster
+sample and noise) and is judged twice: by the world's independent judges (`report/`) and by the
+reward model itself (`report-reward/`, the reward head as the Emo-A network): the gap between the
+two is the measure of reward hacking. The first seed is tuned in stages, each judged, for the
+curve over tuning steps. Each (row, seed) is complete once its reports exist; a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+from PIL import Image
+
+from .. import registry
+from ..data.images import image_grid
+from ..evaluation.emotion_head import ClipEmotionHead
+from ..evaluation.evaluate import evaluate
+from ..io import atomic_output, write_text
+from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
+from ..taxonomy import Taxonomy
+from ..training.tune import tune
+from ..world.judges import world_networks_for
+from ..world.paths import POCKET_IDS
+from .paper_table import SCALES, Row, Table, paper_table
+from .stages import WORLDS, generate_per_emotion
+
+
+@dataclass(frozen=True)
+class TuneRow:
+    name: str
+    start: str  # the paper table's row whose runs it starts from
+    settings: dict | None = None  # TuneConfig values; None: the starting run itself
+
+    @property
+    def slug(self) -> str:
+        return Row(self.name).slug
+
+
+ROWS = (
+    TuneRow("CoEmoGen", "CoEmoGen"),
+    TuneRow("CoEmoGen tuned", "CoEmoGen", {}),
+    TuneRow("tuned w/o anchor", "CoEmoGen", {"anchor_weight": 0.0}),
+    TuneRow("tuned w/o KL", "CoEmoGen", {"kl_weight": 0.0}),
+    TuneRow("EmoGen", "EmoGen"),
+    TuneRow("EmoGen tuned", "EmoGen", {}),
+)
+CURVE_ROWS = ("CoEmoGen tuned", "tuned w/o anchor", "tuned w/o KL")  # tuned in stages on the first seed
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """The registered tuning recipe (docs/tune/hypotheses.md)."""
+
+    steps: int = 100
+    stages: tuple[int, ...] = (25, 50, 75, 100)
+    train_batch_size: int = 8
+    learning_rate: float = 3e-4
+    truncation_steps: int = 1
+
+
+def tune_table(
+    out: str | Path,
+    content: str = "objects",
+    scale: str = "resolved",
+    seeds: int = 3,
+    seed: int = 0,
+    settings: TuneSettings = TuneSettings(),
+    num_resamples: int = 1000,
+) -> str:
+    """Build (or resume) the tuning comparison on the world of `content`; returns the table."""
+    out = Path(out).resolve()
+    taxonomy = Taxonomy.default()
+    runs = out / "runs"
+    paper_table(runs, scale=scale, seeds=seeds, seed=seed, rows=["CoEmoGen", "EmoGen"], content=content,
+                num_resamples=200)  # fmt: skip
+    world = runs / "world"
+    steps = json.loads((runs / "settings.json").read_text())["inference_steps"]
+    per_emotion = SCALES[scale].generated_per_emotion
+    write_text(out / "settings.json", json.dumps({"scale": scale, "content": content, **vars(settings)}, indent=1))
+    networks = world_networks_for(world)
+    pocket_sd = next(name for name, folder in POCKET_IDS.items() if folder == WORLDS[content].pocket_sd)
+    head_dir = registry.reward_model(pocket_sd)
+    reward_networks = replace(networks, emotion=ClipEmotionHead(head_dir, taxonomy))
+
+    def judge(generated: Path, report: Path, s: int) -> None:
+        for folder, nets in ((report, networks), (report.parent / f"{report.name}-reward", reward_networks)):
+            if not (folder / "samples.safetensors").is_file():
+                evaluate(generated, world, folder, taxonomy, num_pairs=500, seed=s, networks=nets)
+
+    for s in range(seed, seed + seeds):
+        for row in ROWS:
+            start = runs / Row(row.start).slug / f"seed-{s}"
+            work = out / row.slug / f"seed-{s}"
+            if row.settings is None:  # the starting run: the paper table's images and report, and the reward's
+                for name in ("generated", "report"):
+                    if not (work / name).is_dir():  # copied whole, then renamed: a kill leaves no half copy
+                        shutil.rmtree(work / f".{name}", ignore_errors=True)
+                        shutil.copytree(start / name, work / f".{name}")
+                        (work / f".{name}").rename(work / name)
+                judge(work / "generated", work / "report", s)
+                continue
+            stages = settings.stages if (s == seed and row.name in CURVE_ROWS) else (settings.steps,)
+            manifest = json.loads((start / "run" / "training_args.json").read_text())["manifest"]
+            for stage in stages:
+                target = work if stage == settings.steps else work / "stages" / f"step-{stage}"
+                if not (target / "generated.done").is_file():
+                    # resumed from the last stage's checkpoint: the constant schedule makes each stage
+                    # the uninterrupted run's weights at that step
+                    run = tune(
+                        manifest, work / "run", start / "run", seed=s, max_train_steps=stage,
+                        train_batch_size=settings.train_batch_size, learning_rate=settings.learning_rate,
+                        truncation_steps=settings.truncation_steps, num_inference_steps=steps,
+                        checkpointing_steps=min(settings.stages), resume_from_checkpoint="latest",
+                        validation_steps=0, report_to="none", **row.settings,
+                    )  # fmt: skip
+                    pipe = CoEmoGenPipeline.from_pretrained(run)
+                    shutil.rmtree(target / "generated", ignore_errors=True)
+                    make = partial(pipe, num_images=per_emotion, seed=s, num_inference_steps=steps)
+                    generate_per_emotion(make, taxonomy, target / "generated")
+                    write_text(target / "generated.done", f"{stage}\n")
+                judge(target / "generated", target / "report", s)
+    return _write(out, taxonomy, range(seed, seed + seeds), settings, num_resamples, seed)
+
+
+def _write(out: Path, taxonomy: Taxonomy, seeds: range, settings: TuneSettings, num_resamples: int, seed: int) -> str:
+    """The two tables (the world's judges: `paper_table.md`; the reward model: the same layout in
+    `reward-model/`), the curve over tuning steps and the grid."""
+    rows = [Row(r.name) for r in ROWS]
+    text = Table(out, rows, seeds, num_resamples).write()
+    for row in ROWS:  # the reward model's reports, laid out as Table reads them
+        for s in seeds:
+            src = out / row.slug / f"seed-{s}" / "report-reward"
+            dst = out / "reward-model" / row.slug / f"seed-{s}" / "report"
+            if (src / "samples.safetensors").is_file() and not (dst / "samples.safetensors").is_file():
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(src, dst)
+    Table(out / "reward-model", rows, seeds, num_resamples).write()
+    _curve(out, seed, settings)
+    _grid(out, taxonomy, seed)
+    return text
+
+
+def _overall(report: Path, key: str) -> float:
+    return json.loads((report / "metrics.json").read_text())["overall"][key]
+
+
+def _curve(out: Path, seed: int, settings: TuneSettings) -> None:
+    """Both judges' Emo-A and FID over tuning steps (first seed), from the stage reports."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    start = out / Row("CoEmoGen").slug / f"seed-{seed}"
+    points: dict[str, list[dict]] = {}
+    for name in CURVE_ROWS:
+        work = out / Row(name).slug / f"seed-{seed}"
+        folders = [(0, start)] + [
+            (stage, work if stage == settings.steps else work / "stages" / f"step-{stage}") for stage in settings.stages
+        ]
+        points[name] = [
+            {
+                "step": stage,
+                "emo_a_judges": _overall(folder / "report", "emo_a"),
+                "emo_a_reward_model": _overall(folder / "report-reward", "emo_a"),
+                "fid": _overall(folder / "report", "fid"),
+            }
+            for stage, folder in folders
+            if (folder / "report-reward" / "metrics.json").is_file()
+        ]
+    write_text(out / "curve.json", json.dumps(points, indent=1))
+    fig, (acc, fid) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for (name, pts), color in zip(points.items(), ("C0", "C1", "C2")):
+        steps = [p["step"] for p in pts]
+        acc.plot(steps, [p["emo_a_judges"] for p in pts], marker="o", color=color, label=f"{name}: world judges")
+        acc.plot(steps, [p["emo_a_reward_model"] for p in pts], marker="x", ls="--", color=color,
+                 label=f"{name}: reward model")  # fmt: skip
+        fid.plot(steps, [p["fid"] for p in pts], marker="o", color=color, label=name)
+    acc.set_xlabel("tuning step")
+    acc.set_ylabel("Emo-A")
+    acc.set_title("accuracy: independent judges (solid) vs the reward (dashed)", fontsize=8)
+    acc.legend(fontsize=6)
+    fid.set_xlabel("tuning step")
+    fid.set_ylabel("FID (world features)")
+    fid.legend(fontsize=6)
+    fig.tight_layout()
+    with atomic_output(out / "curve.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _grid(out: Path, taxonomy: Taxonomy, seed: int, per_emotion: int = 2) -> None:
+    """The same seeds before and after: per emotion, its first images under each CoEmoGen row and
+    EmoGen's two (columns in `ROWS` order)."""
+    cells = []
+    for emotion in taxonomy.emotions:
+        for k in range(per_emotion):
+            for row in ROWS:
+                folder = out / row.slug / f"seed-{seed}" / "generated" / emotion
+                cells.append(Image.open(sorted(folder.glob("*.png"))[k]).convert("RGB"))
+    with atomic_output(out / "grid.png") as tmp:
+        image_grid(cells, columns=len(ROWS)).save(tmp, format="PNG")
