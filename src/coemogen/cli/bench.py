@@ -60,7 +60,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=100, help="tuning steps (the registered recipe: 100)")
     p.add_argument("--stages", type=int, nargs="+", default=[25, 50, 75, 100], help="judged steps of the first seed")
     p.add_argument("--train-batch-size", type=int, default=8)
-    p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--learning-rate", type=float, default=5e-4)
     p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
     p.set_defaults(func=run_bench_tune_table)
     p = bench.add_parser("claims", help="the paper's claims marked holds / within noise / fails from paper tables")

@@ -64,7 +64,7 @@ class TuneSettings:
     steps: int = 100
     stages: tuple[int, ...] = (25, 50, 75, 100)
     train_batch_size: int = 8
-    learning_rate: float = 3e-4
+    learning_rate: float = 5e-4
     truncation_steps: int = 1
 
 
