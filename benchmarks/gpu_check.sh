@@ -6,6 +6,7 @@
 #      the diffusers LoRA recipe (peft rank 8), and the U-Net alone with HiLoRA vs a rank-8 LoRA;
 #   2. batch 8 with gradient checkpointing, then also with --compile;
 #   3. generation images/s: CoEmoGenPipeline vs a plain StableDiffusionPipeline (20 steps, batch 8);
+#   3b. one reward-tuning step (`coemogen tune`, K = 1 of 25 steps, batch 4) against one training step;
 #   4. SDXL at 1024 px: the U-Net with HiLoRA vs a peft rank-8 LoRA (see below).
 # Output: benchmarks/results/gpu/ (commit it). Usage: bash benchmarks/gpu_check.sh
 # A CPU smoke run of the same script: SHAPE=pocket RES=64 BATCHES="2" STEPS=2 bash benchmarks/gpu_check.sh
@@ -49,6 +50,12 @@ if [ "$SHAPE" = sd15 ]; then
   timeout 90 $PY benchmarks/generation_overhead.py --shape sd15 --models "$MODELS" --dtype bfloat16 \
     --images "$BIG" --steps "$STEPS" --repeats 3 2>&1 | tee "$OUT/generation.md"
 fi
+# 3b. Reward tuning (issue 33): one `coemogen tune` step (K = 1 of 25 DDIM steps, batch 4, both guards)
+#     against one training step, time and peak memory, in bf16 with gradient checkpointing.
+timeout 240 $PY benchmarks/tune_step.py --shape "$SHAPE" --models "$MODELS" --resolution "$RES" --batch 4 \
+  --num_inference_steps 25 --mixed_precision bf16 --gradient_checkpointing --repeats 3 --warmup 1 \
+  --out "$OUT/tune_step_bf16.json" 2>&1 | tee "$OUT/tune_step_bf16.md"
+echo "== tune_step_bf16 done at +$(($(date +%s) - start)) s"
 # 4. SDXL at 1024 px (random weights from the published SDXL base configs, ~15 GB written once; SDXL=0 skips):
 #    the U-Net alone with HiLoRA vs a peft rank-8 LoRA on the same frozen weights, batch 1 and 4.
 if [ "$SHAPE" = sd15 ] && [ "${SDXL:-1}" = 1 ]; then

@@ -4,10 +4,10 @@
 #   world (16 images per emotion at 512 px) -> caption (oracle) -> filter -> cache at 512 px with image
 #   tokens -> train 200 cached steps in bf16 with gradient checkpointing, SIGKILLed once after a
 #   checkpoint and resumed -> generate 64 images (8 per emotion, two processes when two GPUs are there)
-#   -> evaluate -> export.
+#   -> evaluate -> export -> a reward head -> tune the run (20 steps) -> export the tuned run.
 # Prints samples/s and peak memory of training, each step's seconds, and every step that fails (the run
 # goes on after a failure). Output: benchmarks/results/gpu/e2e/ (commit it). Usage: bash benchmarks/gpu_e2e.sh
-# A CPU smoke run of the same script: SHAPE=pocket RES=64 STEPS=6 IMAGES=1 bash benchmarks/gpu_e2e.sh
+# A CPU smoke run of the same script: SHAPE=pocket RES=64 STEPS=6 IMAGES=1 TUNE_STEPS=2 bash benchmarks/gpu_e2e.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -18,6 +18,7 @@ SHAPE=${SHAPE:-sd15}
 RES=${RES:-512}
 STEPS=${STEPS:-200}
 IMAGES=${IMAGES:-8}
+TUNE_STEPS=${TUNE_STEPS:-20}
 PY=${PY:-python}
 CLI="$PY -m coemogen.cli"
 rm -rf "$WORK" && mkdir -p "$WORK" "$OUT"
@@ -80,6 +81,16 @@ else
 fi
 run evaluate 180 $CLI evaluate --images "$WORK/generated" --reference "$WORK/world" --out "$WORK/report" --num-pairs 50
 run export 120 $CLI export --model "$WORK/run" --out "$WORK/export" --emotions awe "fear:0.7,sadness:0.3"
+# Reward tuning (issue 33): a reward head on the world's CLIP features, then `coemogen tune` of the
+# trained run (K = 1 of 25 DDIM steps, both guards, bf16, checkpointing on), and the tuned run exported.
+run reward-head 120 $CLI emotion-head train --dataset "$WORK/world" --out "$WORK/reward-head" \
+  --clip_model_name_or_path "$CLIP" --steps 100
+run tune 300 $CLI tune --model "$WORK/run" --manifest "$WORK/manifest.jsonl" --out "$WORK/tuned" \
+  --reward_model "$WORK/reward-head" --max_train_steps "$TUNE_STEPS" --train_batch_size 4 --num_inference_steps 25 \
+  --mixed_precision bf16 --gradient_checkpointing --checkpointing_steps $((TUNE_STEPS / 2)) --validation_steps 0 \
+  --report_to tensorboard
+grep -h "samples/s" "$WORK/tune.log" | sed 's/^/    /' | tee -a "$LOG"
+run export-tuned 120 $CLI export --model "$WORK/tuned" --out "$WORK/export-tuned" --emotions awe
 
 cp "$WORK/report/metrics.md" "$OUT/metrics.md" 2>/dev/null
 echo "total $(($(date +%s) - start)) s; failed: ${failed[*]:-none}" | tee -a "$LOG"

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -102,14 +103,7 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
     from coemogen.training.cache import FeatureCache
     from coemogen.training.config import TrainingArguments
     from coemogen.training.data import CachedDataset, ManifestDataset, collate
-    from coemogen.training.loop import (
-        WEIGHT_DTYPES,
-        CoEmoGenTrainingModule,
-        Optimisation,
-        load_components,
-        make_accelerator,
-        training_step,
-    )
+    from coemogen.training.loop import WEIGHT_DTYPES, Optimisation, build, make_accelerator, training_step
 
     taxonomy = Taxonomy.default()
     data = Path(a.data)
@@ -136,18 +130,19 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
         return unet_only_steps(variants, a, sd, clip, device, dtype)
     if {"coemogen", "coemogen_cached", "hilora_unet"} & set(variants):
         features = FeatureCache(data / "cache")
-        cache = (features, records) if variants == ["coemogen_cached"] else None
-        parts = load_components(args, taxonomy, device, cache)
-        module = CoEmoGenTrainingModule(parts.model, parts.base, lambda_sem=1.0)
-        unet = parts.base.unet
+        if variants == ["coemogen_cached"]:  # alone, it loads as training from the cache does
+            args = replace(args, cache=str(data / "cache"))
+        accelerator = make_accelerator(args)
+        run, optimizer = build(args, taxonomy, accelerator)
+        unet = run.base.unet
         # The trainer's own step: autocast, GradScaler (fp16), clipping, optimiser and schedule.
-        opt = Optimisation.create(args, make_accelerator(args), module, parts.params, parts.optimizer)
+        opt = Optimisation.create(args, accelerator, run.module, run.params, optimizer)
         optimizer = opt.optimizer
         batches = {
             "coemogen": collate([images[i] for i in range(len(images))]),
             "coemogen_cached": collate([CachedDataset(features, images, False)[i] for i in range(len(images))]),
         }
-        gates = parts.model.gates(parts.model.one_hot(batches["coemogen"]["labels"].to(device)))
+        gates = run.model.gates(run.model.one_hot(batches["coemogen"]["labels"].to(device)))
 
         def coemogen_step(batch):
             def step():
@@ -157,7 +152,7 @@ def make_steps(variants: list[str], a: argparse.Namespace, sd: str, clip: str, d
 
         for name in ("coemogen", "coemogen_cached"):
             steps[name] = coemogen_step(batches[name])
-        latents, cond = unet_inputs(a, parts.base, device, dtype)
+        latents, cond = unet_inputs(a, run.base, device, dtype)
 
         def hilora_unet_step():
             with adapter_weights(unet, gates), autocast:

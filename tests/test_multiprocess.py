@@ -189,3 +189,35 @@ def test_generation_is_shared_across_processes_and_byte_identical_to_one_process
         (tmp_path / "two" / name).unlink()
     _generate(tmp_path / "two", *launcher[:-1], str(_free_port()))
     assert _files(tmp_path / "two") == two
+
+
+def test_tune_under_two_processes_ends_with_the_same_weights_on_both(tiny_models, tiny_world, tmp_path):
+    """`coemogen tune` on the engine under two gloo processes: each samples its own images, the
+    gradients are averaged, and both end with the same tuned weights, which moved from the start."""
+    from coemogen.evaluation.emotion_head import train_emotion_head
+    from coemogen.taxonomy import Taxonomy
+    from coemogen.training.config import TrainingArguments
+    from coemogen.training.loop import train
+
+    start = train(
+        TrainingArguments(
+            manifest=str(tiny_world / "manifest.jsonl"), out=str(tmp_path / "start"), max_train_steps=1,
+            train_batch_size=4, validation_steps=0, report_to="none", checkpointing_steps=0,
+            pretrained_model_name_or_path=str(tiny_models[0]), clip_model_name_or_path=str(tiny_models[1]),
+        ),
+        mapper_hidden_dim=32,
+    )  # fmt: skip
+    head = tmp_path / "head"
+    train_emotion_head(tiny_world, head, tiny_models[1], Taxonomy.default(), steps=5)
+    out = tmp_path / "tuned"
+    cmd = _two_processes() + [str(Path(__file__).parent / "helpers" / "ddp_tune.py"), "--model", str(start)]
+    cmd += ["--manifest", str(tiny_world / "manifest.jsonl"), "--out", str(out), "--reward_model", str(head)]
+    cmd += ["--max_train_steps", "2", "--train_batch_size", "2", "--num_inference_steps", "3"]
+    cmd += ["--validation_steps", "0", "--report_to", "none", "--learning_rate", "1e-2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0, rank1 = (json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1))
+    assert rank0["tensors"] == rank1["tensors"] > 0
+    assert rank0["weights_sha256"] == rank1["weights_sha256"]
+    before, after = load_file(start / "hilora.safetensors"), load_file(out / "hilora.safetensors")
+    assert not all(torch.equal(before[k], v) for k, v in after.items())

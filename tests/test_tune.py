@@ -124,7 +124,7 @@ def test_a_tuned_run_is_an_ordinary_run(start_run, reward_head, tiny_world, tmp_
 
     images = CoEmoGenPipeline.from_pretrained(run, device="cpu")("awe", num_images=1, num_inference_steps=2).images
     assert images[0].size == (32, 32)
-    assert main(["export", "--model", str(run), "--out", str(tmp_path / "export"), "--emotion", "awe"]) == 0
+    assert main(["export", "--model", str(run), "--out", str(tmp_path / "export"), "--emotions", "awe"]) == 0
     assert any((tmp_path / "export").rglob("*.safetensors"))
     assert main(["doctor", "--model", str(run), "--out", str(tmp_path)]) == 0
 
