@@ -104,7 +104,7 @@ def test_the_method_does_not_import_the_world_and_no_circle_runs_through_trainin
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["train"], ["generate"], ["edit"], ["evaluate"], ["export"], ["web"], ["world"]]
+    "command", [[], ["train"], ["generate"], ["edit"], ["tune"], ["evaluate"], ["export"], ["web"], ["world"]]
 )
 def test_help_imports_no_torch(command):
     done = subprocess.run(

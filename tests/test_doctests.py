@@ -9,6 +9,8 @@ MODULES = [
     "coemogen.pipelines.pipeline_coemogen",
     "coemogen.pipelines.pipeline_edit",
     "coemogen.training.loop",
+    "coemogen.training.tune",
+    "coemogen.training.rewards",
     "coemogen.evaluation.evaluate",
     "coemogen.evaluation.metrics",
     "coemogen.taxonomy",
