@@ -161,7 +161,7 @@ def test_gradio_client_generates_a_mix_and_gets_the_limits_messages(served_app, 
     client = Client(served_app.local_url, verbose=False, download_files=str(tmp_path))
     mix = [0, 0, 0, 0, 0, 0, 0.7, 0.3]
     gallery, metadata, archive = client.predict(
-        MIX_CHOICE, "a photo of {} bag", 5, 4, 5.0, 0.0, 2, *mix, api_name="/generate"
+        MIX_CHOICE, "a photo of {} bag", 5, 4, 5.0, 0.0, 2, 0, 0, *mix, api_name="/generate"
     )
     assert [item["caption"] for item in gallery] == [
         "fear 70% + sadness 30% · seed 5",
@@ -177,9 +177,28 @@ def test_gradio_client_generates_a_mix_and_gets_the_limits_messages(served_app, 
         assert json.loads(zf.read("fear_0001.json")) == metadata[1]
 
     with pytest.raises(AppError, match="greater than maximum value 2"):
-        client.predict("fear", "", 0, 4, 5.0, 0.4, 8, *NO_MIX, api_name="/generate")
+        client.predict("fear", "", 0, 4, 5.0, 0.4, 8, 0, 0, *NO_MIX, api_name="/generate")
     with pytest.raises(AppError, match="the mix is empty"):
-        client.predict(MIX_CHOICE, "", 0, 4, 5.0, 0.4, 1, *NO_MIX, api_name="/generate")
+        client.predict(MIX_CHOICE, "", 0, 4, 5.0, 0.4, 1, 0, 0, *NO_MIX, api_name="/generate")
+
+
+def test_gradio_client_generates_at_a_valence_arousal_point(served_app, tmp_path):
+    """The app's own client: the valence/arousal choice and its two sliders give the point's mix and
+    intensity, as the Python API does; a value outside [-3, 3] is refused with the page's message."""
+    pytest.importorskip("gradio_client")
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from coemogen.web.limits import VA_CHOICE
+
+    client = Client(served_app.local_url, verbose=False, download_files=str(tmp_path))
+    gallery, metadata, _ = client.predict(VA_CHOICE, "", 3, 4, 5.0, 0.4, 1, -2.25, -1.5, *NO_MIX, api_name="/generate")
+    mix, intensity = Taxonomy.default().va_mixes([(-2.25, -1.5)])[0]
+    assert metadata[0]["va"] == [-2.25, -1.5] and metadata[0]["intensity"] == pytest.approx(intensity)
+    assert metadata[0]["weights"] == pytest.approx(mix) and metadata[0]["emotion"] == "sadness"
+    assert gallery[0]["caption"].startswith("V -2.25 A -1.5 (sadness")
+    with pytest.raises(AppError, match="greater than maximum value 3"):
+        client.predict(VA_CHOICE, "", 0, 4, 5.0, 0.4, 1, 3.5, 0, *NO_MIX, api_name="/generate")
 
 
 # --- the Edit tab --------------------------------------------------------------------------------

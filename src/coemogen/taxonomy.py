@@ -7,8 +7,9 @@ the 8 Mikels emotions or the 2 polarities.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,28 @@ BUILTIN: dict[str, dict[str, list[str]]] = {
 }
 
 
+# The Mikels emotions' default valence/arousal anchors: Warriner, Kuperman & Brysbaert (2013), "Norms of
+# valence, arousal, and dominance for 13,915 English lemmas", the eight words' mean ratings (1-9),
+# mapped to [-3, 3] by (x - 5) * 3/4. The norms are CC BY-NC-ND 3.0; these sixteen means are quoted
+# from them with the source named, not the database (docs/guide/va.md).
+WARRINER_2013 = {
+    "amusement": (7.00, 4.82),
+    "awe": (6.85, 3.83),
+    "contentment": (6.62, 4.60),
+    "excitement": (7.62, 6.21),
+    "anger": (2.50, 5.93),
+    "disgust": (3.32, 5.00),
+    "fear": (2.93, 6.14),
+    "sadness": (2.40, 2.81),
+}
+WARRINER_SOURCE = (
+    "Warriner, Kuperman & Brysbaert (2013), Behavior Research Methods 45:1191-1207: the words' mean valence and "
+    "arousal (1-9) mapped to [-3, 3] by (x - 5) * 3/4; the norms are CC BY-NC-ND 3.0"
+)
+MIKELS_ANCHORS = {e: (round((v - 5) * 0.75, 4), round((a - 5) * 0.75, 4), 1.0) for e, (v, a) in WARRINER_2013.items()}
+VA_RANGE = 3.0  # valence and arousal live in [-3, 3] (EmotiCrafter's scale)
+
+
 @dataclass(frozen=True)
 class Taxonomy:
     """Ordered groups of emotions (Mikels: positive and negative; ArtEmis adds a neutral one): every
@@ -38,6 +61,49 @@ class Taxonomy:
     matrix the model reads."""
 
     groups: tuple[tuple[str, tuple[str, ...]], ...]
+    # (emotion, valence, arousal, spread) of the emotions placed in valence/arousal space, and where
+    # the numbers come from; not part of a taxonomy's identity (runs compare their groups only)
+    anchors: tuple[tuple[str, float, float, float], ...] = field(default=(), compare=False)
+    anchor_source: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Taxonomy:
+        """`{"groups": {...}, "anchors": {emotion: {"valence", "arousal", "spread"?}}, "anchor_source"?}`;
+        a taxonomy without anchors whose groups are a built-in's gets that built-in's anchors."""
+        taxonomy = cls.from_groups(data["groups"])
+        if data.get("anchors") is None:
+            return taxonomy.with_default_anchors()
+        return taxonomy.with_anchors(data["anchors"], data.get("anchor_source"))
+
+    def with_default_anchors(self) -> Taxonomy:
+        """This taxonomy with the Mikels defaults for its emotions, when they are all Mikels emotions
+        (mikels, emoart); any other keeps what it has."""
+        if self.anchors or not set(self.emotions) <= set(MIKELS_ANCHORS):
+            return self
+        return self.with_anchors(
+            {e: dict(zip(("valence", "arousal", "spread"), MIKELS_ANCHORS[e])) for e in self.emotions}, WARRINER_SOURCE
+        )
+
+    def with_anchors(self, anchors: Mapping[str, Mapping[str, float]], source: str | None = None) -> Taxonomy:
+        """A copy with valence/arousal anchors: {emotion: {"valence": v, "arousal": a, "spread": s}}, each
+        coordinate in [-3, 3], spread (the anchor's width in the kernel, default 1) positive."""
+        rows = []
+        for emotion, anchor in anchors.items():
+            name = self.emotions[self.index(emotion)]
+            try:
+                v, a, spread = float(anchor["valence"]), float(anchor["arousal"]), float(anchor.get("spread", 1.0))
+            except (KeyError, TypeError, ValueError):
+                raise CoEmoGenError(
+                    f"anchor of '{emotion}' must be a mapping with numbers 'valence', 'arousal' (and 'spread')"
+                ) from None
+            if not (abs(v) <= VA_RANGE and abs(a) <= VA_RANGE) or not 0 < spread < float("inf"):
+                raise CoEmoGenError(
+                    f"anchor of '{emotion}': valence and arousal must lie in [-3, 3] and spread be positive, "
+                    f"got ({v}, {a}, {spread})"
+                )
+            rows.append((name, v, a, spread))
+        order = {e: i for i, e in enumerate(self.emotions)}
+        return Taxonomy(self.groups, tuple(sorted(rows, key=lambda r: order[r[0]])), source)
 
     @classmethod
     def from_groups(cls, groups: dict[str, list[str]]) -> Taxonomy:
@@ -67,7 +133,7 @@ class Taxonomy:
 
     @classmethod
     def default(cls) -> Taxonomy:
-        return cls.from_groups(MIKELS_GROUPS)
+        return cls.from_groups(MIKELS_GROUPS).with_default_anchors()
 
     @classmethod
     def load(cls, spec: str | Path | None) -> Taxonomy:
@@ -75,12 +141,13 @@ class Taxonomy:
         if spec is None:
             return cls.default()
         if str(spec) in BUILTIN:
-            return cls.from_groups(BUILTIN[str(spec)])
+            return cls.from_groups(BUILTIN[str(spec)]).with_default_anchors()
         return cls.from_file(spec)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Taxonomy:
-        """Read `{"groups": {"positive": [...], ...}}` from JSON or YAML."""
+        """Read `{"groups": {"positive": [...], ...}}` (and optionally `"anchors"`, see `from_dict`)
+        from JSON or YAML."""
         path = Path(path)
         if not path.is_file():
             raise CoEmoGenError(f"taxonomy file not found: {path} (built-in taxonomies: {', '.join(BUILTIN)})")
@@ -103,12 +170,16 @@ class Taxonomy:
         if not isinstance(data, dict) or not isinstance(data.get("groups"), dict):
             raise CoEmoGenError(f"{path}: expected a mapping with a 'groups' mapping of group -> emotions")
         try:
-            return cls.from_groups(data["groups"])
+            return cls.from_dict(data)
         except CoEmoGenError as err:
             raise CoEmoGenError(f"{path}: {err}") from None
 
     def to_dict(self) -> dict:
-        return {"groups": {g: list(es) for g, es in self.groups}}
+        data: dict = {"groups": {g: list(es) for g, es in self.groups}}
+        if self.anchors:
+            data["anchors"] = {e: {"valence": v, "arousal": a, "spread": s} for e, v, a, s in self.anchors}
+            data["anchor_source"] = self.anchor_source
+        return data
 
     @property
     def emotions(self) -> tuple[str, ...]:
@@ -165,10 +236,55 @@ class Taxonomy:
 
         weights = torch.zeros(len(specs), self.num_emotions)
         for row, spec in enumerate(specs):
-            mix = self.parse_mix(spec) if isinstance(spec, str) else self._normalised(dict(spec), str(spec))
-            for emotion, w in mix.items():
+            for emotion, w in self.mix(spec).items():
                 weights[row, self.index(emotion)] = w
         return weights
+
+    def mix(self, spec: str | Mapping[str, float]) -> dict[str, float]:
+        """One emotion spec (a name, a mix string or a mapping) as normalised {emotion: weight}, in
+        the order given."""
+        return self.parse_mix(spec) if isinstance(spec, str) else self._normalised(dict(spec), str(spec))
+
+    def va_mixes(self, points: Sequence[tuple[float, float]], temperature: float = 1.0) -> list[tuple[dict, float]]:
+        """Valence/arousal points in [-3, 3]^2 -> (an emotion mix, an intensity in [0, 1]) each.
+
+        The mix weighs every anchored emotion by inverse-distance: w_e proportional to
+        (|p - anchor_e| / spread_e) ** (-2 / temperature), normalised. It is continuous in p, equals
+        the emotion's own weights on its anchor, and a lower temperature sharpens it toward the
+        nearest anchor. The intensity is the point's distance from neutral (0, 0) over the anchors'
+        mean distance, capped at 1: the pipeline scales the condition's departure from the clusters'
+        centre and the adapters' gates by it (0 at neutral, 1 at and beyond the anchors' typical
+        distance).
+
+        Examples:
+            >>> mix, intensity = Taxonomy.default().va_mixes([(3.0, 2.0)])[0]
+            >>> max(mix, key=mix.get), round(intensity, 2)
+            ('excitement', 1.0)
+        """
+        if not self.anchors:
+            raise CoEmoGenError(
+                "this taxonomy places no emotion in valence/arousal space: give it anchors (a taxonomy file's "
+                "'anchors', or `coemogen va fit`) to use --valence/--arousal"
+            )
+        if not temperature > 0:
+            raise CoEmoGenError(f"the valence/arousal temperature must be positive, got {temperature}")
+        names = [r[0] for r in self.anchors]
+        centres = [(r[1], r[2]) for r in self.anchors]
+        spreads = [r[3] for r in self.anchors]
+        reach = sum(math.hypot(v, a) for v, a in centres) / len(centres)
+        out = []
+        for point in points:
+            v, a = check_va(*point)
+            distances = [math.hypot(v - cv, a - ca) / s for (cv, ca), s in zip(centres, spreads)]
+            if min(distances) == 0:  # on an anchor: that emotion alone
+                hit = distances.index(0.0)
+                mix = {names[hit]: 1.0}
+            else:
+                raw = [d ** (-2.0 / temperature) for d in distances]
+                total = sum(raw)
+                mix = {n: w / total for n, w in zip(names, raw) if w / total > 0}
+            out.append((mix, min(1.0, math.hypot(v, a) / reach) if reach > 0 else 1.0))
+        return out
 
     def _normalised(self, weights: dict[str, float], spec: str) -> dict[str, float]:
         total = sum(weights.values())
@@ -203,3 +319,15 @@ class Taxonomy:
         if not 0 < total < float("inf"):
             raise CoEmoGenError(f"malformed emotion mix '{spec}': weights sum to {total}")
         return {e: w / total for e, w in weights.items()}
+
+
+def check_va(valence: float, arousal: float) -> tuple[float, float]:
+    """(valence, arousal) as floats, each in [-3, 3], or a clear error."""
+    try:
+        v, a = float(valence), float(arousal)
+    except (TypeError, ValueError):
+        raise CoEmoGenError(f"valence and arousal must be numbers, got {valence!r}, {arousal!r}") from None
+    for name, x in (("valence", v), ("arousal", a)):
+        if not -VA_RANGE <= x <= VA_RANGE:  # also refuses NaN
+            raise CoEmoGenError(f"{name} must lie in [-3, 3] (EmotiCrafter's scale), got {x}")
+    return v, a

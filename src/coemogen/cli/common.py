@@ -38,3 +38,46 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> None:
                 if alternative not in parser._option_string_actions:
                     parser._option_string_actions[alternative] = action
                     action.option_strings.append(alternative)
+
+
+def add_va_flags(p: argparse.ArgumentParser, what: str = "images") -> None:
+    """--valence/--arousal (a point of the circumplex instead of --emotion), --va_temperature, --va_anchors."""
+    p.add_argument(
+        "--valence", type=float, help=f"valence of the {what} in [-3, 3] (with --arousal, instead of --emotion)"
+    )
+    p.add_argument("--arousal", type=float, help=f"arousal of the {what} in [-3, 3] (with --valence)")
+    p.add_argument(
+        "--va_temperature",
+        type=float,
+        default=1.0,
+        help="how the point mixes emotions: lower sharpens toward the nearest anchor (docs/guide/va.md)",
+    )
+    p.add_argument(
+        "--va_anchors",
+        help="a taxonomy file whose valence/arousal anchors to use (e.g. from `coemogen va fit`; "
+        "default: the run's taxonomy's, for Mikels emotions Warriner et al. 2013)",
+    )
+
+
+def va_point(a: argparse.Namespace, emotion: str | None) -> tuple[float, float] | None:
+    """The --valence/--arousal point (checked), None without one; refuses both an emotion and a point,
+    and one coordinate alone."""
+    from ..errors import CoEmoGenError
+    from ..taxonomy import check_va
+
+    if a.valence is None and a.arousal is None:
+        if emotion is None:
+            raise CoEmoGenError("give --emotion, or --valence and --arousal")
+        return None
+    if a.valence is None or a.arousal is None:
+        raise CoEmoGenError("a valence/arousal point needs both --valence and --arousal")
+    if emotion is not None:
+        raise CoEmoGenError("give --emotion or --valence/--arousal, not both")
+    return check_va(a.valence, a.arousal)
+
+
+def va_anchors(a: argparse.Namespace):
+    """The taxonomy of --va_anchors, or None."""
+    from ..taxonomy import Taxonomy
+
+    return Taxonomy.load(a.va_anchors) if a.va_anchors else None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import CoEmoGenError
 from ..models.configs import DEFAULT_EDIT_STEPS, EDIT_FORMATS, EDIT_METHODS
+from .common import add_va_flags, va_anchors, va_point
 
 
 def add_to(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +19,6 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True, help="an image, or a folder of them (PNG, JPEG, WebP)")
     p.add_argument(
         "--emotion",
-        required=True,
         help="name, mix 'fear:0.7,sadness:0.3', or 'all': every emotion but the source's own (known from an "
         "emotion-named folder)",
     )
@@ -32,6 +32,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="edit k (in source, then emotion order) uses seed + k")
     p.add_argument("--model_size", action="store_true", help="keep the model's resolution instead of the source's size")
     p.add_argument("--device")
+    add_va_flags(p, "edits")
     p.set_defaults(func=run_edit)
 
 
@@ -71,13 +72,20 @@ def run_edit(a: argparse.Namespace) -> None:
     taxonomy = pipe.taxonomy
     skips = SkipCounter()
     root, out = Path(a.images), Path(a.out)
+    point = va_point(a, a.emotion)
+    va = {} if point is None else {"va": point, "va_temperature": a.va_temperature, "va_anchors": va_anchors(a)}
     found = sources(root, skips)
-    if a.emotion != "all":
+    if point is not None:
+        pipe.va_conditions(point, va["va_anchors"], a.va_temperature)  # anchors checked before any work
+    elif a.emotion != "all":
         taxonomy.weights([a.emotion])  # a bad name or weight fails before any work
     jobs = []  # (source path, image, emotion spec, seed)
     for file, image in found:
         own = file.parent.name if file.parent != root and file.parent.name in taxonomy.emotions else None
-        targets = [e for e in taxonomy.emotions if e != own] if a.emotion == "all" else [a.emotion]
+        if point is not None:  # named by the point: 'va' + valence + arousal
+            targets = [f"va{point[0]:+g}{point[1]:+g}"]
+        else:
+            targets = [e for e in taxonomy.emotions if e != own] if a.emotion == "all" else [a.emotion]
         for spec in targets:
             jobs.append((file, image, spec, a.seed + len(jobs)))
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +98,8 @@ def run_edit(a: argparse.Namespace) -> None:
             rows.setdefault(file, [image]).append(Image.open(stem.with_suffix(".png")).convert("RGB"))
             continue
         output = pipe(
-            image, spec, strength=a.strength, method=a.method, seeds=[seed], template=a.template,
+            image, None if point is not None else spec, **va, strength=a.strength, method=a.method, seeds=[seed],
+            template=a.template,
             num_inference_steps=a.num_inference_steps, guidance_scale=a.guidance_scale,
             cluster_temperature=a.cluster_temperature, restore_size=not a.model_size,
         )  # fmt: skip

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_va_flags, va_anchors, va_point
+
 
 def add_to(sub: argparse._SubParsersAction) -> None:
     """Add the command's parser (and its sub-commands) to `sub`."""
@@ -26,6 +28,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--push_to_hub", "--push-to-hub", metavar="REPO_ID", help="then upload the folder to this Hub repo")
     p.add_argument("--hub_token", "--hub-token", help="Hub token (default: the logged-in one)")
     p.add_argument("--private", action="store_true", help="create the Hub repository private")
+    add_va_flags(p, "exported emotion (a mix folder, with or without --emotions)")
     p.set_defaults(func=run_export)
 
 
@@ -33,7 +36,13 @@ def run_export(a: argparse.Namespace) -> None:
     from ..export import export_run, push_to_hub
     from ..tables import format_table
 
-    items = export_run(a.out, a.model, a.emotions, a.num_embeddings, a.seed, a.license, a.metrics)
+    point = None
+    if a.valence is not None or a.arousal is not None:
+        point = va_point(a, None)
+    items = export_run(
+        a.out, a.model, a.emotions, a.num_embeddings, a.seed, a.license, a.metrics,
+        va=None if point is None else [point], va_temperature=a.va_temperature, va_anchors=va_anchors(a),
+    )  # fmt: skip
     rows = [{"emotion": i.spec, "folder": str(i.directory), "LoRA rank": i.rank, "prompt": i.prompt} for i in items]
     print(format_table(rows, ["emotion", "folder", "LoRA rank", "prompt"]))
     if a.push_to_hub:

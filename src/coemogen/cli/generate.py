@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..models.configs import DEFAULT_INFERENCE_STEPS
+from .common import add_va_flags, va_anchors, va_point
 
 
 def add_to(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +15,6 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="run directory (default: the shipped synthetic-world run)")
     p.add_argument(
         "--emotion",
-        required=True,
         help="name, mix 'amusement:0.5,awe:0.5', several separated by ';' (cycled over images), "
         "or 'all': --num-images of every emotion, one folder each (the paper's evaluation set)",
     )
@@ -43,6 +43,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--taxonomy", help="expected taxonomy file; a run from another taxonomy is refused")
     p.add_argument("--pretrained_model_name_or_path", help="override the run's base Stable Diffusion")
     p.add_argument("--clip_model_name_or_path", help="override the run's CLIP")
+    add_va_flags(p)
     p.set_defaults(func=run_generate)
 
 
@@ -65,7 +66,11 @@ def run_generate(a: argparse.Namespace) -> None:
         a.model, a.pretrained_model_name_or_path, a.clip_model_name_or_path, device, taxonomy
     )
     out = Path(a.out)
-    if a.emotion == "all":  # the paper's evaluation set: num_images of every emotion, one folder each
+    point = va_point(a, a.emotion)
+    va = {} if point is None else {"va": point, "va_temperature": a.va_temperature, "va_anchors": va_anchors(a)}
+    if point is not None:  # one point of the circumplex: a mix and an intensity
+        jobs = [(None, out)]
+    elif a.emotion == "all":  # the paper's evaluation set: num_images of every emotion, one folder each
         jobs = [(e, out / e) for e in pipe.taxonomy.emotions]
     else:
         emotions = [e for e in a.emotion.split(";") if e.strip()] or [a.emotion]
@@ -85,6 +90,7 @@ def run_generate(a: argparse.Namespace) -> None:
         guidance_scale=a.guidance_scale,
         scheduler=a.scheduler,
         cluster_temperature=a.cluster_temperature,
+        **va,
     )
     if state is None:
         kept = a.num_images * len(jobs) - made

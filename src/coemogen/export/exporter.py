@@ -63,30 +63,38 @@ def adapter_names(pipeline: CoEmoGenPipeline) -> list[str]:
     return [*taxonomy.emotions, *taxonomy.group_names]
 
 
+def va_name(point: tuple[float, float]) -> str:
+    """A file stem and prompt word for a valence/arousal point: "va_v+1p5_a-0p5"."""
+    return "va_" + "_".join(f"{k}{x:+g}".replace(".", "p") for k, x in zip("va", point))
+
+
 def export_emotion(
     pipeline: CoEmoGenPipeline,
-    spec: str,
+    spec: str | dict[str, float],
     out: str | Path,
     num_embeddings: int = 4,
     seed: int = 0,
+    intensity: float = 1.0,
+    name: str | None = None,
 ) -> ExportedEmotion:
     """Write one emotion's (or mix's) LoRA in both key formats (a method with adapters) and its
     embeddings in both forms into `out/<name>/`. Sample k is the embedding `coemogen generate --seed
     <seed + k>` draws for its first image (the run's cluster temperature); the mean token is the
-    cluster mean's embedding."""
+    cluster mean's embedding. `intensity` (a valence/arousal point's) scales the gates and the
+    embeddings' departure from the clusters' centre, as generation does."""
     if num_embeddings < 0:
         raise CoEmoGenError(f"--num-embeddings must be >= 0, got {num_embeddings}")
     if pipeline.clusters is None:
         raise CoEmoGenError("this run has no emotion clusters to export embeddings from")
     model, config = pipeline.model, pipeline.model.config
-    mix = pipeline.taxonomy.parse_mix(spec)
-    name = export_name(mix)
+    mix = pipeline.taxonomy.mix(spec)
+    name = name or export_name(mix)
     directory = Path(out) / name
 
     # The LoRA: the gate vector a batch of this mix uses, folded into plain LoRA factors.
     factors, rank, adapters = None, 0, {}
     if model.has_adapters:
-        gate_row = model.gates(pipeline.taxonomy.weights([mix]))[0]
+        gate_row = model.gates(pipeline.taxonomy.weights([mix]))[0] * intensity
         factors = unet_lora_factors(pipeline.base.unet, gate_row)
         rank = next(iter(factors.values()))[0].shape[0]
         adapters = {a: round(g, 6) for a, g in zip(adapter_names(pipeline), gate_row.tolist()) if g}
@@ -97,6 +105,9 @@ def export_emotion(
     generators = [torch.Generator().manual_seed(seed + k) for k in range(num_embeddings)]
     samples = pipeline.sample_visual_embeddings([mix] * num_embeddings, generators, temperature)[0]
     mean = cluster_mean(pipeline.clusters, pipeline.taxonomy, mix)
+    if intensity != 1.0:
+        samples = pipeline.intensify(samples, torch.full((len(samples),), intensity))
+        mean = pipeline.intensify(mean[None], torch.tensor([intensity]))[0]
     with torch.no_grad():
         vectors = model.token_embeddings(torch.cat([mean[None], samples])).cpu()
     mean_token = f"{name}_mean"
@@ -150,24 +161,33 @@ def export_run(
     license: str | None = None,
     metrics: str | Path | None = None,
     pipeline: CoEmoGenPipeline | None = None,
+    va: list[tuple[float, float]] | None = None,
+    va_temperature: float = 1.0,
+    va_anchors=None,
 ) -> list[ExportedEmotion]:
-    """Export `emotions` (default: every emotion of the run) of a run (default: the shipped one) into
-    `out`, each with its model card and usage file, and a root card listing them.
+    """Export `emotions` (default: every emotion of the run, unless `va` points are given) of a run
+    (default: the shipped one) into `out`, each with its model card and usage file, and a root card
+    listing them.
 
     `metrics`: a `coemogen evaluate` metrics.json (or its folder) to quote in the cards;
-    `pipeline`: the run already loaded (it must be `run_dir`'s)."""
+    `pipeline`: the run already loaded (it must be `run_dir`'s); `va`: valence/arousal points, each
+    exported as its mix folder (named `va_v..._a...`) at its intensity."""
     run_dir = run_or_default(run_dir)
     pipeline = pipeline or CoEmoGenPipeline.from_pretrained(run_dir, device="cpu")
     config = pipeline.model.config
-    specs = emotions or list(pipeline.taxonomy.emotions)
-    for spec in specs:  # fail on a bad name before writing anything
+    specs = emotions or ([] if va else list(pipeline.taxonomy.emotions))
+    for spec in specs:  # fail on a bad name or point before writing anything
         pipeline.taxonomy.parse_mix(spec)
+    jobs = [(spec, 1.0, None) for spec in specs]
+    if va:
+        mixes, intensities, points = pipeline.va_conditions(va, va_anchors, va_temperature)
+        jobs += [(m, i, va_name(p)) for m, i, p in zip(mixes, intensities, points)]
     report = _read_metrics(Path(metrics)) if metrics else None
     license = license or default_license(config)
     out = Path(out)
     items = []
-    for spec in specs:
-        item = export_emotion(pipeline, spec, out, num_embeddings, seed)
+    for spec, intensity, name in jobs:
+        item = export_emotion(pipeline, spec, out, num_embeddings, seed, intensity, name)
         (item.directory / "README.md").write_text(
             emotion_card(item, run_dir, config, license, report), encoding="utf-8"
         )

@@ -44,7 +44,7 @@ class CoEmoGen(nn.Module):
     def __init__(self, config: CoEmoGenConfig) -> None:
         super().__init__()
         self.config = config
-        self.taxonomy = Taxonomy.from_groups(config.taxonomy["groups"])
+        self.taxonomy = Taxonomy.from_dict(config.taxonomy)
         self.mapper = NeuroSymbolicMapper(
             self.taxonomy.num_emotions, config.embed_dim, config.mapper_hidden_dim, config.mapper_layers
         )

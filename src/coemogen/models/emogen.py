@@ -142,7 +142,7 @@ class EmoGen(nn.Module):
     def __init__(self, config: EmoGenConfig) -> None:
         super().__init__()
         self.config = config
-        self.taxonomy = Taxonomy.from_groups(config.taxonomy["groups"])
+        self.taxonomy = Taxonomy.from_dict(config.taxonomy)
         self.emotion_encoder = EmotionEncoder(config, self.taxonomy.num_emotions)
         self.mapper = EmoGenMapper(config)
         self.clip_emotion_classifier = nn.Linear(config.clip_dim, self.taxonomy.num_emotions)

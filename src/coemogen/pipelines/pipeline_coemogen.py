@@ -359,10 +359,34 @@ class CoEmoGenPipeline:
         arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a) for a in arr]
 
+    def va_conditions(
+        self, va, va_anchors: Taxonomy | None, temperature: float
+    ) -> tuple[list[dict[str, float]], list[float], list[tuple[float, float]]]:
+        """Valence/arousal points -> (each point's emotion mix, its intensity, the points), through the
+        anchors of `va_anchors` (a taxonomy of the run's emotions) or of the run's taxonomy."""
+        points = [va] if len(va) == 2 and not isinstance(va[0], (tuple, list)) else list(va)
+        if not points:
+            raise CoEmoGenError("no valence/arousal point given")
+        anchors = va_anchors or self.taxonomy
+        if va_anchors is not None and va_anchors != self.taxonomy:
+            raise CoEmoGenError(
+                f"the anchors' taxonomy {va_anchors.to_dict()['groups']} is not the run's "
+                f"{self.taxonomy.to_dict()['groups']}"
+            )
+        mixed = anchors.va_mixes([tuple(p) for p in points], temperature)
+        return [m for m, _ in mixed], [i for _, i in mixed], [tuple(map(float, p)) for p in points]
+
+    def intensify(self, samples: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
+        """Cluster samples moved toward the clusters' centre (every emotion's mean, equally weighted)
+        by intensity: 1 keeps them, 0 gives the centre."""
+        centre = (self.clusters.weights.unsqueeze(-1) * self.clusters.means).sum(1).mean(0)
+        scale = intensity.view(-1, 1).to(samples)
+        return centre.to(samples) + scale * (samples - centre.to(samples))
+
     @torch.no_grad()
     def __call__(
         self,
-        emotion: str | list[str],
+        emotion: str | list[str] | None = None,
         num_images: int = 1,
         seed: int = 0,
         template: str | None = None,
@@ -381,6 +405,9 @@ class CoEmoGenPipeline:
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         callback_on_step_end: Callable[[CoEmoGenPipeline, int, torch.Tensor, dict], dict | None] | None = None,
+        va: tuple[float, float] | list[tuple[float, float]] | None = None,
+        va_temperature: float = 1.0,
+        va_anchors: Taxonomy | None = None,
     ) -> CoEmoGenOutput:
         """`emotion`: a name, a mix "amusement:0.5,awe:0.5", or a list (one per image, cycled).
 
@@ -400,10 +427,24 @@ class CoEmoGenPipeline:
         component. `latents` (num_images, C, h, w): the initial noise instead of the seeded draws.
         `output_type`: "pil" (default), "np", "pt" or "latent". `callback_on_step_end(pipe, step,
         timestep, {"latents": ...})` runs after every denoising step of every batch, as in diffusers;
-        a dict it returns replaces the latents.
+        a dict it returns replaces the latents. `va`: a (valence, arousal) point in [-3, 3]^2, or one per
+        image (cycled), instead of `emotion`: each becomes an emotion mix and an intensity through the
+        taxonomy's anchors (`Taxonomy.va_mixes`, `va_temperature`; `va_anchors`: another table of the
+        same emotions); the intensity scales the sample's departure from the clusters' centre and the
+        adapters' gates.
         """
         # 1. Check inputs and fill defaults from the run's configuration.
-        specs = [emotion] if isinstance(emotion, str) else list(emotion)
+        intensities = points = None
+        if va is not None:
+            if emotion is not None:
+                raise CoEmoGenError("pass an emotion or a valence/arousal point (va), not both")
+            if self.clusters is None:
+                raise CoEmoGenError("a valence/arousal point needs the run's emotion clusters")
+            specs, intensities, points = self.va_conditions(va, va_anchors, va_temperature)
+        elif emotion is None:
+            raise CoEmoGenError("no emotion given")
+        else:
+            specs = [emotion] if isinstance(emotion, str) else list(emotion)
         template = template or self.model.config.template
         self.check_inputs(specs, num_images, template, num_inference_steps, guidance_scale, generator, visual_embeds)
         if output_type not in OUTPUT_TYPES:
@@ -414,7 +455,7 @@ class CoEmoGenPipeline:
             cluster_temperature = self.model.config.cluster_temperature
         # 2. Parse each image's emotion mix.
         indices = range(first_index, first_index + num_images)
-        mixes = [self.taxonomy.parse_mix(specs[i % len(specs)]) for i in indices]
+        mixes = [self.taxonomy.mix(specs[i % len(specs)]) for i in indices]
         # 3. Per-image generators for the cluster samples and the initial noise.
         if seeds is not None and (len(seeds) != num_images or generator is not None):
             raise CoEmoGenError(f"pass one seed per image ({num_images}), and no generator with seeds")
@@ -452,6 +493,10 @@ class CoEmoGenPipeline:
                 samples, components = self.sample_visual_embeddings(
                     batch_mixes, [cluster_generators[i] for i in idx], cluster_temperature
                 )
+                if intensities is not None:
+                    samples = self.intensify(
+                        samples, torch.tensor([intensities[(first_index + i) % len(specs)] for i in idx])
+                    )
                 ev = self.model.token_embeddings(samples)
             else:
                 ev, components = visual_embeds[idx].cpu(), [None] * len(idx)
@@ -459,6 +504,10 @@ class CoEmoGenPipeline:
             cond = self.conditioner.encode_embeddings(ev.to(self.device, dtype), template)
             # 6. Each sample's HiLoRA adapters: its emotions' and their groups' (none for EmoGen).
             gates = self.model.gates(self.taxonomy.weights(batch_mixes).to(self.device))
+            if gates is not None and intensities is not None:
+                gates = gates * torch.tensor([intensities[(first_index + i) % len(specs)] for i in idx]).view(-1, 1).to(
+                    gates
+                )
             # 7. Initial latents.
             if latents is None:
                 batch_latents = self.prepare_latents([noise_generators[i] for i in idx], dtype)
@@ -488,6 +537,15 @@ class CoEmoGenPipeline:
                         "guidance_scale": guidance_scale,
                         "cluster_temperature": cluster_temperature,
                         **({} if emotion_window is None else {"emotion_window": vars(emotion_window)}),
+                        **(
+                            {}
+                            if points is None
+                            else {
+                                "va": list(points[(first_index + i) % len(specs)]),
+                                "intensity": intensities[(first_index + i) % len(specs)],
+                                "va_temperature": va_temperature,
+                            }
+                        ),
                     }
                 )
         if output_type == "pil":

@@ -24,6 +24,7 @@ from PIL import Image
 from ..errors import CoEmoGenError
 from ..models.conditioning import PLACEHOLDER
 from ..models.configs import DEFAULT_EDIT_STEPS, EDIT_METHODS
+from ..taxonomy import Taxonomy
 from .pipeline_coemogen import OUTPUT_TYPES, CoEmoGenOutput, CoEmoGenPipeline
 
 
@@ -95,17 +96,28 @@ class CoEmoGenEditPipeline(CoEmoGenPipeline):
         output_type: str = "pil",
         restore_size: bool = True,
         merge_adapters: bool = True,
+        va: tuple[float, float] | list[tuple[float, float]] | None = None,
+        va_temperature: float = 1.0,
+        va_anchors: Taxonomy | None = None,
     ) -> CoEmoGenOutput:
         """Edit each image toward its emotion (`emotion`: a name or mix for all, or one per image;
         None: the neutral condition without adapters, a reconstruction). Image i draws its cluster
         sample and its SDEdit noise from generators seeded `seed + i` (or `seeds[i]`; `generator`:
         one per image, as in generation). `merge_adapters=False` keeps the adapters per sample, for a
         pipeline other threads use at the same time (the web app). Returns the edits and one metadata
-        dict per image."""
+        dict per image. `va`: a valence/arousal point (or one per image) instead of `emotion`, as in
+        generation (`CoEmoGenPipeline.__call__`)."""
         # 1. Check inputs.
         images = [image] if isinstance(image, Image.Image) else list(image)
         if not images:
             raise CoEmoGenError("no image to edit")
+        intensities = points = None
+        if va is not None:
+            if emotion is not None:
+                raise CoEmoGenError("pass an emotion or a valence/arousal point (va), not both")
+            emotion, intensities, points = self.va_conditions(va, va_anchors, va_temperature)
+            if len(emotion) == 1:
+                emotion, intensities, points = emotion * len(images), intensities * len(images), points * len(images)
         specs = emotion if isinstance(emotion, list) else [emotion] * len(images)
         if len(specs) != len(images):
             raise CoEmoGenError(f"got {len(specs)} emotions for {len(images)} images; give one, or one per image")
@@ -141,11 +153,15 @@ class CoEmoGenEditPipeline(CoEmoGenPipeline):
             if spec is None:
                 mix, cond, gates, component = None, neutral, None, None
             else:
-                mix = self.taxonomy.parse_mix(spec)
+                mix = self.taxonomy.mix(spec)
                 samples, components = self.sample_visual_embeddings([mix], [g], cluster_temperature)
+                if intensities is not None:
+                    samples = self.intensify(samples, torch.tensor([intensities[i]]))
                 ev = self.model.token_embeddings(samples)
                 cond = self.conditioner.encode_embeddings(ev.to(self.device, dtype), template)
                 gates = self.model.gates(self.taxonomy.weights([mix]).to(self.device))
+                if gates is not None and intensities is not None:
+                    gates = gates * intensities[i]
                 component = components[0]
             # 4. Noise the source to the start of the schedule's last `init_steps` steps, 5. denoise.
             if init_steps > 0:
@@ -186,6 +202,7 @@ class CoEmoGenEditPipeline(CoEmoGenPipeline):
                     "guidance_scale": guidance_scale,
                     "cluster_temperature": cluster_temperature,
                     "source_size": list(source.size),
+                    **({} if points is None else {"va": list(points[i]), "intensity": intensities[i]}),
                 }
             )
         if output_type == "pil":

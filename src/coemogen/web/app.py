@@ -36,6 +36,7 @@ from .limits import (
     MAX_TEMPERATURE,
     MAX_TEMPLATE_CHARS,
     MIX_CHOICE,
+    VA_CHOICE,
     EditRequest,
     GenerationRequest,
     WebLimits,
@@ -77,7 +78,7 @@ class CoEmoGenWebApp:
         return output, self._zip(output, request)
 
     def handle(
-        self, emotion, template, seed, steps, guidance, temperature, num_images, *mix_weights
+        self, emotion, template, seed, steps, guidance, temperature, num_images, valence, arousal, *mix_weights
     ) -> tuple[list, list[dict], str]:
         """The Generate button: form values -> (gallery, metadata, download); errors as page messages."""
         gr = import_gradio()
@@ -94,12 +95,14 @@ class CoEmoGenWebApp:
                 guidance,
                 temperature,
                 num_images,
+                va=(valence, arousal),
             )
             started = time.perf_counter()
             output, archive = self.generate(request)
         except CoEmoGenError as err:
             raise gr.Error(str(err)) from None
-        logger.info("%d image(s) of %s in %.1f s", request.num_images, request.emotion, time.perf_counter() - started)
+        what = request.emotion if request.va is None else f"valence/arousal {request.va}"
+        logger.info("%d image(s) of %s in %.1f s", request.num_images, what, time.perf_counter() - started)
         gallery = [(image, _caption(meta)) for image, meta in zip(output.images, output.metadata)]
         return gallery, output.metadata, str(archive)
 
@@ -157,10 +160,14 @@ class CoEmoGenWebApp:
             with gr.Tab("Generate"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        emotion = gr.Dropdown(
-                            [*emotions, MIX_CHOICE], value=emotions[0], label="Emotion", elem_id="emotion"
-                        )
+                        choices = [*emotions, MIX_CHOICE] + ([VA_CHOICE] if self.taxonomy.anchors else [])
+                        emotion = gr.Dropdown(choices, value=emotions[0], label="Emotion", elem_id="emotion")
                         mix = _mix_sliders(gr, emotions)
+                        with gr.Accordion(
+                            "Valence / arousal: used when the emotion is 'valence / arousal'", open=False
+                        ):
+                            valence = gr.Slider(-3, 3, value=0, step=0.25, label="Valence", elem_id="valence")
+                            arousal = gr.Slider(-3, 3, value=0, step=0.25, label="Arousal", elem_id="arousal")
                         template = gr.Textbox(
                             "",
                             label="Prompt template (optional)",
@@ -198,7 +205,7 @@ class CoEmoGenWebApp:
                         metadata = gr.JSON(label="Metadata", open=True, elem_id="metadata")
                 button.click(
                     self.handle,
-                    [emotion, template, seed, steps, guidance, temperature, num_images, *mix],
+                    [emotion, template, seed, steps, guidance, temperature, num_images, valence, arousal, *mix],
                     [gallery, metadata, download],
                     api_name="generate",
                     concurrency_limit=limits.concurrency,
@@ -279,7 +286,11 @@ def _mix_sliders(gr, emotions: tuple[str, ...]) -> list:
 
 def _caption(meta: dict) -> str:
     weights = meta["weights"]
-    emotion = meta["emotion"] if len(weights) == 1 else " + ".join(f"{e} {w:.0%}" for e, w in weights.items())
+    if "va" in meta:  # a point of the circumplex: its coordinates and its leading emotions
+        leading = sorted(weights.items(), key=lambda item: -item[1])[:2]
+        emotion = f"V {meta['va'][0]:+g} A {meta['va'][1]:+g} (" + ", ".join(f"{e} {w:.0%}" for e, w in leading) + ")"
+    else:
+        emotion = meta["emotion"] if len(weights) == 1 else " + ".join(f"{e} {w:.0%}" for e, w in weights.items())
     return f"{emotion} · seed {meta['seed']}"
 
 

@@ -29,7 +29,8 @@ class _Pending:
     def key(self) -> tuple:
         """What the requests of one batched call must share."""
         r = self.request
-        return (r.template, r.num_inference_steps, r.guidance_scale, r.cluster_temperature)
+        # emotion specs and valence/arousal points go through different arguments of the pipeline
+        return (r.template, r.num_inference_steps, r.guidance_scale, r.cluster_temperature, r.va is None)
 
 
 class RequestBatcher:
@@ -83,14 +84,16 @@ class RequestBatcher:
     def _make(self, batch: list[_Pending]) -> list[CoEmoGenOutput]:
         """One pipeline call for the batch, split back into one output per request (metadata index
         and seed as the request alone would have them)."""
-        emotions, seeds = [], []
+        emotions, points, seeds = [], [], []
         for pending in batch:
             r = pending.request
             emotions += [r.emotion] * r.num_images
+            points += [r.va] * r.num_images
             seeds += [r.seed + i for i in range(r.num_images)]
         first = batch[0].request
+        condition = {"emotion": emotions} if first.va is None else {"va": points}
         output = self.pipeline(
-            emotions,
+            **condition,
             num_images=len(emotions),
             seeds=seeds,
             template=first.template,

@@ -16,6 +16,7 @@ from ..models.configs import EDIT_FORMATS, EDIT_METHODS
 from ..taxonomy import Taxonomy
 
 MIX_CHOICE = "mix (sliders below)"  # the emotion choice that reads the mix sliders
+VA_CHOICE = "valence / arousal (sliders below)"  # the choice that reads the valence and arousal sliders
 MAX_GUIDANCE = 20.0
 MAX_TEMPERATURE = 2.0
 MAX_SEED = 2**32 - 1
@@ -43,13 +44,14 @@ class WebLimits:
 class GenerationRequest:
     """One validated request: the arguments `CoEmoGenPipeline.__call__` receives."""
 
-    emotion: str  # a name or a mix spec "fear:0.7,sadness:0.3"
+    emotion: str | None  # a name or a mix spec "fear:0.7,sadness:0.3"; None with a valence/arousal point
     template: str | None  # None: the run's own
     seed: int
     num_inference_steps: int
     guidance_scale: float
     cluster_temperature: float
     num_images: int
+    va: tuple[float, float] | None = None  # a point of the circumplex instead of an emotion
 
     @classmethod
     def from_form(
@@ -64,10 +66,19 @@ class GenerationRequest:
         guidance: object,
         temperature: object,
         num_images: object,
+        va: tuple[object, object] | None = None,
     ) -> GenerationRequest:
-        """Check every form value against the limits and the run's taxonomy."""
+        """Check every form value against the limits and the run's taxonomy (a valence/arousal point:
+        each in [-3, 3], and the taxonomy must place its emotions)."""
+        point = None
+        if emotion == VA_CHOICE:
+            if va is None or len(va) != 2:
+                raise CoEmoGenError("a valence/arousal request needs both values")
+            point = (_real("valence", va[0], -3.0, 3.0), _real("arousal", va[1], -3.0, 3.0))
+            taxonomy.va_mixes([point])  # a taxonomy without anchors: its clear message
         return cls(
-            emotion=_emotion(taxonomy, emotion, mix_weights),
+            emotion=None if point is not None else _emotion(taxonomy, emotion, mix_weights),
+            va=point,
             template=_template(template),
             seed=_whole("seed", seed, 0, MAX_SEED),
             num_inference_steps=_whole("steps", steps, 1, limits.max_steps),
@@ -79,6 +90,7 @@ class GenerationRequest:
     def pipeline_kwargs(self) -> dict:
         return {
             "emotion": self.emotion,
+            **({} if self.va is None else {"va": self.va}),
             "num_images": self.num_images,
             "seed": self.seed,
             "template": self.template,
