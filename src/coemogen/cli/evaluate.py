@@ -18,6 +18,14 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     edits.add_argument(
         "--sources", help="the folder of the edited sources (emotion-named sub-folders name their emotion)"
     )
+    va = p.add_argument_group("valence/arousal (with --images): images made with --valence/--arousal")
+    va.add_argument(
+        "--va-head",
+        "--va_head",
+        help="a `coemogen va-head train` folder: V-Error, A-Error, Spearman and polarity flips of the images "
+        "whose metadata records a valence/arousal point (va_metrics.json; alone, or beside the metrics with "
+        "--reference)",
+    )
     transfer = p.add_argument_group("emotion transfer (instead of --images/--reference)")
     transfer.add_argument(
         "--transfer",
@@ -98,6 +106,19 @@ def run_evaluate(a: argparse.Namespace) -> None:
         evaluate_transfer(a.transfer, a.out, a.model, a.num_images, a.seed, judge=judge)
         print(f"wrote {a.out}/transfer.md, transfer.json and grid.png")
         return
+    if a.va_head:
+        if not a.images:
+            raise CoEmoGenError("--va-head needs --images")
+        from ..evaluation.va import VAHead, evaluate_va
+
+        va = evaluate_va(a.images, VAHead(a.va_head), a.out)
+        print(
+            f"V-Error {va['v_error']:.3f}  A-Error {va['a_error']:.3f}  Spearman V {va['v_spearman']:.3f} "
+            f"A {va['a_spearman']:.3f}  polarity flips {va['polarity_flips']:.3f}  ({va['images']} images)"
+        )
+        print(f"wrote {a.out}/va_metrics.json")
+        if not a.reference:
+            return
     if not (a.images and a.reference):
         raise CoEmoGenError("evaluate needs --images and --reference (or --transfer TEMPLATE)")
     taxonomy = Taxonomy.load(a.taxonomy)

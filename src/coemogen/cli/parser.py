@@ -21,6 +21,7 @@ from . import (
     study,
     train,
     tune,
+    va,
     web,
     world,
 )
@@ -34,6 +35,7 @@ COMMANDS = (
     cache,
     train,
     tune,
+    va,
     generate,
     edit,
     evaluate,

@@ -537,6 +537,50 @@ class EmotionGain(_RunningMean):
         self._add(gain)
 
 
+class ValenceArousalAgreement(Metric):
+    """How close images land to the valence/arousal they were asked for (EmotiCrafter's V-Error and
+    A-Error): the mean absolute error of the judged valence and arousal, the Spearman correlation of
+    asked against judged on each axis, and the share of images asked off the valence midline whose
+    judged valence has the other sign (`polarity_flips`)."""
+
+    higher_is_better = None  # errors lower, correlations higher: `compute` returns both
+
+    def reset(self) -> None:
+        self.asked: list[torch.Tensor] = []
+        self.judged: list[torch.Tensor] = []
+
+    def update(self, asked: torch.Tensor, judged: torch.Tensor) -> None:
+        """(N, 2) asked and judged (valence, arousal) points."""
+        if asked.shape != judged.shape or asked.dim() != 2 or asked.shape[1] != 2:
+            raise ValueError(f"asked and judged must both be (N, 2), got {tuple(asked.shape)}, {tuple(judged.shape)}")
+        self.asked.append(asked.detach().double().cpu())
+        self.judged.append(judged.detach().double().cpu())
+
+    def compute(self) -> dict[str, float]:
+        from scipy.stats import spearmanr
+
+        if not self.asked:
+            raise ValueError("ValenceArousalAgreement has no samples (call update first)")
+        asked, judged = torch.cat(self.asked).numpy(), torch.cat(self.judged).numpy()
+        error = np.abs(asked - judged).mean(0)
+        off_midline = asked[:, 0] != 0
+        flips = np.sign(asked[off_midline, 0]) != np.sign(judged[off_midline, 0])
+
+        def rank_correlation(k: int) -> float:
+            if len(asked) < 3 or np.ptp(asked[:, k]) == 0 or np.ptp(judged[:, k]) == 0:
+                return float("nan")
+            return float(spearmanr(asked[:, k], judged[:, k]).statistic)
+
+        return {
+            "v_error": float(error[0]),
+            "a_error": float(error[1]),
+            "v_spearman": rank_correlation(0),
+            "a_spearman": rank_correlation(1),
+            "polarity_flips": float(flips.mean()) if off_midline.any() else float("nan"),
+            "images": int(len(asked)),
+        }
+
+
 @dataclass(frozen=True)
 class ReportedMetric:
     """A metric as reports and tables show it. `per_emotion`: its overall value is the mean of the

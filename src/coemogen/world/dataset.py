@@ -16,6 +16,7 @@ from ..io import atomic_output, write_text
 from ..taxonomy import Taxonomy
 from .renderer import render
 from .scenes import ACTIONS, CONTENT, EXPRESSIONS, OBJECTS, SCENES, SceneSpec, describe, sample_scene
+from .va import rate_world
 
 SPLITS = (("train", 0.80), ("val", 0.05), ("test", 0.15))
 ATTRIBUTE_DROP = 0.15  # EmoSet leaves attributes out; so do we, at this rate per attribute
@@ -86,6 +87,7 @@ def build_world(
     for split, items in records.items():
         write_text(out / f"{split}.json", json.dumps(items))
     write_text(out / "truth.jsonl", "".join(json.dumps(t) + "\n" for t in truth))
+    rate_world(out, taxonomy)  # valence and arousal in the annotations (world/va.py)
     info = {
         "emotion": {"label2idx": {e: i for i, e in enumerate(taxonomy.emotions)}},
         "world": {

@@ -41,6 +41,7 @@ from ..io import atomic_output, write_text
 from ..taxonomy import Taxonomy
 from .dataset import ATTRIBUTE_DROP, SPLITS, _pick_split, image_stats
 from .scenes import EXPRESSIONS
+from .va import rate_world
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,7 @@ def build_narrative_world(
     for split, items in records.items():
         write_text(out / f"{split}.json", json.dumps(items))
     write_text(out / "truth.jsonl", "".join(json.dumps(t) + "\n" for t in truth))
+    rate_world(out, taxonomy)  # valence and arousal in the annotations (world/va.py)
     info = {
         "emotion": {"label2idx": {e: i for i, e in enumerate(taxonomy.emotions)}},
         "world": {
