@@ -63,6 +63,18 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", type=float, default=5e-4)
     p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
     p.set_defaults(func=run_bench_tune_table)
+    p = bench.add_parser(
+        "va-grid",
+        help="valence/arousal control on a world: the 5x5 grid, shipped vs fitted anchors vs nearest category",
+    )
+    p.add_argument("--out", required=True, help="resumable: finished (row, seed) results are kept")
+    p.add_argument("--content", choices=["objects", "narrative"], default="objects")
+    p.add_argument("--scale", choices=["resolved", "short", "quick"], default="resolved", help="the runs' scale")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-point", type=int, default=8, help="images per grid point and seed")
+    p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
+    p.set_defaults(func=run_bench_va_grid)
     p = bench.add_parser("claims", help="the paper's claims marked holds / within noise / fails from paper tables")
     p.add_argument(
         "--table",
@@ -121,6 +133,12 @@ def run_bench_tune_table(a: argparse.Namespace) -> None:
         raise CoEmoGenError(f"--stages must lie in 1..--steps and include --steps ({a.steps}), got {a.stages}")
     settings = TuneSettings(a.steps, tuple(sorted(a.stages)), a.train_batch_size, a.learning_rate)
     print(tune_table(a.out, a.content, a.scale, a.seeds, a.seed, settings, a.num_resamples))
+
+
+def run_bench_va_grid(a: argparse.Namespace) -> None:
+    from ..experiments.va_table import va_table
+
+    print(va_table(a.out, a.content, a.scale, a.seeds, a.seed, a.per_point, a.num_resamples))
 
 
 def run_bench_edit_table(a: argparse.Namespace) -> None:
