@@ -342,7 +342,7 @@ def test_train_flags_and_configuration_dataclasses_agree():
     derived = {f.name for f in fields(CoEmoGenConfig)} - {f.name for f in CoEmoGenConfig.hyperparameters()}
     assert derived == {"taxonomy", "embed_dim", "image_dim", "pretrained_model_name_or_path",
                        "clip_model_name_or_path", "resolution", "pretrained_vae_model_name_or_path",
-                       "method"}  # fmt: skip
+                       "method", "tuning"}  # fmt: skip
     for f in (*fields(TrainingArguments), *fields(CoEmoGenConfig), *fields(EmoGenConfig)):
         assert f.metadata.get("help"), f.name  # every field says what it is
     assert "--lora_alpha" in train_parser.format_help() and "--method" in train_parser.format_help()

@@ -21,6 +21,8 @@ ANNOTATION_KEYS = {
     "object",
     "facial_expression",
     "human_action",
+    "valence",
+    "arousal",
 }
 
 
@@ -46,6 +48,7 @@ def test_world_is_deterministic_and_follows_the_emoset_schema(tmp_path):
         ann = json.loads((a / ann_path).read_text())
         assert ann["emotion"] == emotion and ann["image_id"] == image_path.split("/")[-1][:-4]
         assert set(ann) <= ANNOTATION_KEYS
+        assert -3 <= ann["valence"] <= 3 and -3 <= ann["arousal"] <= 3  # every image rated (world/va.py)
         for key in ("brightness", "colorfulness"):
             if key in ann:
                 assert 0 <= ann[key] <= 1 and round(ann[key], 1) == ann[key]

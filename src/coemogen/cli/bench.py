@@ -83,6 +83,12 @@ def add_to(sub: argparse._SubParsersAction) -> None:
         metavar="WORLD=DIR",
         help="a finished paper table and its world, e.g. objects=docs/paper-table/objects-resolved (repeatable)",
     )
+    p.add_argument(
+        "--tune-table",
+        action="append",
+        default=[],
+        help="WORLD=DIR of a `bench tune-table` comparison: adds the reward-tuning claims (repeat per world)",
+    )
     p.add_argument("--out", required=True, help="the claims table (Markdown; its JSON beside it)")
     p.set_defaults(func=run_bench_claims)
     p = bench.add_parser("emoart", help="the EmoArt scalability study: paintings selected by a photo classifier")
@@ -110,13 +116,16 @@ def run_bench_paper_table(a: argparse.Namespace) -> None:
 def run_bench_claims(a: argparse.Namespace) -> None:
     from ..experiments.claims import claims_table
 
-    tables = {}
-    for spec in a.table:
-        world, sep, folder = spec.partition("=")
-        if not sep or not world or not folder:
-            raise CoEmoGenError(f"--table takes WORLD=DIR (e.g. narrative=docs/paper-table/narrative), got '{spec}'")
-        tables[world] = folder
-    print(claims_table(tables, a.out))
+    def folders(specs: list[str], flag: str) -> dict[str, str]:
+        found = {}
+        for spec in specs:
+            world, sep, folder = spec.partition("=")
+            if not sep or not world or not folder:
+                raise CoEmoGenError(f"{flag} takes WORLD=DIR (e.g. narrative=docs/paper-table/narrative), got '{spec}'")
+            found[world] = folder
+        return found
+
+    print(claims_table(folders(a.table, "--table"), a.out, folders(a.tune_table, "--tune-table")))
 
 
 def run_bench_emoart(a: argparse.Namespace) -> None:

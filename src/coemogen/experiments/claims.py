@@ -37,6 +37,7 @@ class Claim:
     metric: str = "emo_a"
     prediction: str = "higher"  # higher | not_below | lower
     worlds: tuple[str, ...] = ("objects", "narrative")
+    table: str = "paper"  # paper | tune (the reward-tuning comparison) | tune-reward (its reward-model table)
 
 
 CLAIMS = (
@@ -60,7 +61,19 @@ CLAIMS = (
     ),
     Claim("4b", "polarity-shared LoRAs help a little", "w/o polarity-shared LoRAs", prediction="not_below"),
     Claim("5", "CLIP filtering helps", "w/o CLIP filtering", prediction="not_below"),
+    # reward tuning (docs/tune/hypotheses.md): "CoEmoGen" there is the starting run
+    Claim(
+        "T1",
+        "reward tuning raises Emo-A (the reward model's)",
+        "CoEmoGen tuned",
+        prediction="lower",
+        table="tune-reward",
+    ),  # fmt: skip
+    Claim(
+        "T2", "reward tuning raises Emo-A (the independent judges')", "CoEmoGen tuned", prediction="lower", table="tune"
+    ),  # fmt: skip
 )
+TUNE_TABLES = {"tune": "", "tune-reward": "reward-model"}  # each claim table's folder under a tuning comparison
 
 
 def verdict(low: float, high: float, prediction: str = "higher") -> str:
@@ -158,17 +171,31 @@ def filter_claims(folder: Path) -> list[dict]:
     return out
 
 
-def claims_table(tables: dict[str, str | Path], out: str | Path) -> str:
-    """Mark every claim on every world in `tables` ({world: table folder}); write `out` (Markdown)
-    and its JSON beside it; return the Markdown."""
+def claims_table(
+    tables: dict[str, str | Path], out: str | Path, tune_tables: dict[str, str | Path] | None = None
+) -> str:
+    """Mark every claim on every world in `tables` ({world: table folder}) and, given `tune_tables`
+    ({world: a `bench tune-table` folder}), the reward-tuning claims; write `out` (Markdown) and its
+    JSON beside it; return the Markdown."""
     loaded = {world: (Path(folder), _table(Path(folder))) for world, folder in tables.items()}
+    tuned = {
+        (kind, world): _table(Path(folder) / sub) for world, folder in (tune_tables or {}).items()
+        for kind, sub in TUNE_TABLES.items()
+    }  # fmt: skip
     rows, record = [], {}
     for claim in CLAIMS:
+        if claim.table != "paper" and not tuned:
+            continue
         line = {"#": claim.number, "claim": claim.text, "comparison": f"CoEmoGen − {claim.row}", "metric": claim.metric}
         for world, (_, table) in loaded.items():
             if world not in claim.worlds:
                 line[world] = "-"
                 continue
+            if claim.table != "paper":
+                if (claim.table, world) not in tuned:
+                    line[world] = "not measured"
+                    continue
+                table = tuned[(claim.table, world)]
             result = comparison(table, claim)
             record.setdefault(world, {})[claim.number] = result
             cell = result["verdict"]
