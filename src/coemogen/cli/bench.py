@@ -62,6 +62,8 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-batch-size", type=int, default=8)
     p.add_argument("--learning-rate", type=float, default=5e-4)
     p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
+    p.add_argument("--rows", nargs="+", help="only these rows (default: all)")
+    p.add_argument("--curve-rows", nargs="*", help="the rows tuned in stages on the first seed (default: the three)")
     p.set_defaults(func=run_bench_tune_table)
     p = bench.add_parser(
         "va-grid",
@@ -141,7 +143,7 @@ def run_bench_tune_table(a: argparse.Namespace) -> None:
     if a.steps not in a.stages or any(not 0 < s <= a.steps for s in a.stages):
         raise CoEmoGenError(f"--stages must lie in 1..--steps and include --steps ({a.steps}), got {a.stages}")
     settings = TuneSettings(a.steps, tuple(sorted(a.stages)), a.train_batch_size, a.learning_rate)
-    print(tune_table(a.out, a.content, a.scale, a.seeds, a.seed, settings, a.num_resamples))
+    print(tune_table(a.out, a.content, a.scale, a.seeds, a.seed, settings, a.num_resamples, a.rows, a.curve_rows))
 
 
 def run_bench_va_grid(a: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from PIL import Image
 
 from .. import registry
 from ..data.images import image_grid
+from ..errors import CoEmoGenError
 from ..evaluation.emotion_head import ClipEmotionHead
 from ..evaluation.evaluate import evaluate
 from ..io import atomic_output, write_text
@@ -76,8 +77,16 @@ def tune_table(
     seed: int = 0,
     settings: TuneSettings = TuneSettings(),
     num_resamples: int = 1000,
+    rows: list[str] | None = None,
+    curve_rows: list[str] | None = None,
 ) -> str:
-    """Build (or resume) the tuning comparison on the world of `content`; returns the table."""
+    """Build (or resume) the tuning comparison on the world of `content`; returns the table. `rows`
+    and `curve_rows`: only these rows, and these tuned in stages (default: all, `CURVE_ROWS`)."""
+    selected = [r for r in ROWS if rows is None or r.name in rows]
+    curve = CURVE_ROWS if curve_rows is None else tuple(curve_rows)
+    unknown = set(rows or []) - {r.name for r in ROWS}
+    if unknown:
+        raise CoEmoGenError(f"unknown rows {sorted(unknown)}; the rows are {[r.name for r in ROWS]}")
     out = Path(out).resolve()
     taxonomy = Taxonomy.default()
     runs = out / "runs"
@@ -98,7 +107,7 @@ def tune_table(
                 evaluate(generated, world, folder, taxonomy, num_pairs=500, seed=s, networks=nets)
 
     for s in range(seed, seed + seeds):
-        for row in ROWS:
+        for row in selected:
             start = runs / Row(row.start).slug / f"seed-{s}"
             work = out / row.slug / f"seed-{s}"
             if row.settings is None:  # the starting run: the paper table's images and report, and the reward's
@@ -109,7 +118,7 @@ def tune_table(
                         (work / f".{name}").rename(work / name)
                 judge(work / "generated", work / "report", s)
                 continue
-            stages = settings.stages if (s == seed and row.name in CURVE_ROWS) else (settings.steps,)
+            stages = settings.stages if (s == seed and row.name in curve) else (settings.steps,)
             manifest = json.loads((start / "run" / "training_args.json").read_text())["manifest"]
             for stage in stages:
                 target = work if stage == settings.steps else work / "stages" / f"step-{stage}"
@@ -129,15 +138,24 @@ def tune_table(
                     generate_per_emotion(make, taxonomy, target / "generated")
                     write_text(target / "generated.done", f"{stage}\n")
                 judge(target / "generated", target / "report", s)
-    return _write(out, taxonomy, range(seed, seed + seeds), settings, num_resamples, seed)
+    return _write(out, taxonomy, range(seed, seed + seeds), settings, num_resamples, seed, selected, curve)
 
 
-def _write(out: Path, taxonomy: Taxonomy, seeds: range, settings: TuneSettings, num_resamples: int, seed: int) -> str:
+def _write(
+    out: Path,
+    taxonomy: Taxonomy,
+    seeds: range,
+    settings: TuneSettings,
+    num_resamples: int,
+    seed: int,
+    selected: list[TuneRow],
+    curve: tuple[str, ...],
+) -> str:
     """The two tables (the world's judges: `paper_table.md`; the reward model: the same layout in
     `reward-model/`), the curve over tuning steps and the grid."""
-    rows = [Row(r.name) for r in ROWS]
+    rows = [Row(r.name) for r in selected]
     text = Table(out, rows, seeds, num_resamples).write()
-    for row in ROWS:  # the reward model's reports, laid out as Table reads them
+    for row in selected:  # the reward model's reports, laid out as Table reads them
         for s in seeds:
             src = out / row.slug / f"seed-{s}" / "report-reward"
             dst = out / "reward-model" / row.slug / f"seed-{s}" / "report"
@@ -145,8 +163,8 @@ def _write(out: Path, taxonomy: Taxonomy, seeds: range, settings: TuneSettings, 
                 shutil.rmtree(dst, ignore_errors=True)
                 shutil.copytree(src, dst)
     Table(out / "reward-model", rows, seeds, num_resamples).write()
-    _curve(out, seed, settings)
-    _grid(out, taxonomy, seed)
+    _curve(out, seed, settings, curve)
+    _grid(out, taxonomy, seed, selected)
     return text
 
 
@@ -154,7 +172,7 @@ def _overall(report: Path, key: str) -> float:
     return json.loads((report / "metrics.json").read_text())["overall"][key]
 
 
-def _curve(out: Path, seed: int, settings: TuneSettings) -> None:
+def _curve(out: Path, seed: int, settings: TuneSettings, curve: tuple[str, ...]) -> None:
     """Both judges' Emo-A and FID over tuning steps (first seed), from the stage reports."""
     import matplotlib
 
@@ -163,7 +181,7 @@ def _curve(out: Path, seed: int, settings: TuneSettings) -> None:
 
     start = out / Row("CoEmoGen").slug / f"seed-{seed}"
     points: dict[str, list[dict]] = {}
-    for name in CURVE_ROWS:
+    for name in curve:
         work = out / Row(name).slug / f"seed-{seed}"
         folders = [(0, start)] + [
             (stage, work if stage == settings.steps else work / "stages" / f"step-{stage}") for stage in settings.stages
@@ -199,14 +217,14 @@ def _curve(out: Path, seed: int, settings: TuneSettings) -> None:
     plt.close(fig)
 
 
-def _grid(out: Path, taxonomy: Taxonomy, seed: int, per_emotion: int = 2) -> None:
+def _grid(out: Path, taxonomy: Taxonomy, seed: int, selected: list[TuneRow], per_emotion: int = 2) -> None:
     """The same seeds before and after: per emotion, its first images under each CoEmoGen row and
     EmoGen's two (columns in `ROWS` order)."""
     cells = []
     for emotion in taxonomy.emotions:
         for k in range(per_emotion):
-            for row in ROWS:
+            for row in selected:
                 folder = out / row.slug / f"seed-{seed}" / "generated" / emotion
                 cells.append(Image.open(sorted(folder.glob("*.png"))[k]).convert("RGB"))
     with atomic_output(out / "grid.png") as tmp:
-        image_grid(cells, columns=len(ROWS)).save(tmp, format="PNG")
+        image_grid(cells, columns=len(selected)).save(tmp, format="PNG")
