@@ -64,6 +64,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-resamples", type=int, default=1000, help="bootstrap replicates of each interval")
     p.add_argument("--rows", nargs="+", help="only these rows (default: all)")
     p.add_argument("--curve-rows", nargs="*", help="the rows tuned in stages on the first seed (default: the three)")
+    p.add_argument("--tune-seeds", type=int, nargs="+", help="measure only these seeds (one process per share)")
     p.set_defaults(func=run_bench_tune_table)
     p = bench.add_parser(
         "va-grid",
@@ -143,7 +144,11 @@ def run_bench_tune_table(a: argparse.Namespace) -> None:
     if a.steps not in a.stages or any(not 0 < s <= a.steps for s in a.stages):
         raise CoEmoGenError(f"--stages must lie in 1..--steps and include --steps ({a.steps}), got {a.stages}")
     settings = TuneSettings(a.steps, tuple(sorted(a.stages)), a.train_batch_size, a.learning_rate)
-    print(tune_table(a.out, a.content, a.scale, a.seeds, a.seed, settings, a.num_resamples, a.rows, a.curve_rows))
+    print(
+        tune_table(
+            a.out, a.content, a.scale, a.seeds, a.seed, settings, a.num_resamples, a.rows, a.curve_rows, a.tune_seeds
+        )
+    )
 
 
 def run_bench_va_grid(a: argparse.Namespace) -> None:

@@ -79,9 +79,12 @@ def tune_table(
     num_resamples: int = 1000,
     rows: list[str] | None = None,
     curve_rows: list[str] | None = None,
+    tune_seeds: list[int] | None = None,
 ) -> str:
     """Build (or resume) the tuning comparison on the world of `content`; returns the table. `rows`
-    and `curve_rows`: only these rows, and these tuned in stages (default: all, `CURVE_ROWS`)."""
+    and `curve_rows`: only these rows, and these tuned in stages (default: all, `CURVE_ROWS`);
+    `tune_seeds`: measure only these of the seeds (several processes can share the seeds; the tables
+    cover every finished one)."""
     selected = [r for r in ROWS if rows is None or r.name in rows]
     curve = CURVE_ROWS if curve_rows is None else tuple(curve_rows)
     unknown = set(rows or []) - {r.name for r in ROWS}
@@ -107,6 +110,8 @@ def tune_table(
                 evaluate(generated, world, folder, taxonomy, num_pairs=500, seed=s, networks=nets)
 
     for s in range(seed, seed + seeds):
+        if tune_seeds is not None and s not in tune_seeds:
+            continue
         for row in selected:
             start = runs / Row(row.start).slug / f"seed-{s}"
             work = out / row.slug / f"seed-{s}"
