@@ -112,7 +112,7 @@ def test_a_tuned_run_is_an_ordinary_run(start_run, reward_head, tiny_world, tmp_
     run = _tune(start_run, tiny_world, tmp_path / "tuned", reward_head, checkpointing_steps=1)
     record = json.loads((run / "config.json").read_text())["tuning"]
     assert record["starting_run"] == str(start_run.resolve())
-    assert record["reward_shaping"] == "polarity" and record["anchor_weight"] == 1.0 and record["kl_weight"] == 100.0
+    assert record["reward_shaping"] == "polarity" and record["anchor_weight"] == 1.0 and record["kl_weight"] == 0.0
     assert record["max_train_steps"] == 2 and record["tuned"] == ["hilora"] and str(reward_head) in record["reward"]
     assert json.loads((run / "tuning.json").read_text()) == record
     start, tuned = _weights(start_run), _weights(run)
@@ -134,7 +134,7 @@ def test_the_drift_penalty_is_zero_at_the_start_and_grows_as_the_run_moves(
 ):
     args = _args(tiny_world, tmp_path / "t", method="tune", init_from=str(start_run), max_train_steps=1)
     run, _ = build(args, MIKELS, make_accelerator(args), reward_model=str(reward_head), anchor_weight=0.0,
-                   num_inference_steps=3)  # fmt: skip
+                   kl_weight=1.0, num_inference_steps=3)  # fmt: skip
     from coemogen.training.data import collate
 
     batch = collate([run.dataset[i] for i in range(4)])

@@ -49,11 +49,12 @@ class TuneRow:
 
 ROWS = (
     TuneRow("CoEmoGen", "CoEmoGen"),
-    TuneRow("CoEmoGen tuned", "CoEmoGen", {}),
-    TuneRow("tuned w/o anchor", "CoEmoGen", {"anchor_weight": 0.0}),
-    TuneRow("tuned w/o KL", "CoEmoGen", {"kl_weight": 0.0}),
+    # the registered recipe's guards: anchor weight 1, drift weight 100 (docs/tune/hypotheses.md)
+    TuneRow("CoEmoGen tuned", "CoEmoGen", {"anchor_weight": 1.0, "kl_weight": 100.0}),
+    TuneRow("tuned w/o anchor", "CoEmoGen", {"anchor_weight": 0.0, "kl_weight": 100.0}),
+    TuneRow("tuned w/o KL", "CoEmoGen", {"anchor_weight": 1.0, "kl_weight": 0.0}),
     TuneRow("EmoGen", "EmoGen"),
-    TuneRow("EmoGen tuned", "EmoGen", {}),
+    TuneRow("EmoGen tuned", "EmoGen", {"anchor_weight": 1.0, "kl_weight": 100.0}),
 )
 CURVE_ROWS = ("CoEmoGen tuned", "tuned w/o anchor", "tuned w/o KL")  # tuned in stages on the first seed
 

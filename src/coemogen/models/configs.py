@@ -196,9 +196,9 @@ class TuneConfig:
     quality_weight: float = hparam(0.5, "weight of --quality_model's score beside the emotion reward")
     anchor_weight: float = hparam(1.0, "guard: the starting method's own loss on the manifest, every step (0: off)")
     kl_weight: float = hparam(
-        100.0,
+        0.0,
         "guard: weight of the mean squared distance of the noise prediction from the starting run's at the graph "
-        "steps (0: off; the distance is of order 1e-3 after a few steps, so 100 makes it comparable to the reward)",
+        "steps (default off: at 100 it held the runs of docs/tune at their start; the anchor alone let them learn)",
     )
     tune_encoders: bool = hparam(
         False,
