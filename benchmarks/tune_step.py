@@ -122,8 +122,11 @@ def run_child(a: argparse.Namespace) -> list[dict]:
             times[name].append(time.perf_counter() - t0)
     if not a.timing:
         return [{"variant": a.child[0], "peak_mb": round(peak_memory_mb(device))}]
-    return [{"variant": n, "s_per_step": round(statistics.median(v), 3), "all_s": [round(x, 3) for x in v]}
+    rows = [{"variant": n, "s_per_step": round(statistics.median(v), 3), "all_s": [round(x, 3) for x in v]}
             for n, v in times.items()]  # fmt: skip
+    if len(rows) == 1:  # --separate: this child's peak is this variant's alone
+        rows[0]["peak_mb"] = round(peak_memory_mb(device))
+    return rows
 
 
 def main() -> None:
@@ -140,6 +143,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", help="folder for the random-weight SD1.5- or SDXL-shaped models (built once)")
     parser.add_argument("--out", help="also write the results as JSON")
+    parser.add_argument(
+        "--separate",
+        action="store_true",
+        help="time each variant in its own child (which also gives its peak): one set of models in memory at a "
+        "time, for machines where both do not fit; the rounds are then not interleaved",
+    )
     parser.add_argument("--child", nargs="+", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -158,13 +167,18 @@ def main() -> None:
     common += ["--device", a.device] + ["--gradient_checkpointing"] * a.gradient_checkpointing
     common += ["--models", a.models] if a.models else []
     child = [sys.executable, __file__, *common]
-    timing = {r["variant"]: r for r in run(child + ["--timing", "--child", *VARIANTS])}
-    memory = {v: run(child + ["--child", v], variant=v)[0] for v in VARIANTS}
+    if a.separate:
+        timing = {v: run(child + ["--timing", "--child", v], variant=v)[0] for v in VARIANTS}
+        memory = {v: {k: r[k] for k in ("peak_mb", "error") if k in r} for v, r in timing.items()}
+    else:
+        timing = {r["variant"]: r for r in run(child + ["--timing", "--child", *VARIANTS])}
+        memory = {v: run(child + ["--child", v], variant=v)[0] for v in VARIANTS}
     results = [{**timing.get(v, {"variant": v}), **memory[v]} for v in VARIANTS]
     settings = (
         f"shape={a.shape} resolution={a.resolution} batch={a.batch} device={a.device} "
         f"mixed_precision={a.mixed_precision} gradient_checkpointing={a.gradient_checkpointing} "
         f"num_inference_steps={a.num_inference_steps} truncation_steps={a.truncation_steps} repeats={a.repeats}"
+        f" separate={a.separate}"
     )
     print(f"\n{settings}  torch {torch.__version__}")
     print("| variant | s/step (median) | every round (s) | peak memory (MB) |\n|---|---|---|---|")
