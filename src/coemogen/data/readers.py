@@ -160,18 +160,23 @@ def read_folders(root: Path, taxonomy: Taxonomy, skips: SkipCounter, skip_unknow
     return out.items
 
 
+def read_table_rows(path: Path, skips: SkipCounter) -> list:
+    """The rows of a CSV (dicts) or JSONL file (any JSON value per line; a malformed line is a counted skip)."""
+    if path.suffix == ".csv":
+        return read_csv_rows(path)
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                skips.skip(f"{path.name}:{n}", "malformed JSON line")
+    return rows
+
+
 def read_table(path: Path, taxonomy: Taxonomy, skips: SkipCounter, skip_unknown: bool = False) -> list[DatasetItem]:
     """JSONL or CSV with a path column (`image`, `path`, `image_path` or `file`) and `emotion`."""
-    if path.suffix == ".csv":
-        rows = read_csv_rows(path)
-    else:
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    skips.skip(f"{path.name}:{n}", "malformed JSON line")
+    rows = read_table_rows(path, skips)
     out = _Collector(taxonomy, skips, skip_unknown)
     for n, row in enumerate(rows):
         if not isinstance(row, dict):

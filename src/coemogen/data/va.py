@@ -10,14 +10,13 @@ optionally `emotion` and `split`; or an EmoSet-layout folder whose annotations c
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CoEmoGenError
 from ..taxonomy import VA_RANGE, Taxonomy
 from .manifest import SkipCounter
-from .readers import read_csv_rows, read_dataset
+from .readers import read_dataset, read_table_rows
 
 # native (valence range, arousal range) of the sets people use
 VA_SCALES = {
@@ -94,17 +93,7 @@ def read_va(
         for item in read_dataset(source, taxonomy or Taxonomy.default(), skips):
             rows.append((item.id, item.path, item.attributes, item.emotion, item.split))
     else:
-        if source.suffix == ".csv":
-            table = read_csv_rows(source)
-        else:
-            table = []
-            for n, line in enumerate(source.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
-                if line.strip():
-                    try:
-                        table.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        skips.skip(f"{source.name}:{n}", "malformed JSON line")
-        for n, row in enumerate(table):
+        for n, row in enumerate(read_table_rows(source, skips)):
             image = next((row.get(k) for k in IMAGE_COLUMNS if isinstance(row, dict) and row.get(k)), None)
             if not isinstance(image, str):
                 skips.skip(f"{source.name}[{n}]", "no image path")
