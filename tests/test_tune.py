@@ -1,6 +1,7 @@
 """`coemogen tune`: emotion reward tuning of a trained run on the training engine."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -87,6 +88,28 @@ def test_the_rewards_gradient_reaches_only_the_selected_adapters(start_run, rewa
     grads = [layer.lora_B.grad.abs().sum() for _, layer in hilora_layers(run.base.unet)]
     assert sum(grads) > 0
     assert all(p.grad is None for p in run.model.parameters())
+
+
+def test_images_are_sampled_and_scored_at_the_runs_resolution(tiny_models, reward_head, tiny_world, tmp_path):
+    """A run trained below the model's own resolution is tuned at its resolution: the step's images
+    are that size (not the U-Net's sample size, whose decoder graph at SD1.5's 512 px ran a 24 GB
+    CPU out of memory), and so are the anchor's; another --resolution is refused."""
+    start = train(_args(tiny_world, tmp_path / "start", max_train_steps=1, resolution=16, center_crop=True,
+                        **_sources(tiny_models)), mapper_hidden_dim=32)  # fmt: skip
+    args = _args(tiny_world, tmp_path / "t", method="tune", init_from=str(start), max_train_steps=1, center_crop=True)
+    run, _ = build(args, MIKELS, make_accelerator(args), reward_model=str(reward_head), num_inference_steps=3)
+    assert run.base.default_resolution == 32
+    sizes = []
+    run.module.reward.register_forward_pre_hook(lambda module, inputs: sizes.append(tuple(inputs[0].shape[-2:])))
+    from coemogen.training.data import collate
+
+    batch = collate([run.dataset[i] for i in range(2)])
+    with run.select_adapters(batch):
+        run.module(batch, torch.Generator().manual_seed(0))["loss"].backward()
+    assert sizes == [(16, 16)]
+    assert tuple(batch["pixels"].shape[-2:]) == (16, 16)
+    with pytest.raises(CoEmoGenError, match="trained at 16 px; drop --resolution 32"):
+        build(replace(args, resolution=32), MIKELS, make_accelerator(args), reward_model=str(reward_head))
 
 
 def test_anchor_alone_equals_continued_training_on_the_manifest(start_run, reward_head, tiny_world, tmp_path):

@@ -231,10 +231,16 @@ class CoEmoGenPipeline:
             components.append(picked)
         return torch.stack(rows), components
 
-    def prepare_latents(self, generators: list[torch.Generator], dtype: torch.dtype) -> torch.Tensor:
-        """Initial noise, one draw per image from its own generator (CPU, so results match across devices)."""
-        unet = self.base.unet
-        shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    def prepare_latents(
+        self, generators: list[torch.Generator], dtype: torch.dtype, size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Initial noise, one draw per image from its own generator (CPU, so results match across
+        devices); `size` (height, width) in pixels: default the model's square resolution."""
+        height, width = size or (self.base.default_resolution, self.base.default_resolution)
+        factor = self.base.vae_scale_factor
+        if height % factor or width % factor:
+            raise CoEmoGenError(f"image size {height}x{width} is not a multiple of the VAE's factor {factor}")
+        shape = (self.base.unet.config.in_channels, height // factor, width // factor)
         return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device, dtype)
 
     def time_ids(self, batch_size: int, size: tuple[int, int] | None = None) -> torch.Tensor | None:
@@ -309,7 +315,7 @@ class CoEmoGenPipeline:
             latents = latents * scheduler.init_noise_sigma
         elif hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start_step * scheduler.order)
-        size = None if start_step == 0 else tuple(d * self.base.vae_scale_factor for d in latents.shape[-2:])
+        size = tuple(d * self.base.vae_scale_factor for d in latents.shape[-2:])  # SDXL's micro-conditions
         time_ids = self.guidance_time_ids(len(latents), guidance_scale, latents.device, size)
 
         def step(latents: torch.Tensor, t: torch.Tensor, cond: TextCondition) -> torch.Tensor:

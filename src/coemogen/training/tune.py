@@ -69,9 +69,11 @@ class RewardTuningModule(nn.Module):
         settings: TuneConfig,
         tuned: dict[str, nn.Parameter],
         batch_embeddings: Callable[[dict], torch.Tensor] | None,
+        resolution: int,
     ) -> None:
         super().__init__()
         self.anchor, self.reward, self.settings = anchor, reward, settings
+        self.size = (resolution, resolution)  # the images sampled and scored: the run's (the anchor's) resolution
         self.pipeline, self.model, self.tuned = pipeline, pipeline.model, tuned
         self.batch_embeddings = batch_embeddings
         self.reference = {name: p.detach().clone() for name, p in tuned.items()}  # the starting run's values
@@ -125,7 +127,7 @@ class RewardTuningModule(nn.Module):
             clusters = pipe.clusters
             samples = torch.stack([clusters.sample(int(e), generator, temperature)[0] for e in labels])
             samples = samples.to(pipe.device)
-        noise = pipe.prepare_latents([generator] * len(labels), pipe.base.unet.dtype)
+        noise = pipe.prepare_latents([generator] * len(labels), pipe.base.unet.dtype, self.size)
         cond, uncond = self.condition(batch, samples), self.unconditional()
         scheduler = DDIMScheduler.from_config(pipe.base.noise_scheduler.config)
         stop = s.num_inference_steps - s.truncation_steps
@@ -137,7 +139,7 @@ class RewardTuningModule(nn.Module):
         if s.kl_weight > 0:
             with torch.no_grad(), reference_weights(self.tuned, self.reference):
                 reference_cond = self.condition(batch, samples)
-        time_ids = pipe.guidance_time_ids(len(labels), s.guidance_scale, latents.device)
+        time_ids = pipe.guidance_time_ids(len(labels), s.guidance_scale, latents.device, self.size)
         drift = []
         for t in scheduler.timesteps[stop * scheduler.order :]:
             if s.kl_weight > 0:
@@ -213,6 +215,7 @@ class TuneMethod(Method):
             ),
             **asdict(settings),
             **{k: getattr(args, k) for k in ("max_train_steps", "train_batch_size", "learning_rate", "seed")},
+            "resolution": run.model.config.resolution,
             "previous_tuning": start.tuning,
         }
 
@@ -223,7 +226,9 @@ class TuneMethod(Method):
         return replace(
             run,
             params=tuned,
-            module=RewardTuningModule(run.module, pipeline, reward, settings, tuned, batch_embeddings),
+            module=RewardTuningModule(
+                run.module, pipeline, reward, settings, tuned, batch_embeddings, run.model.config.resolution,
+            ),  # fmt: skip
             finalise=finalise,
             extra_records={**run.extra_records, "tuning.json": json.dumps(record, indent=1)},
         )
