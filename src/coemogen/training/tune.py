@@ -227,8 +227,8 @@ class TuneMethod(Method):
             run,
             params=tuned,
             module=RewardTuningModule(
-                run.module, pipeline, reward, settings, tuned, batch_embeddings, run.model.config.resolution,
-            ),  # fmt: skip
+                run.module, pipeline, reward, settings, tuned, batch_embeddings, run.model.config.resolution
+            ),
             finalise=finalise,
             extra_records={**run.extra_records, "tuning.json": json.dumps(record, indent=1)},
         )
