@@ -87,3 +87,32 @@ def test_the_pipeline_takes_latents_output_types_a_step_callback_and_its_schedul
         pipe("awe", output_type="jpeg", **common)
     with pytest.raises(CoEmoGenError, match="latents hold 1 images"):
         pipe("awe", latents=noise[:1], **common)
+
+
+def test_height_and_width_set_the_image_size(shipped_pipeline, tmp_path):
+    """diffusers' `height`/`width`: a non-square size below the model's 64 px, recorded in the
+    metadata; the default is unchanged; a size the VAE cannot make is refused."""
+    import json
+
+    import numpy as np
+    import pytest
+
+    from coemogen.errors import CoEmoGenError
+
+    pipe = shipped_pipeline
+    common = dict(num_images=2, seed=3, num_inference_steps=3)
+    wide = pipe("awe", height=32, width=96, **common)
+    assert [im.size for im in wide.images] == [(96, 32)] * 2
+    assert (wide.metadata[0]["height"], wide.metadata[0]["width"]) == (32, 96)
+    default = pipe("awe", **common)
+    same = pipe("awe", height=64, width=64, **common)
+    assert [np.asarray(a).tolist() for a in same.images] == [np.asarray(b).tolist() for b in default.images]
+    with pytest.raises(CoEmoGenError, match="not a multiple of the VAE's factor"):
+        pipe("awe", height=30, **common)
+    out = tmp_path / "wide"
+    assert main(["generate", "--emotion", "fear", "--num-images", "1", "--steps", "2", "--height", "48",
+                 "--out", str(out)]) == 0  # fmt: skip
+    from PIL import Image
+
+    assert Image.open(out / "fear_0000.png").size == (64, 48)
+    assert json.loads((out / "fear_0000.json").read_text())["height"] == 48

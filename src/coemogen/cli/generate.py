@@ -39,6 +39,8 @@ def add_to(sub: argparse._SubParsersAction) -> None:
         "default: the run's own (see its config.json)",
     )
     p.add_argument("--batch-size", "--batch_size", type=int, default=16)
+    p.add_argument("--height", type=int, help="image height in pixels (default: the model's resolution)")
+    p.add_argument("--width", type=int, help="image width in pixels (default: the model's resolution)")
     p.add_argument("--device")
     p.add_argument("--taxonomy", help="expected taxonomy file; a run from another taxonomy is refused")
     p.add_argument("--pretrained_model_name_or_path", help="override the run's base Stable Diffusion")
@@ -90,6 +92,8 @@ def run_generate(a: argparse.Namespace) -> None:
         guidance_scale=a.guidance_scale,
         scheduler=a.scheduler,
         cluster_temperature=a.cluster_temperature,
+        height=a.height,
+        width=a.width,
         **va,
     )
     if state is None:

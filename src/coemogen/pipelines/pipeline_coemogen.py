@@ -414,6 +414,8 @@ class CoEmoGenPipeline:
         va: tuple[float, float] | list[tuple[float, float]] | None = None,
         va_temperature: float = 1.0,
         va_anchors: Taxonomy | None = None,
+        height: int | None = None,
+        width: int | None = None,
     ) -> CoEmoGenOutput:
         """`emotion`: a name, a mix "amusement:0.5,awe:0.5", or a list (one per image, cycled).
 
@@ -437,7 +439,8 @@ class CoEmoGenPipeline:
         image (cycled), instead of `emotion`: each becomes an emotion mix and an intensity through the
         taxonomy's anchors (`Taxonomy.va_mixes`, `va_temperature`; `va_anchors`: another table of the
         same emotions); the intensity scales the sample's departure from the clusters' centre and the
-        adapters' gates.
+        adapters' gates. `height`, `width`: the images' size in pixels (default: the model's resolution;
+        multiples of the VAE's factor; ignored with `latents`, whose size is the images').
         """
         # 1. Check inputs and fill defaults from the run's configuration.
         intensities = points = None
@@ -459,6 +462,9 @@ class CoEmoGenPipeline:
             raise CoEmoGenError(f"latents hold {latents.shape[0]} images, not num_images={num_images}")
         if cluster_temperature is None:
             cluster_temperature = self.model.config.cluster_temperature
+        if latents is not None:
+            height, width = (d * self.base.vae_scale_factor for d in latents.shape[-2:])
+        size = (height or self.base.default_resolution, width or self.base.default_resolution)
         # 2. Parse each image's emotion mix.
         indices = range(first_index, first_index + num_images)
         mixes = [self.taxonomy.mix(specs[i % len(specs)]) for i in indices]
@@ -516,7 +522,7 @@ class CoEmoGenPipeline:
                 )
             # 7. Initial latents.
             if latents is None:
-                batch_latents = self.prepare_latents([noise_generators[i] for i in idx], dtype)
+                batch_latents = self.prepare_latents([noise_generators[i] for i in idx], dtype, size)
             else:
                 batch_latents = latents[idx].to(self.device, dtype)
             # 8. Denoise with classifier-free guidance, then 9. decode.
@@ -542,6 +548,8 @@ class CoEmoGenPipeline:
                         "num_inference_steps": num_inference_steps,
                         "guidance_scale": guidance_scale,
                         "cluster_temperature": cluster_temperature,
+                        "height": size[0],
+                        "width": size[1],
                         **({} if emotion_window is None else {"emotion_window": vars(emotion_window)}),
                         **(
                             {}
