@@ -281,7 +281,8 @@ SEM_D_NOTE = (
 DIFFERENCES = (("emo_a", "Emo-A"), ("fid", "FID"), ("within_polarity", "within-polarity"), ("relation_acc", "relation"))
 
 
-def _cell(e: Estimate) -> str:
+def estimate_cell(e: Estimate) -> str:
+    """An estimate as a table cell: "mean [low, high]"."""
     return f"{e.mean:.4g} [{e.low:.4g}, {e.high:.4g}]"
 
 
@@ -308,6 +309,19 @@ class Table:
                 self._replicates.pop(row.name, None)
                 self._seen[row.name] = key
 
+    def difference(self, row: str, reference: str, metric: str) -> Estimate | None:
+        """`row` minus `reference` on `metric` with its interval, from the two rows' independent
+        replicates (after `write()`); None where either row lacks them."""
+        if metric not in self._replicates.get(row, {}) or metric not in self._replicates.get(reference, {}):
+            return None
+        return difference(
+            self._samples[row],
+            self._samples[reference],
+            self._replicates[row][metric],
+            self._replicates[reference][metric],
+            metric,
+        )
+
     def write(self, intervals: bool = True) -> str:
         self._load()
         lines, record = [], {}
@@ -325,7 +339,7 @@ class Table:
                     )
                 est = {k: interval(means[k], self._replicates[row.name][k], 0.95, len(samples)) for k in means}
                 self.estimates[row.name] = est
-                line.update({column: _cell(est[key]) for column, key in COLUMNS.items() if key in est})
+                line.update({column: estimate_cell(est[key]) for column, key in COLUMNS.items() if key in est})
                 record[row.name]["estimates"] = {key: asdict(e) for key, e in est.items()}
             else:
                 line.update({column: f"{means[key]:.4g}" for column, key in COLUMNS.items() if key in means})
@@ -339,15 +353,9 @@ class Table:
                     if metric not in self._replicates[REFERENCE_ROW]:
                         continue
                     cell = "-"
-                    if name != REFERENCE_ROW and metric in self._replicates[name]:
-                        diff = difference(
-                            self._samples[name],
-                            self._samples[REFERENCE_ROW],
-                            self._replicates[name][metric],
-                            self._replicates[REFERENCE_ROW][metric],
-                            metric,
-                        )
-                        cell = _cell(diff)
+                    diff = None if name == REFERENCE_ROW else self.difference(name, REFERENCE_ROW, metric)
+                    if diff is not None:
+                        cell = estimate_cell(diff)
                         record[name][f"{metric}_minus_coemogen"] = asdict(diff)
                     line[f"{column} − CoEmoGen"] = cell
         if not lines:

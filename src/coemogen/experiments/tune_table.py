@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -28,11 +28,12 @@ from ..evaluation.emotion_head import ClipEmotionHead
 from ..evaluation.evaluate import evaluate
 from ..io import atomic_output, write_text
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
+from ..tables import format_table
 from ..taxonomy import Taxonomy
 from ..training.tune import tune
 from ..world.judges import world_networks_for
 from ..world.paths import POCKET_IDS
-from .paper_table import SCALES, Row, Table, paper_table
+from .paper_table import SCALES, Row, Table, estimate_cell, paper_table
 from .stages import WORLDS, generate_per_emotion
 
 
@@ -158,9 +159,11 @@ def _write(
     curve: tuple[str, ...],
 ) -> str:
     """The two tables (the world's judges: `paper_table.md`; the reward model: the same layout in
-    `reward-model/`), the curve over tuning steps and the grid."""
+    `reward-model/`), each tuned row against its own start (`vs_start.md`), the curve over tuning
+    steps and the grid."""
     rows = [Row(r.name) for r in selected]
-    text = Table(out, rows, seeds, num_resamples).write()
+    judges = Table(out, rows, seeds, num_resamples)
+    text = judges.write()
     for row in selected:  # the reward model's reports, laid out as Table reads them
         for s in seeds:
             src = out / row.slug / f"seed-{s}" / "report-reward"
@@ -168,10 +171,36 @@ def _write(
             if (src / "samples.safetensors").is_file() and not (dst / "samples.safetensors").is_file():
                 shutil.rmtree(dst, ignore_errors=True)
                 shutil.copytree(src, dst)
-    Table(out / "reward-model", rows, seeds, num_resamples).write()
+    reward = Table(out / "reward-model", rows, seeds, num_resamples)
+    reward.write()
+    _vs_start(out, selected, judges, reward)
     _curve(out, seed, settings, curve)
     _grid(out, taxonomy, seed, selected)
     return text
+
+
+def _vs_start(out: Path, selected: list[TuneRow], judges: Table, reward: Table) -> None:
+    """Each tuned row minus its own starting row ("EmoGen tuned" − "EmoGen"; the CoEmoGen rows −
+    "CoEmoGen"): both judges' Emo-A and FID, with intervals from the rows' independent replicates."""
+    measures = (
+        ("Emo-A − start, judges", judges, "emo_a"),
+        ("Emo-A − start, reward model", reward, "emo_a"),
+        ("FID − start", judges, "fid"),
+    )
+    lines, record = [], {}
+    for row in selected:
+        if row.settings is None:
+            continue
+        line = {"row": row.name, "start": row.start}
+        for column, table, metric in measures:
+            estimate = table.difference(row.name, row.start, metric)
+            line[column] = "-" if estimate is None else estimate_cell(estimate)
+            if estimate is not None:
+                record.setdefault(row.name, {"start": row.start})[column] = asdict(estimate)
+        lines.append(line)
+    if lines:
+        write_text(out / "vs_start.md", format_table(lines, list(lines[0])) + "\n")
+        write_text(out / "vs_start.json", json.dumps(record, indent=1))
 
 
 def _overall(report: Path, key: str) -> float:
