@@ -56,6 +56,8 @@ ROWS = (
     TuneRow("tuned w/o KL", "CoEmoGen", {"anchor_weight": 1.0, "kl_weight": 0.0}),
     TuneRow("EmoGen", "EmoGen"),
     TuneRow("EmoGen tuned", "EmoGen", {"anchor_weight": 1.0, "kl_weight": 100.0}),
+    # added after the first results, before its runs (docs/tune/hypotheses.md, addendum): the shipped recipe
+    TuneRow("EmoGen tuned w/o KL", "EmoGen", {"anchor_weight": 1.0, "kl_weight": 0.0}),
 )
 CURVE_ROWS = ("CoEmoGen tuned", "tuned w/o anchor", "tuned w/o KL")  # tuned in stages on the first seed
 
@@ -253,8 +255,8 @@ def _curve(out: Path, seed: int, settings: TuneSettings, curve: tuple[str, ...])
 
 
 def _grid(out: Path, taxonomy: Taxonomy, seed: int, selected: list[TuneRow], per_emotion: int = 2) -> None:
-    """The same seeds before and after: per emotion, its first images under each CoEmoGen row and
-    EmoGen's two (columns in `ROWS` order)."""
+    """The same seeds before and after: per emotion, its first images under each selected row
+    (columns in `ROWS` order)."""
     cells = []
     for emotion in taxonomy.emotions:
         for k in range(per_emotion):
