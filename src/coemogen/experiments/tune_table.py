@@ -163,6 +163,9 @@ def _write(
     """The two tables (the world's judges: `paper_table.md`; the reward model: the same layout in
     `reward-model/`), each tuned row against its own start (`vs_start.md`), the curve over tuning
     steps and the grid."""
+    # the selected rows and their starts (a tuned row is measured against its start's reports)
+    names = {r.name for r in selected} | {r.start for r in selected}
+    selected = [r for r in ROWS if r.name in names]
     rows = [Row(r.name) for r in selected]
     judges = Table(out, rows, seeds, num_resamples)
     text = judges.write()
@@ -255,13 +258,20 @@ def _curve(out: Path, seed: int, settings: TuneSettings, curve: tuple[str, ...])
 
 
 def _grid(out: Path, taxonomy: Taxonomy, seed: int, selected: list[TuneRow], per_emotion: int = 2) -> None:
-    """The same seeds before and after: per emotion, its first images under each selected row
-    (columns in `ROWS` order)."""
-    cells = []
-    for emotion in taxonomy.emotions:
-        for k in range(per_emotion):
-            for row in selected:
-                folder = out / row.slug / f"seed-{seed}" / "generated" / emotion
-                cells.append(Image.open(sorted(folder.glob("*.png"))[k]).convert("RGB"))
+    """The same seeds before and after: per emotion, its first images under each selected row whose
+    first seed is generated (columns in `ROWS` order)."""
+
+    def images(row: TuneRow, emotion: str) -> list[Path]:
+        return sorted((out / row.slug / f"seed-{seed}" / "generated" / emotion).glob("*.png"))[:per_emotion]
+
+    shown = [r for r in selected if all(len(images(r, e)) == per_emotion for e in taxonomy.emotions)]
+    if not shown:
+        return
+    cells = [
+        Image.open(path).convert("RGB")
+        for emotion in taxonomy.emotions
+        for k in range(per_emotion)
+        for path in [images(row, emotion)[k] for row in shown]
+    ]
     with atomic_output(out / "grid.png") as tmp:
-        image_grid(cells, columns=len(selected)).save(tmp, format="PNG")
+        image_grid(cells, columns=len(shown)).save(tmp, format="PNG")
