@@ -261,17 +261,19 @@ def _grid(out: Path, taxonomy: Taxonomy, seed: int, selected: list[TuneRow], per
     """The same seeds before and after: per emotion, its first images under each selected row whose
     first seed is generated (columns in `ROWS` order)."""
 
-    def images(row: TuneRow, emotion: str) -> list[Path]:
-        return sorted((out / row.slug / f"seed-{seed}" / "generated" / emotion).glob("*.png"))[:per_emotion]
-
-    shown = [r for r in selected if all(len(images(r, e)) == per_emotion for e in taxonomy.emotions)]
+    images = {
+        (row.name, emotion): sorted((out / row.slug / f"seed-{seed}" / "generated" / emotion).glob("*.png"))
+        for row in selected
+        for emotion in taxonomy.emotions
+    }
+    shown = [r for r in selected if all(len(images[r.name, e]) >= per_emotion for e in taxonomy.emotions)]
     if not shown:
         return
     cells = [
-        Image.open(path).convert("RGB")
+        Image.open(images[row.name, emotion][k]).convert("RGB")
         for emotion in taxonomy.emotions
         for k in range(per_emotion)
-        for path in [images(row, emotion)[k] for row in shown]
+        for row in shown
     ]
     with atomic_output(out / "grid.png") as tmp:
         image_grid(cells, columns=len(shown)).save(tmp, format="PNG")

@@ -25,7 +25,7 @@ from ..models.conditioning import EmotionConditioner
 from ..models.hilora import adapter_weights, hilora_layers
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
-from .config import TrainingArguments, continued_resolution
+from .config import TrainingArguments, check_continued_resolution
 from .data import CachedDataset, ManifestDataset, collate
 from .loop import Method, MethodRun, check_cache, diffusion_inputs, frozen_latents, open_cache, read_records
 
@@ -153,7 +153,7 @@ def start_config(args: TrainingArguments, hyperparameters: dict) -> CoEmoGenConf
             f"--init_from continues the run's own configuration; drop {', '.join('--' + k for k in hyperparameters)}"
         )
     config = CoEmoGenConfig.load(args.init_from)
-    continued_resolution(args, config.resolution)
+    check_continued_resolution(args, config.resolution)
     return config
 
 

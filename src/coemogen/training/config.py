@@ -103,17 +103,16 @@ class TrainingArguments:
     )
 
 
-# `coemogen tune`'s defaults where they differ from training's: a short, gentle fine-tuning of a
-# trained run (DRaFT's LoRA learning rates are of this order), checkpointed every 50 steps.
-def continued_resolution(args: TrainingArguments, resolution: int) -> int:
-    """The resolution of a continued run (`--init_from`): its own; another `--resolution` is refused."""
+def check_continued_resolution(args: TrainingArguments, resolution: int) -> None:
+    """A continued run (`--init_from`) keeps its own resolution: another `--resolution` is refused."""
     if args.resolution is not None and args.resolution != resolution:
         raise CoEmoGenError(
             f"--init_from continues a run trained at {resolution} px; drop --resolution {args.resolution}"
         )
-    return resolution
 
 
+# `coemogen tune`'s defaults where they differ from training's: a short, gentle fine-tuning of a
+# trained run (DRaFT's LoRA learning rates are of this order), checkpointed every 50 steps.
 TUNE_TRAINING_DEFAULTS = {
     "learning_rate": 1e-4,
     "max_train_steps": 200,

@@ -42,7 +42,7 @@ from ..models.emogen import (
 )
 from ..pipelines.pipeline_coemogen import CoEmoGenPipeline
 from ..taxonomy import Taxonomy
-from .config import TrainingArguments, continued_resolution
+from .config import TrainingArguments, check_continued_resolution
 from .data import BalancedBatchSampler, CachedDataset, ManifestDataset, collate
 from .loop import Method, MethodRun, check_cache, diffusion_inputs, frozen_latents, open_cache, read_records
 
@@ -281,7 +281,7 @@ class EmoGenMethod(Method):
                     + ", ".join("--" + k for k in hyperparameters)
                 )
             start = EmoGenConfig.load(args.init_from)
-            continued_resolution(args, start.resolution)
+            check_continued_resolution(args, start.resolution)
             sd = args.pretrained_model_name_or_path or start.pretrained_model_name_or_path
             clip = args.clip_model_name_or_path or start.clip_model_name_or_path
         else:
